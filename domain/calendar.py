@@ -1,0 +1,89 @@
+"""The bucket calendar: which (date, time slot) buckets are watched at a given moment.
+
+The window is ``days`` local dates starting at the market's "today", where today changes not
+at midnight but at ``slide_at`` local time (02:05 by default), so the window slides once a
+day at a quiet hour. All arithmetic is on local calendar dates, so daylight-saving changes
+never add, drop or shift a bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from schemas import ids
+
+SLIDE_AT = time(2, 5)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Bucket:
+    market: str
+    date: date
+    time_slot: str  # "HH:MM", venue-local
+
+    @property
+    def bucket_id(self) -> str:
+        return ids.bucket_id(self.market, self.date.isoformat(), self.time_slot)
+
+    def starts_at(self, tz: ZoneInfo) -> datetime:
+        hh, mm = (int(x) for x in self.time_slot.split(":"))
+        return datetime.combine(self.date, time(hh, mm), tzinfo=tz)
+
+
+def parse_slide_at(text: str) -> time:
+    hh, mm = (int(x) for x in text.split(":"))
+    return time(hh, mm)
+
+
+def today(now: datetime, tz: ZoneInfo, slide_at: time = SLIDE_AT) -> date:
+    """The market's first watched date at instant ``now`` (an aware datetime)."""
+    local = now.astimezone(tz)
+    return local.date() if local.time() >= slide_at else local.date() - timedelta(days=1)
+
+
+def window(
+    now: datetime,
+    market: str,
+    tz: ZoneInfo,
+    days: int = 14,
+    time_slots: tuple[str, ...] = ("15:00", "19:00"),
+    slide_at: time = SLIDE_AT,
+) -> list[Bucket]:
+    """The ``days × len(time_slots)`` buckets watched at ``now``, in calendar order."""
+    first = today(now, tz, slide_at)
+    return [
+        Bucket(market, first + timedelta(days=d), slot)
+        for d in range(days)
+        for slot in sorted(time_slots)
+    ]
+
+
+def next_slide(now: datetime, tz: ZoneInfo, slide_at: time = SLIDE_AT) -> datetime:
+    """The next instant at which the window slides (aware, in ``tz``).
+
+    On a spring-forward day a slide time inside the skipped hour happens at the first
+    valid instant after it; on a fall-back day it happens once, at the first occurrence.
+    """
+    local = now.astimezone(tz)
+    day = local.date()
+    for offset in range(3):
+        candidate = _resolve(datetime.combine(day + timedelta(days=offset), slide_at), tz)
+        if candidate > now:
+            return candidate
+    raise AssertionError("unreachable: a slide happens every day")
+
+
+def _resolve(naive: datetime, tz: ZoneInfo) -> datetime:
+    aware = naive.replace(tzinfo=tz, fold=0)
+    roundtrip = aware.astimezone(ZoneInfo("UTC")).astimezone(tz)
+    if roundtrip.replace(tzinfo=None) != naive:  # inside a spring-forward gap
+        return roundtrip
+    return aware
+
+
+def diff_windows(old: list[Bucket], new: list[Bucket]) -> tuple[list[Bucket], list[Bucket]]:
+    """(buckets that left, buckets that entered) between two windows."""
+    old_set, new_set = set(old), set(new)
+    return sorted(old_set - new_set), sorted(new_set - old_set)

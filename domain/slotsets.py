@@ -1,0 +1,56 @@
+"""Sets of slot ids as sorted, unique ``uint64`` arrays (8 bytes an id, fast set algebra)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+IdArray = npt.NDArray[np.uint64]
+
+EMPTY: IdArray = np.zeros(0, dtype=np.uint64)
+EMPTY.setflags(write=False)
+
+
+def from_ints(values: Iterable[int]) -> IdArray:
+    arr = np.fromiter(values, dtype=np.uint64)
+    return np.unique(arr)
+
+
+def from_hex(values: Iterable[str]) -> IdArray:
+    return from_ints(int(v, 16) for v in values)
+
+
+def union(a: IdArray, b: IdArray) -> IdArray:
+    if not len(a):
+        return b
+    if not len(b):
+        return a
+    return np.union1d(a, b)
+
+
+def minus(a: IdArray, b: IdArray) -> IdArray:
+    if not len(a) or not len(b):
+        return a
+    return a[~np.isin(a, b, assume_unique=True, kind="sort")]
+
+
+def contains(a: IdArray, values: IdArray) -> npt.NDArray[np.bool_]:
+    """For each of ``values``: is it in ``a``?"""
+    if not len(a):
+        return np.zeros(len(values), dtype=bool)
+    idx = np.searchsorted(a, values)
+    idx[idx >= len(a)] = 0
+    found: npt.NDArray[np.bool_] = a[idx] == values
+    return found
+
+
+def to_bytes(a: IdArray) -> bytes:
+    return a.astype("<u8", copy=False).tobytes()
+
+
+def from_bytes(data: bytes | None) -> IdArray:
+    if not data:
+        return EMPTY
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64, copy=False)

@@ -1,0 +1,1 @@
+"""Discovery Drops: the platform shell (settings, logging, local broker, command line)."""

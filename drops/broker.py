@@ -1,0 +1,260 @@
+"""The local Apache Kafka broker: a single-node KRaft broker run from Maven Central jars.
+
+``fetch`` resolves the pinned broker version into ``<data_dir>/kafka-<version>/lib`` once;
+``start`` formats the storage on first use, starts the JVM detached and waits until the admin
+API answers; ``stop`` ends it. Everything lives under the data folder, which git ignores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from drops.log import get_log
+from drops.settings import Settings
+
+log = get_log("broker")
+
+_LOG4J = """log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
+_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.stdout.ref = STDOUT
+"""
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path  # jars and config for one Kafka version
+    lib: Path
+    data: Path  # the broker's log dirs
+    config: Path
+    pid: Path
+    out: Path
+
+
+def paths(settings: Settings) -> Paths:
+    root = settings.data_dir.resolve()
+    home = root / f"kafka-{settings.kafka_version}"
+    broker = root / "broker"
+    return Paths(
+        home=home,
+        lib=home / "lib",
+        data=broker / "data",
+        config=broker / "server.properties",
+        pid=broker / "broker.pid",
+        out=broker / "broker.log",
+    )
+
+
+def _host_port(settings: Settings) -> tuple[str, int]:
+    first = settings.kafka_bootstrap.split(",")[0]
+    host, _, port = first.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def fetch(settings: Settings) -> Path:
+    """Resolve the broker's jars with Maven (once; later calls return at once)."""
+    p = paths(settings)
+    marker = p.lib / ".complete"
+    if marker.exists():
+        return p.lib
+    if not shutil.which("mvn") or not shutil.which("java"):
+        raise BrokerError("the local broker needs java (17+) and mvn on PATH")
+    p.home.mkdir(parents=True, exist_ok=True)
+    pom = p.home / "pom.xml"
+    pom.write_text(resources.files("drops").joinpath("kafka/pom.xml").read_text())
+    log.info("kafka_fetch_start", version=settings.kafka_version, into=str(p.lib))
+    started = time.monotonic()
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={p.lib}",
+        f"-Dkafka.version={settings.kafka_version}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BrokerError(f"maven could not fetch Kafka {settings.kafka_version}:\n{result.stdout}")
+    marker.write_text(settings.kafka_version)
+    log.info("kafka_fetch_done", seconds=round(time.monotonic() - started, 1))
+    return p.lib
+
+
+def _java(settings: Settings, main: str, *args: str) -> list[str]:
+    p = paths(settings)
+    return [
+        "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+        "-cp", f"{p.lib}/*",
+        f"-Dlog4j.configuration=file:{p.home / 'log4j.properties'}",
+        f"-Dlog4j2.configurationFile={p.home / 'log4j2.properties'}",
+        main, *args,
+    ]  # fmt: skip
+
+
+def _write_config(settings: Settings) -> None:
+    p = paths(settings)
+    host, port = _host_port(settings)
+    ctrl = settings.kafka_controller_port
+    p.config.parent.mkdir(parents=True, exist_ok=True)
+    (p.home / "log4j.properties").write_text(_LOG4J)
+    (p.home / "log4j2.properties").write_text(_LOG4J2)
+    p.config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={host}:{ctrl}",
+                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
+                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={p.data}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                f"message.max.bytes={settings.max_message_bytes}",
+                "auto.create.topics.enable=false",
+                "",
+            ]
+        )
+    )
+
+
+def _running_pid(settings: Settings) -> int | None:
+    p = paths(settings)
+    try:
+        pid = int(p.pid.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def is_ready(settings: Settings, timeout: float = 2.0) -> bool:
+    """True when the broker's admin API answers with its metadata."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return bool(meta.brokers)
+
+
+def start(settings: Settings, wait: float = 60.0) -> int:
+    """Start the broker unless one already answers; return its pid (0 when not ours)."""
+    if is_ready(settings, timeout=1.0):
+        pid = _running_pid(settings) or 0
+        log.info("broker_already_running", bootstrap=settings.kafka_bootstrap, pid=pid)
+        return pid
+    fetch(settings)
+    _write_config(settings)
+    p = paths(settings)
+    if not (p.data / "meta.properties").exists():
+        cluster = uuid.uuid4().hex[:22]
+        fmt = _java(
+            settings,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster,
+            "-c",
+            str(p.config),
+            "--standalone",
+        )
+        result = subprocess.run(fmt, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BrokerError(f"formatting the broker storage failed:\n{result.stdout}{result.stderr}")
+    out = open(p.out, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        _java(settings, "kafka.Kafka", str(p.config)),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    p.pid.write_text(str(proc.pid))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = p.out.read_text(errors="replace")[-3000:]
+            raise BrokerError(f"the broker exited with {proc.returncode}:\n{tail}")
+        if is_ready(settings, timeout=1.0):
+            log.info("broker_started", bootstrap=settings.kafka_bootstrap, pid=proc.pid)
+            return proc.pid
+        time.sleep(0.3)
+    raise BrokerError(f"the broker did not answer within {wait:.0f}s; see {p.out}")
+
+
+def stop(settings: Settings, wait: float = 30.0) -> bool:
+    """Stop the broker this project started; True if one was running."""
+    pid = _running_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    paths(settings).pid.unlink(missing_ok=True)
+    log.info("broker_stopped", pid=pid)
+    return True
+
+
+def status(settings: Settings) -> dict[str, object]:
+    return {
+        "bootstrap": settings.kafka_bootstrap,
+        "pid": _running_pid(settings),
+        "ready": is_ready(settings, timeout=1.0),
+        "version": settings.kafka_version,
+    }
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the project's topics if they are missing (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    big = {"max.message.bytes": str(settings.max_message_bytes)}
+    wanted = [
+        NewTopic(settings.snapshot_topic, settings.snapshot_partitions, 1, config=big),
+        NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
+        NewTopic(settings.deadletter_topic, 1, 1, config=big),
+    ]
+    todo = [t for t in wanted if t.topic not in existing]
+    if not todo:
+        return
+    for topic, future in admin.create_topics(todo).items():
+        try:
+            future.result()
+            log.info("topic_created", topic=topic)
+        except Exception as exc:  # already created by a concurrent caller
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise

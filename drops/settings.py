@@ -1,0 +1,99 @@
+"""The one settings object. Every value comes from an env var ``DROPS_<NAME>``.
+
+The README's settings table is generated from this class (``drops settings``), so the
+descriptions here are the documentation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DROPS_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(Path(".drops"), description="Folder for broker data, jars, state, chDB")
+
+    # --- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker")
+    kafka_controller_port: int = Field(19093, description="Local broker's KRaft controller port")
+    snapshot_topic: str = Field("drops.snapshots", description="Topic of snapshot records")
+    drops_topic: str = Field("drops.events", description="Topic of drop and close records")
+    deadletter_topic: str = Field("drops.deadletter", description="Topic of rejected records")
+    snapshot_partitions: int = Field(4, description="Partitions of the snapshot topic")
+    drops_partitions: int = Field(1, description="Partitions of the drops topic (1 = total order)")
+    max_message_bytes: int = Field(4_000_000, description="Max record size for our topics")
+
+    # --- the market and its buckets ----------------------------------------------------
+    market: str = Field("nyc", description="Market name, part of every bucket id")
+    time_zone: str = Field("America/New_York", description="The market's time zone")
+    time_slots: str = Field("15:00,19:00", description="Bucket times, comma separated")
+    days: int = Field(14, description="Days in the sliding window")
+    party_size: int = Field(2, description="Party size asked of the providers")
+    providers: str = Field("resy", description="Providers polled, comma separated")
+
+    # --- producers -----------------------------------------------------------------------
+    poll_interval: float = Field(30.0, description="Seconds between polls of one bucket")
+    resy_url: str = Field("http://127.0.0.1:8081", description="Base URL of the Resy API")
+    resy_api_key: str = Field("simulator", description="Resy API key (never logged)")
+    request_timeout: float = Field(12.0, description="Timeout of one provider request, seconds")
+    max_retries: int = Field(3, description="Retries of one provider request")
+    concurrency: int = Field(8, description="Provider requests in flight per producer")
+    slots_per_record: int = Field(2000, description="Slots per snapshot record part")
+
+    # --- processor -----------------------------------------------------------------------
+    processor_group: str = Field("drops-processor", description="Consumer group of the processor")
+    commit_interval: float = Field(1.0, description="Processor checkpoint interval, seconds")
+    seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
+
+    # --- ClickHouse and the API ----------------------------------------------------------
+    clickhouse_dsn: str = Field("", description="chdb:///path or http(s)://... (default: chDB)")
+    sink_group: str = Field("drops-sink", description="Consumer group of the ClickHouse sink")
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8000, description="API port")
+
+    # --- simulator -----------------------------------------------------------------------
+    sim_host: str = Field("127.0.0.1", description="Simulator bind address")
+    sim_port: int = Field(8081, description="Simulator port")
+    sim_venues: int = Field(200, description="Venues in the simulated market")
+    sim_seed: int = Field(7, description="Seed of the simulated market")
+    sim_churn: float = Field(0.02, description="Share of slots that change per minute")
+
+    # --- logs ----------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="Log level")
+    log_format: str = Field("json", description="json or text")
+
+    @property
+    def slot_times(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.time_slots.split(",") if t.strip())
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
+
+    @property
+    def chdb_path(self) -> Path:
+        return (self.data_dir / "clickhouse").resolve()
+
+    @property
+    def clickhouse_url(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{self.chdb_path}"
+
+    @property
+    def uses_chdb(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.data_dir / "state").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
