@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     # --- processor -----------------------------------------------------------------------
     processor_group: str = Field("drops-processor", description="Consumer group of the processor")
+    state_path: Path | None = Field(None, description="RocksDB state folder (default: <data_dir>/state)")
     commit_interval: float = Field(1.0, description="Processor checkpoint interval, seconds")
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
 
@@ -91,7 +92,7 @@ class Settings(BaseSettings):
 
     @property
     def state_dir(self) -> Path:
-        return (self.data_dir / "state").resolve()
+        return (self.state_path or self.data_dir / "state").resolve()
 
 
 @lru_cache(maxsize=1)
