@@ -187,7 +187,9 @@ def start(settings: Settings, wait: float = 60.0) -> int:
         )
         result = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise BrokerError(f"formatting the broker storage failed:\n{result.stdout}{result.stderr}")
+            raise BrokerError(
+                f"formatting the broker storage failed:\n{result.stdout}{result.stderr}"
+            )
     out = open(p.out, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         _java(settings, "kafka.Kafka", str(p.config)),
@@ -247,6 +249,7 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.snapshot_topic, settings.snapshot_partitions, 1, config=big),
         NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
         NewTopic(settings.deadletter_topic, 1, 1, config=big),
+        NewTopic(settings.stats_topic, 1, 1, config=big),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     kafka_controller_port: int = Field(19093, description="Local broker's KRaft controller port")
     snapshot_topic: str = Field("drops.snapshots", description="Topic of snapshot records")
     drops_topic: str = Field("drops.events", description="Topic of drop and close records")
+    stats_topic: str = Field("drops.buckets", description="Topic of per-bucket fetch stats")
     deadletter_topic: str = Field("drops.deadletter", description="Topic of rejected records")
     snapshot_partitions: int = Field(4, description="Partitions of the snapshot topic")
     drops_partitions: int = Field(1, description="Partitions of the drops topic (1 = total order)")
@@ -49,7 +50,9 @@ class Settings(BaseSettings):
 
     # --- processor -----------------------------------------------------------------------
     processor_group: str = Field("drops-processor", description="Consumer group of the processor")
-    state_path: Path | None = Field(None, description="RocksDB state folder (default: <data_dir>/state)")
+    state_path: Path | None = Field(
+        None, description="RocksDB state folder (default: <data_dir>/state)"
+    )
     commit_interval: float = Field(1.0, description="Processor checkpoint interval, seconds")
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
 

@@ -4,6 +4,8 @@ from schemas.ids import bucket_id, dedupe_key, slot_id, slot_id_int, stream_key
 from schemas.records import (
     DROP_VERSION,
     SNAPSHOT_VERSION,
+    STATS_VERSION,
+    BucketStats,
     DropEvent,
     Failure,
     SchemaError,
@@ -11,12 +13,15 @@ from schemas.records import (
     Snapshot,
     decode_drop,
     decode_snapshot,
+    decode_stats,
     encode,
 )
 
 __all__ = [
     "DROP_VERSION",
     "SNAPSHOT_VERSION",
+    "STATS_VERSION",
+    "BucketStats",
     "DropEvent",
     "Failure",
     "SchemaError",
@@ -25,6 +30,7 @@ __all__ = [
     "bucket_id",
     "decode_drop",
     "decode_snapshot",
+    "decode_stats",
     "dedupe_key",
     "encode",
     "slot_id",

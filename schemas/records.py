@@ -20,6 +20,7 @@ from schemas import ids
 
 SNAPSHOT_VERSION = 1
 DROP_VERSION = 1
+STATS_VERSION = 1
 
 SnapshotKind = Literal["baseline", "poll", "close"]
 EventKind = Literal["open", "close"]
@@ -142,6 +143,69 @@ class DropEvent:
         d.pop("extra")
         d["seating_types"] = list(self.seating_types)
         return d
+
+
+@dataclass(frozen=True, slots=True)
+class BucketStats:
+    """What one fetch of one bucket cost and found (topic ``drops.buckets``, key = stream key).
+
+    The producers write one per baseline build and per poll; the sink keeps them in
+    ClickHouse ``discovery_buckets`` for ``GET /buckets`` and for analysts.
+    """
+
+    market: str
+    provider: str
+    bucket_id: str
+    date: str
+    time_slot: str
+    kind: SnapshotKind
+    snapshot_id: str
+    polled_at_ms: int
+    duration_ms: int
+    venues: int
+    slots: int
+    complete: bool
+    failures: int = 0
+    requests: int = 0
+    retries: int = 0
+    v: int = STATS_VERSION
+
+    @property
+    def key(self) -> str:
+        return ids.stream_key(self.bucket_id, self.provider)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stats_from_dict(doc: Any) -> BucketStats:
+    w = "bucket_stats"
+    if not isinstance(doc, dict):
+        raise SchemaError(f"{w}: not an object")
+    v = _req(doc, "v", int, w)
+    if v != STATS_VERSION:
+        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {STATS_VERSION}")
+    kind = _req(doc, "kind", str, w)
+    if kind not in ("baseline", "poll", "close"):
+        raise SchemaError(f"{w}: field 'kind' is {kind!r}")
+    return BucketStats(
+        v=v,
+        market=_req(doc, "market", str, w),
+        provider=_req(doc, "provider", str, w),
+        bucket_id=_req(doc, "bucket_id", str, w),
+        date=_req(doc, "date", str, w),
+        time_slot=_req(doc, "time_slot", str, w),
+        kind=kind,
+        snapshot_id=_req(doc, "snapshot_id", str, w),
+        polled_at_ms=_req(doc, "polled_at_ms", int, w),
+        duration_ms=_req(doc, "duration_ms", int, w),
+        venues=_req(doc, "venues", int, w),
+        slots=_req(doc, "slots", int, w),
+        complete=_req(doc, "complete", bool, w),
+        failures=_opt(doc, "failures", int, 0, w),
+        requests=_opt(doc, "requests", int, 0, w),
+        retries=_opt(doc, "retries", int, 0, w),
+    )
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -275,7 +339,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
 # ------------------------------------------------------------------------------ bytes
 
 
-def encode(record: Snapshot | DropEvent) -> bytes:
+def encode(record: Snapshot | DropEvent | BucketStats) -> bytes:
     return orjson.dumps(record.to_dict())
 
 
@@ -294,3 +358,7 @@ def decode_snapshot(data: bytes | str | None) -> Snapshot:
 
 def decode_drop(data: bytes | str | None) -> DropEvent:
     return drop_from_dict(_loads(data, "drop"))
+
+
+def decode_stats(data: bytes | str | None) -> BucketStats:
+    return stats_from_dict(_loads(data, "bucket_stats"))

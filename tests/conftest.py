@@ -49,6 +49,7 @@ def kafka_settings(kafka_broker: Settings, tmp_path: Path) -> Settings:
         snapshot_topic=f"t{tag}.snapshots",
         drops_topic=f"t{tag}.events",
         deadletter_topic=f"t{tag}.deadletter",
+        stats_topic=f"t{tag}.buckets",
         processor_group=f"t{tag}-processor",
         sink_group=f"t{tag}-sink",
         clickhouse_dsn=f"chdb://{tmp_path / 'clickhouse'}",
