@@ -9,7 +9,7 @@ never add, drop or shift a bucket.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas import ids
@@ -61,26 +61,31 @@ def window(
 
 
 def next_slide(now: datetime, tz: ZoneInfo, slide_at: time = SLIDE_AT) -> datetime:
-    """The next instant at which the window slides (aware, in ``tz``).
+    """The next instant at which :func:`today` changes (aware, in ``tz``).
 
-    On a spring-forward day a slide time inside the skipped hour happens at the first
-    valid instant after it; on a fall-back day it happens once, at the first occurrence.
+    On a spring-forward day whose slide time falls in the skipped hour, the slide happens at
+    the end of the gap (the first instant whose local time is past ``slide_at``); on a
+    fall-back day it happens once, at the first occurrence.
     """
     local = now.astimezone(tz)
-    day = local.date()
     for offset in range(3):
-        candidate = _resolve(datetime.combine(day + timedelta(days=offset), slide_at), tz)
+        naive = datetime.combine(local.date() + timedelta(days=offset), slide_at)
+        candidate = naive.replace(tzinfo=tz, fold=0)
+        shown = candidate.astimezone(UTC).astimezone(tz)
+        if shown.replace(tzinfo=None) != naive:  # inside a spring-forward gap
+            candidate = _end_of_gap(shown, tz)
         if candidate > now:
             return candidate
     raise AssertionError("unreachable: a slide happens every day")
 
 
-def _resolve(naive: datetime, tz: ZoneInfo) -> datetime:
-    aware = naive.replace(tzinfo=tz, fold=0)
-    roundtrip = aware.astimezone(ZoneInfo("UTC")).astimezone(tz)
-    if roundtrip.replace(tzinfo=None) != naive:  # inside a spring-forward gap
-        return roundtrip
-    return aware
+def _end_of_gap(after: datetime, tz: ZoneInfo) -> datetime:
+    """Walk back from ``after`` to the first instant after the clock jumped."""
+    step = timedelta(minutes=1)
+    at = after.astimezone(UTC)
+    while (at - step).astimezone(tz).utcoffset() == at.astimezone(tz).utcoffset():
+        at -= step
+    return at.astimezone(tz)
 
 
 def diff_windows(old: list[Bucket], new: list[Bucket]) -> tuple[list[Bucket], list[Bucket]]:

@@ -67,7 +67,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from drops.supervisor import up
 
-    return up(settings)
+    return int(up(settings))
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     sim_seed: int = Field(7, description="Seed of the simulated market")
     sim_churn: float = Field(0.02, description="Share of slots that change per minute")
 
+    # --- drops up (the local demo) --------------------------------------------------------
+    up_poll_interval: float = Field(5.0, description="Poll interval used by `drops up`")
+    up_restarts: int = Field(5, description="Times `drops up` restarts a crashed stage")
+
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level")
     log_format: str = Field("json", description="json or text")

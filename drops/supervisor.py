@@ -1,0 +1,133 @@
+"""``drops up``: the whole pipeline on this machine, as child processes, until Ctrl-C.
+
+Start order: broker (and topics), simulator, API (with the sink in-process when ClickHouse is
+the embedded engine, which one process must own), processor, producer. A stage that crashes is
+restarted with a back-off, a few times. Ctrl-C or SIGTERM stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from drops import broker
+from drops.log import get_log
+from drops.settings import Settings
+
+log = get_log("up")
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        cmd = [sys.executable, "-m", "drops.cli", *self.args]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        self.started_at = time.monotonic()
+        log.info("stage_started", stage=self.name, pid=self.proc.pid)
+
+
+def stages(settings: Settings) -> list[Child]:
+    children = [Child("simulator", ["simulate"])]
+    if settings.uses_chdb:
+        children.append(Child("api+sink", ["api", "--with-sink"]))
+    else:
+        children += [Child("sink", ["sink"]), Child("api", ["api"])]
+    children += [Child("processor", ["process"]), Child("producer", ["produce"])]
+    return children
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
+    env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
+    env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
+    return env
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def up(settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    children: list[Child] = []
+    started_broker = False
+    try:
+        started_broker = not broker.is_ready(settings, timeout=1.0)
+        broker.start(settings)
+        broker.ensure_topics(settings)
+        env = child_env(settings)
+        children = stages(settings)
+        for child in children:
+            child.start(env)
+        url = f"http://{settings.api_host}:{settings.api_port}/"
+        print(
+            f"\n  Discovery Drops is up: open {url}  (feed: {url}feed, Ctrl-C stops)\n", flush=True
+        )
+        log.info("up", page=url, stages=[c.name for c in children])
+        _watch(children, env, settings)
+    except _Stop as stop:
+        log.info("stopping", signal=str(stop))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(children)
+        if started_broker:
+            broker.stop(settings)
+    return 0
+
+
+def _watch(children: list[Child], env: dict[str, str], settings: Settings) -> None:
+    while True:
+        now = time.monotonic()
+        for child in children:
+            if child.proc is None:
+                if now >= child.next_start:
+                    child.start(env)
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            child.proc = None
+            if child.restarts >= settings.up_restarts:
+                raise RuntimeError(f"stage {child.name} keeps crashing (exit {code})")
+            if now - child.started_at > 300:
+                child.restarts = 0  # it ran a while: a fresh failure, not a crash loop
+            child.restarts += 1
+            delay = min(30.0, 2.0**child.restarts)
+            child.next_start = now + delay
+            log.warning("stage_exited", stage=child.name, code=code, restart_in_s=delay)
+        time.sleep(0.5)
+
+
+def _stop_all(children: list[Child], wait: float = 20.0) -> None:
+    for child in reversed(children):
+        if child.proc is not None and child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    for child in reversed(children):
+        if child.proc is None:
+            continue
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("stage_killed", stage=child.name)
+            child.proc.kill()
+            child.proc.wait()
+        log.info("stage_stopped", stage=child.name, code=child.proc.returncode)
