@@ -56,7 +56,7 @@ class Paths:
 
 def paths(settings: Settings) -> Paths:
     root = settings.data_dir.resolve()
-    home = root / f"kafka-{settings.kafka_version}"
+    home = settings.kafka_dist.resolve() / f"kafka-{settings.kafka_version}"
     broker = root / "broker"
     return Paths(
         home=home,

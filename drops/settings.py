@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     # --- Kafka ---------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker")
+    kafka_dist: Path = Field(Path(".drops/dist"), description="Folder of the local broker's jars")
     kafka_controller_port: int = Field(19093, description="Local broker's KRaft controller port")
     snapshot_topic: str = Field("drops.snapshots", description="Topic of snapshot records")
     drops_topic: str = Field("drops.events", description="Topic of drop and close records")

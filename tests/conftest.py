@@ -22,6 +22,7 @@ TEST_DATA_DIR = Path(os.environ.get("DROPS_TEST_DATA_DIR", str(ROOT / ".drops" /
 def base_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": TEST_DATA_DIR,
+        "kafka_dist": ROOT / ".drops" / "dist",
         "kafka_bootstrap": TEST_BOOTSTRAP,
         "kafka_controller_port": TEST_CONTROLLER_PORT,
         "log_format": "text",
