@@ -20,6 +20,8 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
         broker.ensure_topics(settings)
     elif args.action == "stop":
         broker.stop(settings)
+    elif args.action == "topics":
+        broker.ensure_topics(settings)
     elif args.action == "fetch":
         broker.fetch(settings)
     else:
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "broker":
-            p.add_argument("action", choices=["start", "stop", "status", "fetch"])
+            p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
         if name == "api":
             p.add_argument(
                 "--with-sink",
