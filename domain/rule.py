@@ -15,15 +15,32 @@ For one stream (a bucket as seen by one provider), with ``curr`` the slots of a 
 - A reported slot missing from a later complete snapshot is closed, with how long it was open.
 - A snapshot arrives in parts (Kafka's record limit); drops are decided part by part, and
   ``prev`` is replaced when the last part of a complete snapshot arrives. A part older than
-  the last snapshot (a slower, earlier fetch) is ignored.
+  the last snapshot (a slower, earlier fetch) is ignored, and so is a part seen before.
+
+Precisely (the reference model in ``tests/unit/test_rule.py`` says the same with sets):
+
+- A snapshot is *complete* when every part ``0..parts-1`` arrived, in order, each saying
+  ``complete``. Failures are collected over all its parts. A snapshot whose last part never
+  arrives ends, incomplete, when the next snapshot of the stream starts.
+- ``seen`` entries live while ``polled_at_ms − reported_at < seen_ttl_ms``.
+- Baseline coverage: after a complete baseline every venue is known. After a baseline whose
+  only failures are named venues (all parts present), those venues are unknown. Otherwise
+  (a page or provider failed, a part is missing, or nothing was said) coverage is unknown:
+  any venue the baseline did not see is unknown. A new slot of an unknown venue goes into the
+  baseline instead of being reported, for the whole of the first snapshot that shows the
+  venue; a complete poll makes every venue known.
+- Closes come from any complete snapshot (a baseline build too); the close carries the
+  payload kept when the slot was reported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from domain import slotsets
 from domain.slotsets import EMPTY, IdArray
@@ -44,21 +61,24 @@ class OpenSlot:
 class BucketState:
     baseline: IdArray | None = None
     baseline_venues: set[str] = field(default_factory=set)
-    baseline_partial: bool = False
-    unknown_venues: set[str] = field(default_factory=set)
-    prev: IdArray = EMPTY
-    seen_ids: IdArray = EMPTY  # sorted; seen_at is aligned with it
-    seen_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    baseline_partial: bool = False  # the baseline's coverage is unknown (page/provider failed)
+    unknown_venues: set[str] = field(default_factory=set)  # venues the baseline could not see
+    prev: IdArray = field(default_factory=lambda: EMPTY)
+    seen_ids: IdArray = field(default_factory=lambda: EMPTY)  # sorted; seen_at is aligned with it
+    seen_at: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     open: dict[str, OpenSlot] = field(default_factory=dict)
-    last_polled_ms: int = -1
+    last_polled_ms: int = -1  # polled_at_ms of the snapshot being (or last) assembled
     # the snapshot being assembled from its parts
     acc_id: str = ""
     acc_mode: Mode = "poll"
-    acc: IdArray = EMPTY
+    acc: IdArray = field(default_factory=lambda: EMPTY)
     acc_venues: set[str] = field(default_factory=set)
-    acc_complete: bool = True
-    acc_parts: int = 0
+    acc_complete: bool = True  # every part so far says complete
+    acc_gap: bool = False  # a part is missing
+    acc_next: int = 0  # the part expected next
     acc_done: bool = True
+    acc_failed_venues: set[str] = field(default_factory=set)
+    acc_wide_failure: bool = False  # a page or provider failed: coverage unknown
 
 
 @dataclass(slots=True)
@@ -70,6 +90,11 @@ class Outcome:
     absorbed: int = 0  # slots of unseen venues taken into the baseline
 
 
+def slot_ints(slots: Sequence[Slot]) -> IdArray:
+    """The ids of ``slots`` as uint64, in the order given (not deduplicated)."""
+    return np.fromiter((int(s.slot_id, 16) for s in slots), dtype=np.uint64, count=len(slots))
+
+
 def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
     """Apply one snapshot part to ``state`` (mutated in place) and say what happened."""
     out = Outcome()
@@ -77,55 +102,73 @@ def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
         out.delete = True
         return out
     if snap.snapshot_id == state.acc_id:
-        if state.acc_done or snap.part < state.acc_parts:
+        if state.acc_done or snap.part < state.acc_next:
             out.ignored = "duplicate"
             return out
     elif snap.polled_at_ms < state.last_polled_ms:
         out.ignored = "stale"
         return out
     else:
+        if not state.acc_done:  # the previous snapshot never got its last part
+            _finish(state, out, whole=False)
         _start(state, snap, seen_ttl_ms)
 
-    now = snap.polled_at_ms
-    by_id = {int(s.slot_id, 16): s for s in snap.slots}
-    curr = slotsets.from_ints(by_id)
+    if snap.part != state.acc_next:
+        state.acc_gap = True
+    state.acc_next = snap.part + 1
+    state.acc_complete = state.acc_complete and snap.complete
+    for f in snap.failures:
+        if f.scope == "venue":
+            state.acc_failed_venues.add(f.ref)
+        else:
+            state.acc_wide_failure = True
+
+    now = state.last_polled_ms
+    raw = slot_ints(snap.slots)
+    curr = slotsets.from_array(raw)
     venues = {s.venue_id for s in snap.slots}
     state.acc = slotsets.union(state.acc, curr)
     state.acc_venues |= venues
-    state.acc_parts += 1
-    state.acc_complete = state.acc_complete and snap.complete
 
     if state.acc_mode == "baseline":
-        state.baseline = slotsets.union(
-            state.baseline if state.baseline is not None else EMPTY, curr
-        )
+        assert state.baseline is not None
+        state.baseline = slotsets.union(state.baseline, curr)
     else:
         assert state.baseline is not None
         new = slotsets.minus(slotsets.minus(curr, state.prev), state.baseline)
-        live_seen = state.seen_ids[state.seen_at > now - seen_ttl_ms]
-        new = slotsets.minus(new, live_seen)
-        absorbed: list[int] = []
-        reported: list[int] = []
-        for sid in new.tolist():
-            slot = by_id[sid]
-            if slot.venue_id in state.unknown_venues or (
-                state.baseline_partial and slot.venue_id not in state.baseline_venues
-            ):
-                absorbed.append(sid)
-                continue
-            reported.append(sid)
-            out.opened.append((slot, now))
-            state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now)
-        if absorbed:
-            state.baseline = slotsets.union(state.baseline, slotsets.from_ints(absorbed))
-            out.absorbed = len(absorbed)
-        if reported:
-            _remember_seen(state, slotsets.from_ints(reported), now)
+        new = slotsets.minus(new, state.seen_ids)  # expired entries left at _start
+        if len(new):
+            _report(state, snap, raw, new, now, out)
     state.prev = slotsets.union(state.prev, curr)
 
     if snap.is_last_part:
-        _finish(state, snap, out)
+        _finish(state, out, whole=True)
     return out
+
+
+def _report(
+    state: BucketState, snap: Snapshot, raw: IdArray, new: IdArray, now: int, out: Outcome
+) -> None:
+    order = np.argsort(raw, kind="stable")
+    where = order[np.searchsorted(raw[order], new)]
+    absorbed: list[int] = []
+    reported: list[int] = []
+    for sid, i in zip(new.tolist(), where.tolist(), strict=True):
+        slot = snap.slots[i]
+        if slot.venue_id in state.unknown_venues or (
+            state.baseline_partial and slot.venue_id not in state.baseline_venues
+        ):
+            absorbed.append(sid)
+            continue
+        reported.append(sid)
+        out.opened.append((slot, now))
+        state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now)
+    if absorbed:
+        assert state.baseline is not None
+        state.baseline = slotsets.union(state.baseline, slotsets.from_ints(absorbed))
+        out.absorbed += len(absorbed)
+    if reported:
+        _remember_seen(state, slotsets.from_ints(reported), now)
 
 
 def _start(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> None:
@@ -134,8 +177,11 @@ def _start(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> None:
     state.acc = EMPTY
     state.acc_venues = set()
     state.acc_complete = True
-    state.acc_parts = 0
+    state.acc_gap = False
+    state.acc_next = 0
     state.acc_done = False
+    state.acc_failed_venues = set()
+    state.acc_wide_failure = False
     state.last_polled_ms = snap.polled_at_ms
     if state.acc_mode == "baseline":
         state.baseline = EMPTY
@@ -145,37 +191,41 @@ def _start(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> None:
 
 
 def _remember_seen(state: BucketState, ids: IdArray, now: int) -> None:
-    keep = ~slotsets.contains(ids, state.seen_ids)  # renewals replace their old entry
+    keep = ~slotsets.contains(ids, state.seen_ids)  # a renewal replaces its old entry
     merged = np.concatenate([state.seen_ids[keep], ids])
     times = np.concatenate([state.seen_at[keep], np.full(len(ids), now, dtype=np.int64)])
     order = np.argsort(merged, kind="stable")
     state.seen_ids, state.seen_at = merged[order], times[order]
 
 
-def _finish(state: BucketState, snap: Snapshot, out: Outcome) -> None:
+def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
+    """End the snapshot being assembled; ``whole``: its last part arrived."""
     state.acc_done = True
-    complete = state.acc_complete and state.acc_parts == snap.parts
-    failed_venues = {f.ref for f in snap.failures if f.scope == "venue"}
+    all_parts = whole and not state.acc_gap
+    complete = all_parts and state.acc_complete
     if state.acc_mode == "baseline":
         state.baseline_venues = set(state.acc_venues)
-        state.baseline_partial = not complete and any(f.scope != "venue" for f in snap.failures)
-        state.unknown_venues = failed_venues - state.acc_venues
-        if not complete and not snap.failures:
-            state.baseline_partial = True  # parts missing: coverage unknown
+        state.unknown_venues = state.acc_failed_venues - state.acc_venues
+        # every part here and only venues failed: the unseen venues are exactly those
+        known = all_parts and not state.acc_wide_failure and bool(state.acc_failed_venues)
+        state.baseline_partial = not complete and not known
     else:
         state.baseline_venues |= state.acc_venues
         state.unknown_venues -= state.acc_venues
     if complete:
         state.baseline_partial = False
         state.unknown_venues = set()
-        keys = list(state.open)
-        present = slotsets.contains(state.acc, np.array([int(k, 16) for k in keys], np.uint64))
-        for sid, here in zip(keys, present.tolist(), strict=True):
-            if not here:
-                out.closed.append((state.open.pop(sid), snap.polled_at_ms))
+        if state.open:
+            keys = list(state.open)
+            ids = np.array([int(k, 16) for k in keys], dtype=np.uint64)
+            present = slotsets.contains(state.acc, ids)
+            for sid, here in zip(keys, present.tolist(), strict=True):
+                if not here:
+                    out.closed.append((state.open.pop(sid), state.last_polled_ms))
         state.prev = state.acc
     state.acc = EMPTY
     state.acc_venues = set()
+    state.acc_failed_venues = set()
 
 
 def events(snap: Snapshot, out: Outcome) -> list[DropEvent]:

@@ -14,8 +14,21 @@ EMPTY.setflags(write=False)
 
 
 def from_ints(values: Iterable[int]) -> IdArray:
-    arr = np.fromiter(values, dtype=np.uint64)
-    return np.unique(arr)
+    return from_array(np.fromiter(values, dtype=np.uint64))
+
+
+def from_array(values: npt.NDArray[np.uint64]) -> IdArray:
+    """Sorted and unique (``np.unique`` is ~40x slower on uint64 in numpy 2.4)."""
+    return _dedupe_sorted(np.sort(values))
+
+
+def _dedupe_sorted(s: IdArray) -> IdArray:
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s if keep.all() else s[keep]
 
 
 def from_hex(values: Iterable[str]) -> IdArray:
@@ -27,7 +40,8 @@ def union(a: IdArray, b: IdArray) -> IdArray:
         return b
     if not len(b):
         return a
-    return np.union1d(a, b)
+    # two sorted runs: the stable sort (timsort) merges them in linear time
+    return _dedupe_sorted(np.sort(np.concatenate([a, b]), kind="stable"))
 
 
 def minus(a: IdArray, b: IdArray) -> IdArray:
