@@ -71,7 +71,7 @@ class BucketState:
     # the snapshot being assembled from its parts
     acc_id: str = ""
     acc_mode: Mode = "poll"
-    acc: IdArray = field(default_factory=lambda: EMPTY)
+    acc: list[IdArray] = field(default_factory=list)  # the ids of each part so far
     acc_venues: set[str] = field(default_factory=set)
     acc_complete: bool = True  # every part so far says complete
     acc_gap: bool = False  # a part is missing
@@ -97,6 +97,8 @@ def slot_ints(slots: Sequence[Slot]) -> IdArray:
 
 def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
     """Apply one snapshot part to ``state`` (mutated in place) and say what happened."""
+    if seen_ttl_ms <= 0:
+        raise ValueError("seen_ttl_ms must be positive")
     out = Outcome()
     if snap.kind == "close":
         out.delete = True
@@ -127,7 +129,7 @@ def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
     raw = slot_ints(snap.slots)
     curr = slotsets.from_array(raw)
     venues = {s.venue_id for s in snap.slots}
-    state.acc = slotsets.union(state.acc, curr)
+    state.acc.append(curr)
     state.acc_venues |= venues
 
     if state.acc_mode == "baseline":
@@ -139,7 +141,8 @@ def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
         new = slotsets.minus(new, state.seen_ids)  # expired entries left at _start
         if len(new):
             _report(state, snap, raw, new, now, out)
-    state.prev = slotsets.union(state.prev, curr)
+    # prev takes this part's ids when the snapshot ends; until then a slot repeated in a
+    # later part is kept from a second report by seen (reported) or the baseline (absorbed)
 
     if snap.is_last_part:
         _finish(state, out, whole=True)
@@ -174,7 +177,7 @@ def _report(
 def _start(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> None:
     state.acc_id = snap.snapshot_id
     state.acc_mode = "baseline" if snap.kind == "baseline" or state.baseline is None else "poll"
-    state.acc = EMPTY
+    state.acc = []
     state.acc_venues = set()
     state.acc_complete = True
     state.acc_gap = False
@@ -201,6 +204,7 @@ def _remember_seen(state: BucketState, ids: IdArray, now: int) -> None:
 def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
     """End the snapshot being assembled; ``whole``: its last part arrived."""
     state.acc_done = True
+    ids = slotsets.union_all(state.acc)
     all_parts = whole and not state.acc_gap
     complete = all_parts and state.acc_complete
     if state.acc_mode == "baseline":
@@ -217,13 +221,15 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
         state.unknown_venues = set()
         if state.open:
             keys = list(state.open)
-            ids = np.array([int(k, 16) for k in keys], dtype=np.uint64)
-            present = slotsets.contains(state.acc, ids)
+            opened = np.array([int(k, 16) for k in keys], dtype=np.uint64)
+            present = slotsets.contains(ids, opened)
             for sid, here in zip(keys, present.tolist(), strict=True):
                 if not here:
                     out.closed.append((state.open.pop(sid), state.last_polled_ms))
-        state.prev = state.acc
-    state.acc = EMPTY
+        state.prev = ids
+    else:
+        state.prev = slotsets.union(state.prev, ids)  # unknown is never empty
+    state.acc = []
     state.acc_venues = set()
     state.acc_failed_venues = set()
 

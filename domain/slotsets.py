@@ -41,12 +41,23 @@ def union(a: IdArray, b: IdArray) -> IdArray:
     if not len(b):
         return a
     # two sorted runs: the stable sort (timsort) merges them in linear time
-    return _dedupe_sorted(np.sort(np.concatenate([a, b]), kind="stable"))
+    out = _dedupe_sorted(np.sort(np.concatenate([a, b]), kind="stable"))
+    return a if len(out) == len(a) else out  # unchanged: the same object
+
+
+def union_all(arrays: list[IdArray]) -> IdArray:
+    if not arrays:
+        return EMPTY
+    if len(arrays) == 1:
+        return arrays[0]
+    return from_array(np.concatenate(arrays))
 
 
 def minus(a: IdArray, b: IdArray) -> IdArray:
     if not len(a) or not len(b):
         return a
+    if len(a) * 16 < len(b):  # a few against many: binary search each
+        return a[~contains(b, a)]
     return a[~np.isin(a, b, assume_unique=True, kind="sort")]
 
 
