@@ -48,6 +48,27 @@ class Settings(BaseSettings):
     max_retries: int = Field(3, description="Retries of one provider request")
     concurrency: int = Field(8, description="Provider requests in flight per producer")
     slots_per_record: int = Field(2000, description="Slots per snapshot record part")
+    slide_at: str = Field("02:05", description="Local time at which the bucket window slides")
+    opentable_url: str = Field(
+        "http://127.0.0.1:8081", description="Base URL of the OpenTable API"
+    )
+    opentable_venue_ids: str = Field(
+        "", description="OpenTable restaurant ids, comma separated (empty: the simulator's list)"
+    )
+    opentable_batch: int = Field(50, description="OpenTable restaurants per availability query")
+    resy_per_page: int = Field(100, description="Venues per Resy search page (server caps 100)")
+    user_agent: str = Field(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0",
+        description="User-Agent sent to the providers",
+    )
+    rate_limit: float = Field(0.0, description="Requests per second per provider (0: no limit)")
+    retry_base: float = Field(0.25, description="First retry backoff cap, seconds (full jitter)")
+    retry_max_delay: float = Field(8.0, description="Largest retry backoff, seconds")
+    retry_after_max: float = Field(30.0, description="Longest Retry-After honoured, seconds")
+    breaker_failures: int = Field(
+        20, description="Failed requests in a row that open a provider's circuit breaker"
+    )
+    breaker_reset: float = Field(30.0, description="Seconds a provider's open breaker waits")
 
     # --- processor -----------------------------------------------------------------------
     processor_group: str = Field("drops-processor", description="Consumer group of the processor")
@@ -69,6 +90,14 @@ class Settings(BaseSettings):
     sim_venues: int = Field(200, description="Venues in the simulated market")
     sim_seed: int = Field(7, description="Seed of the simulated market")
     sim_churn: float = Field(0.02, description="Share of slots that change per minute")
+    sim_scripted: bool = Field(
+        False, description="Simulator scripted mode: no churn, only changes made by /_control"
+    )
+    sim_fault_rate: float = Field(0.0, description="Share of simulator requests that fail")
+    sim_fault_kinds: str = Field(
+        "5xx,429,timeout,malformed,truncated",
+        description="Fault kinds drawn at sim_fault_rate (5xx,timeout,429,403,malformed,...)",
+    )
 
     # --- drops up (the local demo) --------------------------------------------------------
     up_poll_interval: float = Field(5.0, description="Poll interval used by `drops up`")
