@@ -77,12 +77,30 @@ class Settings(BaseSettings):
     )
     commit_interval: float = Field(1.0, description="Processor checkpoint interval, seconds")
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
+    heartbeat_interval: float = Field(10.0, description="Seconds between heartbeat log lines")
 
     # --- ClickHouse and the API ----------------------------------------------------------
     clickhouse_dsn: str = Field("", description="chdb:///path or http(s)://... (default: chDB)")
     sink_group: str = Field("drops-sink", description="Consumer group of the ClickHouse sink")
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")
+    retention_days: int = Field(
+        400, description="Days ClickHouse keeps drop and bucket rows (TTL; applied at start)"
+    )
+    sink_batch_size: int = Field(2000, description="Sink: most records per ClickHouse insert")
+    sink_batch_seconds: float = Field(0.2, description="Sink: longest wait to fill a batch, s")
+    sink_backoff_max: float = Field(30.0, description="Sink: longest retry pause while CH is down")
+    api_cors_origins: str = Field("", description="CORS origins, comma separated ('*' = any)")
+    api_keys: str = Field(
+        "", description="API keys, comma separated; when set, X-API-Key or ?api_key= is required"
+    )
+    feed_max_limit: int = Field(1000, description="Largest page /feed serves")
+    just_opened_minutes: int = Field(10, description="Window of GET /just-opened, minutes")
+    sse_ping: float = Field(15.0, description="SSE: seconds between ping comments")
+    sse_retry_ms: int = Field(2000, description="SSE: reconnection delay hint sent to clients")
+    sse_queue: int = Field(256, description="SSE: pending batches per client before it is dropped")
+    sse_send_timeout: float = Field(10.0, description="SSE: seconds one send may take")
+    sse_ring: int = Field(20000, description="SSE: recent live events kept for reconnects")
 
     # --- simulator -----------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulator bind address")

@@ -1,0 +1,1 @@
+"""ClickHouse sink: drops and bucket stats from Kafka into ClickHouse."""

@@ -1,0 +1,170 @@
+"""Thin ClickHouse adapter (clickhouse-connect), one code path for chDB and a server.
+
+A :class:`ClickHouse` hands each thread its own client (chDB clients on one path share the
+engine inside this process; HTTP clients must not run two queries at once on one session).
+All clients are closed by :meth:`ClickHouse.close` (chDB can open another path only then).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from drops.log import get_log
+from sinks import schema
+
+log = get_log("clickhouse")
+
+INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "wait_for_async_insert": 1}
+
+
+class ClickHouse:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[Client] = []
+        self._closed = False
+
+    @property
+    def is_chdb(self) -> bool:
+        return self.url.startswith("chdb:")
+
+    def client(self) -> Client:
+        c: Client | None = getattr(self._local, "client", None)
+        if c is None:
+            if self._closed:
+                raise RuntimeError("ClickHouse adapter is closed")
+            if self.is_chdb:
+                c = clickhouse_connect.get_client(dsn=self.url)
+            else:
+                c = clickhouse_connect.get_client(dsn=self.url, autogenerate_session_id=False)
+            with self._lock:
+                self._clients.append(c)
+            self._local.client = c
+        return c
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients, self._clients = self._clients, []
+        for c in clients:
+            try:
+                c.close()
+            except Exception as exc:  # closing is best effort
+                log.warning("clickhouse_close_failed", error=str(exc))
+
+    # ----------------------------------------------------------------------------- basics
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.client().query(sql, parameters=params or {}).result_rows]
+
+    def query_dicts(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        res = self.client().query(sql, parameters=params or {})
+        names = res.column_names
+        return [dict(zip(names, row, strict=True)) for row in res.result_rows]
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return self.client().command(sql, parameters=params or {})
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        token: str | None = None,
+    ) -> None:
+        if not rows:
+            return
+        settings = dict(INSERT_SETTINGS)
+        if token:
+            settings["insert_deduplication_token"] = token
+        self.client().insert(table, rows, column_names=list(columns), settings=settings)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.query("SELECT 1") == [(1,)])
+        except Exception:
+            return False
+
+    # ----------------------------------------------------------------------------- schema
+
+    def migrate(self, retention_days: int, time_zone: str) -> list[int]:
+        """Apply missing numbered migrations, then TTLs and views. Returns versions applied."""
+        self.command(schema.MIGRATIONS_TABLE)
+        done = {int(r[0]) for r in self.query("SELECT version FROM schema_migrations")}
+        applied: list[int] = []
+        for m in schema.MIGRATIONS:
+            if m.version in done:
+                continue
+            for stmt in m.statements:
+                self.command(stmt)
+            self.insert("schema_migrations", [[m.version, m.name]], ["version", "name"])
+            applied.append(m.version)
+            log.info("migration_applied", version=m.version, name=m.name)
+        self._apply_ttls(retention_days)
+        for stmt in schema.view_statements(time_zone):
+            self.command(stmt)
+        return applied
+
+    def _apply_ttls(self, days: int) -> None:
+        rows = self.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
+        )
+        engines = {str(n): str(e) for n, e in rows}
+        for table in schema.TTL_TABLES:
+            current = re.search(r"toIntervalDay\((\d+)\)", engines.get(table, ""))
+            if current and int(current.group(1)) == days:
+                continue
+            self.command(schema.ttl_statement(table, days))
+            log.info("retention_set", table=table, days=days)
+
+    # ----------------------------------------------------------------------------- sink side
+
+    def progress(self, topic: str) -> dict[int, int]:
+        """Per partition, the log position whose rows (and all before it) are stored."""
+        rows = self.query(
+            "SELECT kafka_partition, max(position) FROM sink_progress "
+            "WHERE topic = %(t)s GROUP BY kafka_partition",
+            {"t": topic},
+        )
+        return {int(p): int(o) for p, o in rows}
+
+    def stored_upto(self, table: str, partition: int, floor: int) -> int:
+        """Highest offset of ``partition`` stored in ``table`` (at least ``floor``)."""
+        order_first = table == "drop_events"  # its primary key starts with kafka_offset
+        where = "kafka_partition = %(p)s"
+        if order_first and floor >= 0:
+            where += " AND kafka_offset > %(f)s"
+        rows = self.query(
+            f"SELECT max(kafka_offset), count() FROM {table} WHERE {where}",
+            {"p": partition, "f": floor},
+        )
+        top, n = rows[0]
+        if not n:
+            return floor
+        return max(floor, int(top))
+
+    def existing_dedupe_keys(self, keys: Sequence[str], lo: datetime, hi: datetime) -> set[str]:
+        if not keys:
+            return set()
+        rows = self.query(
+            "SELECT DISTINCT dedupe_key FROM drop_events "
+            "WHERE opened_at >= %(lo)s AND opened_at <= %(hi)s AND dedupe_key IN %(keys)s",
+            {
+                "lo": lo - timedelta(minutes=1),
+                "hi": hi + timedelta(minutes=1),
+                "keys": list(keys),
+            },
+        )
+        return {str(r[0]) for r in rows}
+
+    def save_progress(self, topic: str, positions: dict[int, int]) -> None:
+        rows = [[topic, p, o] for p, o in positions.items()]
+        self.insert("sink_progress", rows, ["topic", "kafka_partition", "position"])

@@ -1,0 +1,229 @@
+"""Pure mapping from records to ClickHouse rows, and the dedupe plan of one batch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from schemas import BucketStats, DropEvent
+
+DROP_COLUMNS: tuple[str, ...] = (
+    "event",
+    "dedupe_key",
+    "bucket_id",
+    "market",
+    "provider",
+    "date",
+    "time_slot",
+    "slot_id",
+    "venue_id",
+    "venue_name",
+    "neighborhood",
+    "actual_time",
+    "time_zone",
+    "seating_types",
+    "party_min",
+    "party_max",
+    "booking",
+    "opened_at",
+    "snapshot_id",
+    "closed_at",
+    "open_seconds",
+    "v",
+    "extra",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+STATS_COLUMNS: tuple[str, ...] = (
+    "market",
+    "provider",
+    "bucket_id",
+    "date",
+    "time_slot",
+    "kind",
+    "snapshot_id",
+    "polled_at",
+    "duration_ms",
+    "venues",
+    "slots",
+    "complete",
+    "failures",
+    "requests",
+    "retries",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+VENUE_COLUMNS: tuple[str, ...] = (
+    "market",
+    "provider",
+    "venue_id",
+    "venue_name",
+    "neighborhood",
+    "time_zone",
+    "last_seen",
+)
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def dt_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return round(value.timestamp() * 1000)
+
+
+def _date(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def _u16(value: int) -> int:
+    return max(0, min(int(value), 65535))
+
+
+def drop_row(ev: DropEvent, partition: int, offset: int) -> list[Any]:
+    return [
+        ev.event,
+        ev.dedupe_key,
+        ev.bucket_id,
+        ev.market,
+        ev.provider,
+        _date(ev.date),
+        ev.time_slot,
+        ev.slot_id,
+        ev.venue_id,
+        ev.venue_name,
+        ev.neighborhood,
+        ev.actual_time,
+        ev.time_zone,
+        list(ev.seating_types),
+        _u16(ev.party_min),
+        _u16(ev.party_max),
+        ev.booking,
+        ms_to_dt(ev.opened_at_ms),
+        ev.snapshot_id,
+        None if ev.closed_at_ms is None else ms_to_dt(ev.closed_at_ms),
+        None if ev.open_seconds is None else float(ev.open_seconds),
+        ev.v,
+        orjson.dumps(ev.extra).decode() if ev.extra else "",
+        partition,
+        offset,
+    ]
+
+
+def stats_row(st: BucketStats, partition: int, offset: int) -> list[Any]:
+    return [
+        st.market,
+        st.provider,
+        st.bucket_id,
+        _date(st.date),
+        st.time_slot,
+        st.kind,
+        st.snapshot_id,
+        ms_to_dt(st.polled_at_ms),
+        max(0, st.duration_ms),
+        max(0, st.venues),
+        max(0, st.slots),
+        st.complete,
+        max(0, st.failures),
+        max(0, st.requests),
+        max(0, st.retries),
+        partition,
+        offset,
+    ]
+
+
+def venue_rows(events: Iterable[DropEvent]) -> list[list[Any]]:
+    """One row per venue seen in the batch (its latest name and neighborhood)."""
+    latest: dict[tuple[str, str], DropEvent] = {}
+    for ev in events:
+        k = (ev.provider, ev.venue_id)
+        if k not in latest or ev.opened_at_ms >= latest[k].opened_at_ms:
+            latest[k] = ev
+    return [
+        [
+            ev.market,
+            ev.provider,
+            ev.venue_id,
+            ev.venue_name,
+            ev.neighborhood,
+            ev.time_zone,
+            ms_to_dt(max(ev.opened_at_ms, ev.closed_at_ms or 0)),
+        ]
+        for ev in latest.values()
+    ]
+
+
+def validate_drop(ev: DropEvent) -> None:
+    """Checks the columns need beyond the schema's types (raises ValueError naming the field)."""
+    try:
+        _date(ev.date)
+    except ValueError:
+        raise ValueError(f"drop: field 'date' is not YYYY-MM-DD: {ev.date!r}") from None
+    if not 0 <= ev.opened_at_ms < 32503680000000:
+        raise ValueError(f"drop: field 'opened_at_ms' out of range: {ev.opened_at_ms}")
+    if ev.closed_at_ms is not None and not 0 <= ev.closed_at_ms < 32503680000000:
+        raise ValueError(f"drop: field 'closed_at_ms' out of range: {ev.closed_at_ms}")
+    if not ev.dedupe_key:
+        raise ValueError("drop: field 'dedupe_key' is empty")
+
+
+def validate_stats(st: BucketStats) -> None:
+    try:
+        _date(st.date)
+    except ValueError:
+        raise ValueError(f"bucket_stats: field 'date' is not YYYY-MM-DD: {st.date!r}") from None
+    if not 0 <= st.polled_at_ms < 32503680000000:
+        raise ValueError(f"bucket_stats: field 'polled_at_ms' out of range: {st.polled_at_ms}")
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """A decoded drop with its place in the log."""
+
+    partition: int
+    offset: int
+    event: DropEvent
+
+
+def plan_drops(
+    batch: Sequence[Positioned], stored_upto: int, existing_keys: set[str]
+) -> list[Positioned]:
+    """What of ``batch`` (one partition, offset order) still has to be inserted.
+
+    Skips offsets at or below ``stored_upto`` (a replay or a retry of stored rows), dedupe keys
+    already stored (the same drop written again under a new offset) and repeats inside the batch.
+    """
+    seen = set(existing_keys)
+    out: list[Positioned] = []
+    for item in batch:
+        if item.offset <= stored_upto or item.event.dedupe_key in seen:
+            continue
+        seen.add(item.event.dedupe_key)
+        out.append(item)
+    return out
+
+
+def dedupe_token(table: str, partition: int, offsets: Sequence[int]) -> str:
+    """Token of one insert block: the same rows retried give the same token."""
+    h = hashlib.blake2b(digest_size=12)
+    for o in offsets:
+        h.update(o.to_bytes(8, "big"))
+    first, last = (offsets[0], offsets[-1]) if offsets else (-1, -1)
+    return f"{table}:{partition}:{first}-{last}:{len(offsets)}:{h.hexdigest()}"
+
+
+def opened_window(events: Iterable[DropEvent]) -> tuple[datetime, datetime] | None:
+    """The opened_at range of the batch (the dedupe lookup reads only those day partitions)."""
+    times = [ev.opened_at_ms for ev in events]
+    if not times:
+        return None
+    return ms_to_dt(min(times)), ms_to_dt(max(times))

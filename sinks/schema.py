@@ -1,0 +1,208 @@
+"""The ClickHouse schema: numbered table migrations and the analysts' views (pure SQL text).
+
+Tables are created by numbered migrations, applied once each and recorded in
+``schema_migrations``. Retention (``TTL``) and the views depend on settings, so they are
+(re)applied at every start by :func:`derived_statements`; both are idempotent.
+
+Layout (see ``docs/analytics.md``):
+
+- ``drop_events``: one row per record of the drops topic, open and close events in one
+  table (column ``event``), because the feed is one ordered log of both kinds and its cursor
+  is a position in that log. ``ORDER BY (kafka_offset, kafka_partition)`` makes a feed page a
+  short in-order read of the primary key; ``PARTITION BY toYYYYMMDD(opened_at)`` keeps the
+  dedupe check and the time-window reads on one or two day partitions.
+- ``discovery_buckets``: one row per bucket fetch (``BucketStats``), for ``/buckets``.
+- ``venues``: the canonical venue list, last name and neighborhood seen (ReplacingMergeTree).
+- ``sink_progress``: per topic partition, the log position the sink has fully stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEDUPE_WINDOW = 10_000  # insert blocks remembered per table for insert_deduplication_token
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree ORDER BY version
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "drop_events, discovery_buckets, venues, sink_progress",
+        (
+            f"""
+CREATE TABLE IF NOT EXISTS drop_events (
+    event LowCardinality(String),
+    dedupe_key String,
+    bucket_id String,
+    market LowCardinality(String),
+    provider LowCardinality(String),
+    date Date,
+    time_slot LowCardinality(String),
+    slot_id String,
+    venue_id String,
+    venue_name String,
+    neighborhood LowCardinality(String),
+    actual_time String,
+    time_zone LowCardinality(String),
+    seating_types Array(LowCardinality(String)),
+    party_min UInt16,
+    party_max UInt16,
+    booking String,
+    opened_at DateTime64(3, 'UTC'),
+    snapshot_id String,
+    closed_at Nullable(DateTime64(3, 'UTC')),
+    open_seconds Nullable(Float64),
+    v UInt8,
+    extra String,
+    kafka_partition UInt16,
+    kafka_offset UInt64,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX ix_dedupe dedupe_key TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX ix_venue venue_id TYPE bloom_filter(0.01) GRANULARITY 4
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(opened_at)
+ORDER BY (kafka_offset, kafka_partition)
+SETTINGS non_replicated_deduplication_window = {DEDUPE_WINDOW}
+""",
+            f"""
+CREATE TABLE IF NOT EXISTS discovery_buckets (
+    market LowCardinality(String),
+    provider LowCardinality(String),
+    bucket_id String,
+    date Date,
+    time_slot LowCardinality(String),
+    kind LowCardinality(String),
+    snapshot_id String,
+    polled_at DateTime64(3, 'UTC'),
+    duration_ms UInt32,
+    venues UInt32,
+    slots UInt32,
+    complete Bool,
+    failures UInt32,
+    requests UInt32,
+    retries UInt32,
+    kafka_partition UInt16,
+    kafka_offset UInt64,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(polled_at)
+ORDER BY (bucket_id, provider, polled_at)
+SETTINGS non_replicated_deduplication_window = {DEDUPE_WINDOW}
+""",
+            """
+CREATE TABLE IF NOT EXISTS venues (
+    market LowCardinality(String),
+    provider LowCardinality(String),
+    venue_id String,
+    venue_name String,
+    neighborhood LowCardinality(String),
+    time_zone LowCardinality(String),
+    last_seen DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(last_seen)
+ORDER BY (provider, venue_id)
+""",
+            """
+CREATE TABLE IF NOT EXISTS sink_progress (
+    topic String,
+    kafka_partition UInt16,
+    position Int64,
+    updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(position)
+ORDER BY (topic, kafka_partition)
+""",
+        ),
+    ),
+)
+
+TTL_TABLES = {
+    "drop_events": "toDateTime(opened_at)",
+    "discovery_buckets": "toDateTime(polled_at)",
+    "venues": "toDateTime(last_seen)",
+}
+
+
+def ttl_statement(table: str, days: int) -> str:
+    return f"ALTER TABLE {table} MODIFY TTL {TTL_TABLES[table]} + INTERVAL {int(days)} DAY"
+
+
+def _tz(time_zone: str) -> str:
+    if not time_zone or any(c in time_zone for c in "'\\"):
+        raise ValueError(f"not a time zone name: {time_zone!r}")
+    return time_zone
+
+
+def view_statements(time_zone: str) -> tuple[str, ...]:
+    """The analysts' views; days and hours are in the market's time zone."""
+    tz = _tz(time_zone)
+    return (
+        """
+CREATE OR REPLACE VIEW close_events AS
+SELECT * FROM drop_events WHERE event = 'close'
+""",
+        f"""
+CREATE OR REPLACE VIEW drops_per_venue_day AS
+SELECT provider, venue_id, any(venue_name) AS venue_name, any(neighborhood) AS neighborhood,
+       toDate(opened_at, '{tz}') AS day, count() AS drops
+FROM drop_events WHERE event = 'open'
+GROUP BY provider, venue_id, day
+""",
+        """
+CREATE OR REPLACE VIEW drop_open_time AS
+SELECT provider, venue_id, any(venue_name) AS venue_name, count() AS closes,
+       quantileExact(0.5)(open_seconds) AS median_open_seconds,
+       quantileExact(0.9)(open_seconds) AS p90_open_seconds
+FROM drop_events WHERE event = 'close' AND open_seconds IS NOT NULL
+GROUP BY provider, venue_id
+""",
+        """
+CREATE OR REPLACE VIEW venue_rarity AS
+SELECT d.market AS market, d.provider AS provider, d.venue_id AS venue_id,
+       d.venue_name AS venue_name, d.days_with_drop AS days_with_drop,
+       w.days_watched AS days_watched,
+       if(w.days_watched = 0, 0, d.days_with_drop / w.days_watched) AS drop_day_ratio
+FROM (
+    SELECT market, provider, venue_id, any(venue_name) AS venue_name,
+           uniqExact(date) AS days_with_drop
+    FROM drop_events WHERE event = 'open' GROUP BY market, provider, venue_id
+) AS d
+LEFT JOIN (
+    SELECT market, provider, uniqExact(date) AS days_watched
+    FROM discovery_buckets WHERE kind = 'poll' GROUP BY market, provider
+) AS w ON d.market = w.market AND d.provider = w.provider
+""",
+        f"""
+CREATE OR REPLACE VIEW drops_by_hour AS
+SELECT toHour(opened_at, '{tz}') AS hour, count() AS drops, uniqExact(venue_id) AS venues
+FROM drop_events WHERE event = 'open'
+GROUP BY hour
+""",
+        """
+CREATE OR REPLACE VIEW drops_by_neighborhood AS
+SELECT market, neighborhood, count() AS drops, uniqExact(venue_id) AS venues,
+       countIf(time_slot = '15:00') AS drops_1500, countIf(time_slot = '19:00') AS drops_1900
+FROM drop_events WHERE event = 'open'
+GROUP BY market, neighborhood
+""",
+    )
+
+
+def derived_statements(retention_days: int, time_zone: str) -> tuple[str, ...]:
+    """Statements re-applied at every start: TTLs from the settings, then the views."""
+    if retention_days < 1:
+        raise ValueError("retention_days must be at least 1")
+    ttls = tuple(ttl_statement(t, retention_days) for t in TTL_TABLES)
+    return ttls + view_statements(time_zone)

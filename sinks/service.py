@@ -1,0 +1,354 @@
+"""The ClickHouse sink: drops topic and stats topic -> ClickHouse, batched and idempotent.
+
+- Reads with ``isolation.level=read_committed`` (the processor writes transactionally) and
+  commits Kafka offsets by hand, only after the batch is in ClickHouse.
+- Idempotent: the sink is the single writer of each partition, so it knows (cached, re-read
+  from ClickHouse after any failure) the highest stored offset per partition and skips rows
+  at or below it; a dedupe key already stored (same drop, new offset) is skipped too; each
+  insert carries an ``insert_deduplication_token`` so a retried block is dropped by ClickHouse.
+  Readers therefore never need ``FINAL``.
+- Backpressure: when ClickHouse fails, the consumer pauses, retries the same batch with
+  exponential backoff, and resumes; nothing is committed before it is stored, so a crash
+  resumes from Kafka.
+- Bad records go to the dead-letter topic with the error in a header.
+- After each stored batch, ``sink_progress`` records per partition the consumer position
+  (past transaction markers): the API's feed reads up to it, never beyond.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from drops.log import Heartbeat, configure, get_log
+from drops.settings import Settings
+from schemas import BucketStats, SchemaError, decode_drop, decode_stats
+from sinks import rows as R
+from sinks.clickhouse import ClickHouse
+
+log = get_log("sink")
+
+
+@dataclass
+class BatchResult:
+    drops: int = 0
+    stats: int = 0
+    skipped: int = 0
+    deadletters: int = 0
+
+
+@dataclass
+class _Parsed:
+    drops: dict[int, list[R.Positioned]] = field(default_factory=lambda: defaultdict(list))
+    stats: dict[int, list[tuple[int, BucketStats]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    bad: list[tuple[Message, str]] = field(default_factory=list)
+
+
+class Sink:
+    """One sink consumer. ``step()`` handles one batch; ``run()`` loops until ``stop`` is set."""
+
+    def __init__(
+        self, settings: Settings, ch: ClickHouse, stop: threading.Event | None = None
+    ) -> None:
+        self.s = settings
+        self.ch = ch
+        self.stop = stop or threading.Event()
+        self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
+        self._saved_progress: dict[int, int] = {}
+        self.paused = False
+        self.ready = threading.Event()  # set once the consumer has its assignment
+        self.totals = BatchResult()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": settings.sink_group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "max.poll.interval.ms": 600_000,
+                "fetch.max.bytes": max(settings.max_message_bytes * 2, 52_428_800),
+                "message.max.bytes": settings.max_message_bytes + 1_000_000,
+            }
+        )
+        self.dlq = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "message.max.bytes": settings.max_message_bytes + 1_000_000,
+                "linger.ms": 5,
+            }
+        )
+        self.consumer.subscribe(
+            [settings.drops_topic, settings.stats_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+
+    # ----------------------------------------------------------------------------- rebalance
+
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("sink_assigned", partitions=[f"{p.topic}[{p.partition}]" for p in parts])
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("sink_revoked", partitions=[f"{p.topic}[{p.partition}]" for p in parts])
+        self._stored.clear()
+        self._saved_progress.clear()
+
+    # ----------------------------------------------------------------------------- batches
+
+    def _parse(self, msgs: Sequence[Message]) -> _Parsed:
+        out = _Parsed()
+        for m in msgs:
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            assert topic is not None and part is not None and off is not None
+            try:
+                if topic == self.s.drops_topic:
+                    ev = decode_drop(m.value())
+                    R.validate_drop(ev)
+                    out.drops[part].append(R.Positioned(part, off, ev))
+                else:
+                    st = decode_stats(m.value())
+                    R.validate_stats(st)
+                    out.stats[part].append((off, st))
+            except (SchemaError, ValueError) as exc:
+                out.bad.append((m, str(exc)))
+        return out
+
+    def _stored_upto(self, table: str, partition: int) -> int:
+        key = (table, partition)
+        if key not in self._stored:
+            floor = self._saved_progress.get(partition, -1) if table == "drop_events" else -1
+            if table == "drop_events" and floor < 0:
+                floor = self.ch.progress(self.s.drops_topic).get(partition, -1)
+            self._stored[key] = self.ch.stored_upto(table, partition, floor)
+        return self._stored[key]
+
+    def _store(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
+        res = BatchResult()
+        for part, items in parsed.drops.items():
+            upto = self._stored_upto("drop_events", part)
+            fresh = [i for i in items if i.offset > upto]
+            window = R.opened_window(i.event for i in fresh)
+            existing: set[str] = set()
+            if window:
+                keys = sorted({i.event.dedupe_key for i in fresh})
+                existing = self.ch.existing_dedupe_keys(keys, *window)
+            todo = R.plan_drops(items, upto, existing)
+            res.skipped += len(items) - len(todo)
+            if todo:
+                # venues first: a ReplacingMergeTree, so a retry after a failure is harmless
+                self.ch.insert("venues", R.venue_rows(i.event for i in todo), R.VENUE_COLUMNS)
+                self.ch.insert(
+                    "drop_events",
+                    [R.drop_row(i.event, i.partition, i.offset) for i in todo],
+                    R.DROP_COLUMNS,
+                    token=R.dedupe_token("drop_events", part, [i.offset for i in todo]),
+                )
+            res.drops += len(todo)
+            self._stored[("drop_events", part)] = max(upto, items[-1].offset)
+        for part, stats in parsed.stats.items():
+            upto = self._stored_upto("discovery_buckets", part)
+            todo_s = [(o, st) for o, st in stats if o > upto]
+            res.skipped += len(stats) - len(todo_s)
+            if todo_s:
+                self.ch.insert(
+                    "discovery_buckets",
+                    [R.stats_row(st, part, o) for o, st in todo_s],
+                    R.STATS_COLUMNS,
+                    token=R.dedupe_token("discovery_buckets", part, [o for o, _ in todo_s]),
+                )
+            res.stats += len(todo_s)
+            self._stored[("discovery_buckets", part)] = max(upto, stats[-1][0])
+        if parsed.bad:
+            self._deadletter(parsed.bad)
+            res.deadletters = len(parsed.bad)
+        changed = {p: o for p, o in positions.items() if self._saved_progress.get(p) != o}
+        if changed:
+            self.ch.save_progress(self.s.drops_topic, changed)
+            self._saved_progress.update(changed)
+        return res
+
+    def _deadletter(self, bad: list[tuple[Message, str]]) -> None:
+        for m, err in bad:
+            log.warning(
+                "record_rejected",
+                topic=m.topic(),
+                partition=m.partition(),
+                offset=m.offset(),
+                error=err,
+            )
+            self.dlq.produce(
+                self.s.deadletter_topic,
+                value=m.value(),
+                key=m.key(),
+                headers=[
+                    ("error", err.encode()),
+                    ("source_topic", str(m.topic()).encode()),
+                    ("source_partition", str(m.partition()).encode()),
+                    ("source_offset", str(m.offset()).encode()),
+                    ("stage", b"sink"),
+                ],
+            )
+        left = self.dlq.flush(30)
+        if left:
+            raise RuntimeError(f"{left} dead letters not acknowledged by Kafka")
+
+    def _positions(self) -> list[TopicPartition]:
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return []
+        return [tp for tp in self.consumer.position(assigned) if tp.offset >= 0]
+
+    def step(self) -> BatchResult:
+        """Consume one batch (size or time bound), store it, then commit. Retries until stored."""
+        msgs = self.consumer.consume(
+            num_messages=self.s.sink_batch_size, timeout=self.s.sink_batch_seconds
+        )
+        good: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume_error", error=str(err))
+                continue
+            good.append(m)
+        tps = self._positions()
+        drops_pos = {tp.partition: tp.offset - 1 for tp in tps if tp.topic == self.s.drops_topic}
+        if not good and all(self._saved_progress.get(p) == o for p, o in drops_pos.items()):
+            return BatchResult()
+        parsed = self._parse(good)
+        res = self._store_with_retry(parsed, drops_pos)
+        if tps:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        for k in ("drops", "stats", "skipped", "deadletters"):
+            setattr(self.totals, k, getattr(self.totals, k) + getattr(res, k))
+        return res
+
+    def _store_with_retry(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
+        delay = 0.5
+        while True:
+            try:
+                res = self._store(parsed, positions)
+                if self.paused:
+                    self.consumer.resume(self.consumer.assignment())
+                    self.paused = False
+                    log.info("sink_resumed")
+                return res
+            except Exception as exc:
+                self._stored.clear()  # the outcome of a failed insert is unknown: re-read
+                self._saved_progress.clear()
+                if not self.paused:
+                    self.consumer.pause(self.consumer.assignment())
+                    self.paused = True
+                log.warning("clickhouse_unavailable", error=str(exc)[:500], retry_in_s=delay)
+                if self.stop.wait(delay):
+                    raise SinkStopped from exc
+                delay = min(delay * 2, self.s.sink_backoff_max)
+
+    def run(self) -> None:
+        beat = Heartbeat(log, "sink_heartbeat")
+        log.info("sink_started", topics=[self.s.drops_topic, self.s.stats_topic])
+        try:
+            while not self.stop.is_set():
+                try:
+                    res = self.step()
+                except SinkStopped:
+                    break
+                beat.add(
+                    drops=res.drops,
+                    stats=res.stats,
+                    skipped=res.skipped,
+                    deadletters=res.deadletters,
+                )
+                beat.tick(paused=self.paused)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        except Exception as exc:  # already closed
+            log.debug("consumer_close", error=str(exc))
+        self.dlq.flush(5)
+        log.info("sink_stopped", drops=self.totals.drops, skipped=self.totals.skipped)
+
+
+class SinkStopped(Exception):
+    """Raised out of a retry loop when the sink is asked to stop."""
+
+
+class SinkThread:
+    """The sink in a thread of another process (the API, with chDB), sharing its ClickHouse."""
+
+    def __init__(self, settings: Settings, ch: ClickHouse) -> None:
+        self.stop = threading.Event()
+        self.sink = Sink(settings, ch, self.stop)
+        self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.sink.run()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("sink_crashed")
+
+    def start(self) -> SinkThread:
+        self.thread.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def prepare(settings: Settings) -> ClickHouse:
+    """Open ClickHouse and bring its schema up to date (idempotent)."""
+    ch = ClickHouse(settings.clickhouse_url)
+    delay = 0.5
+    while True:
+        try:
+            ch.migrate(settings.retention_days, settings.time_zone)
+            return ch
+        except Exception as exc:
+            if ch.is_chdb:
+                ch.close()
+                raise
+            log.warning("clickhouse_unavailable", error=str(exc)[:300], retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, settings.sink_backoff_max)
+
+
+def run(settings: Settings) -> None:
+    """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
+    configure(settings.log_level, settings.log_format)
+    from drops import broker
+
+    broker.ensure_topics(settings)
+    ch = prepare(settings)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        log.info("sink_stopping", signal=signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        Sink(settings, ch, stop).run()
+    finally:
+        ch.close()

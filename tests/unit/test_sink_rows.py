@@ -1,0 +1,65 @@
+"""Pure parts of the sink: row mapping, batch dedupe plan, tokens, schema text."""
+
+from __future__ import annotations
+
+import pytest
+
+from sinks import rows as R
+from sinks import schema
+from sinks.testdata import close_of, make_drop, make_stats
+
+
+def test_drop_row_matches_the_columns() -> None:
+    ev = make_drop(3, opened_at_ms=1_800_000_000_123)
+    row = R.drop_row(ev, 0, 42)
+    doc = dict(zip(R.DROP_COLUMNS, row, strict=True))
+    assert doc["kafka_offset"] == 42 and doc["kafka_partition"] == 0
+    assert R.dt_to_ms(doc["opened_at"]) == 1_800_000_000_123
+    assert doc["closed_at"] is None and doc["open_seconds"] is None
+    closed = dict(
+        zip(R.DROP_COLUMNS, R.drop_row(close_of(ev, ev.opened_at_ms + 5000), 0, 43), strict=True)
+    )
+    assert closed["event"] == "close" and closed["open_seconds"] == 5.0
+
+
+def test_stats_row_matches_the_columns() -> None:
+    row = R.stats_row(make_stats(slots=7), 0, 9)
+    assert len(row) == len(R.STATS_COLUMNS)
+    assert dict(zip(R.STATS_COLUMNS, row, strict=True))["slots"] == 7
+
+
+def test_plan_skips_stored_offsets_known_keys_and_repeats() -> None:
+    evs = [make_drop(i, opened_at_ms=1_800_000_000_000) for i in range(5)]
+    batch = [R.Positioned(0, 10 + i, e) for i, e in enumerate(evs)]
+    batch.append(R.Positioned(0, 20, evs[4]))  # same drop again under a new offset
+    todo = R.plan_drops(batch, stored_upto=11, existing_keys={evs[3].dedupe_key})
+    assert [p.offset for p in todo] == [12, 14]
+
+
+def test_dedupe_token_is_stable_and_specific() -> None:
+    a = R.dedupe_token("drop_events", 0, [1, 2, 3])
+    assert a == R.dedupe_token("drop_events", 0, [1, 2, 3])
+    assert a != R.dedupe_token("drop_events", 0, [1, 2, 4])
+    assert a != R.dedupe_token("drop_events", 1, [1, 2, 3])
+
+
+def test_validate_rejects_bad_dates() -> None:
+    ev = make_drop(1)
+    bad = type(ev)(**{**{f: getattr(ev, f) for f in ev.__dataclass_fields__}, "date": "12/01"})
+    with pytest.raises(ValueError, match="'date'"):
+        R.validate_drop(bad)
+
+
+def test_venue_rows_keep_the_latest_per_venue() -> None:
+    a = make_drop(1, venue=7, opened_at_ms=1000, neighborhood="Old")
+    b = make_drop(2, venue=7, opened_at_ms=2000, neighborhood="New")
+    rows = R.venue_rows([b, a])
+    assert len(rows) == 1 and rows[0][4] == "New"
+
+
+def test_derived_statements_refuse_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        schema.derived_statements(0, "UTC")
+    with pytest.raises(ValueError):
+        schema.view_statements("x'; DROP TABLE drop_events; --")
+    assert any("INTERVAL 30 DAY" in s for s in schema.derived_statements(30, "UTC"))
