@@ -1,0 +1,242 @@
+"""The HTTP path to the providers: one pooled ``httpx.AsyncClient`` for every request, and per
+provider a concurrency limit, a request-rate limit, a circuit breaker and a shared
+``Retry-After`` pause. Every request has a timeout; failed attempts are retried with full
+jitter (``sleep = uniform(0, min(cap, base · 2^attempt))``), and a 429's ``Retry-After`` is
+honoured (the whole provider pauses that long) unless it is longer than ``retry_after_max``.
+
+What comes out is parsed JSON or a :class:`ProviderError` naming the failure: the callers turn
+it into a :class:`~schemas.Failure`, never into an empty answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from producers.providers.base import Counters
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ProviderError(Exception):
+    """A request that did not give a usable answer (after retries, when retryable)."""
+
+    def __init__(self, kind: str, detail: str = "", retryable: bool = True) -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind, self.detail, self.retryable = kind, detail, retryable
+        self.retry_after: float | None = None
+
+
+class Invalid(Exception):
+    """Raised by a response validator: the body parsed but is not a whole answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    timeout: float = 12.0
+    max_retries: int = 3
+    retry_base: float = 0.25
+    retry_max_delay: float = 8.0
+    retry_after_max: float = 30.0
+    concurrency: int = 8
+    rate_limit: float = 0.0  # requests/s per provider, 0 = none
+    breaker_failures: int = 20
+    breaker_reset: float = 30.0
+
+
+def backoff(attempt: int, policy: Policy, rng: random.Random) -> float:
+    """Full jitter: a uniform delay in ``[0, min(cap, base · 2^attempt)]``."""
+    return rng.uniform(0.0, min(policy.retry_max_delay, policy.retry_base * (2**attempt)))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), None when absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+@dataclass(slots=True)
+class Breaker:
+    """Opens after ``threshold`` failed attempts in a row; lets a trial through after ``reset``."""
+
+    threshold: int
+    reset: float
+    failures: int = 0
+    opened_at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        return self.opened_at is None or now - self.opened_at >= self.reset
+
+    def success(self) -> None:
+        self.failures, self.opened_at = 0, None
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = now
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+
+@dataclass(slots=True)
+class Lane:
+    """One provider's limits, shared by all its requests."""
+
+    semaphore: asyncio.Semaphore
+    breaker: Breaker
+    rate: float
+    next_slot: float = 0.0
+    paused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Transport:
+    def __init__(
+        self,
+        policy: Policy,
+        client: httpx.AsyncClient | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        limits = httpx.Limits(
+            max_connections=max(policy.concurrency * 2, 10),
+            max_keepalive_connections=max(policy.concurrency * 2, 10),
+        )
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(policy.timeout), limits=limits, http2=False
+        )
+        self._sleep, self._rng, self._clock = sleep, rng or random.Random(), clock
+        self._lanes: dict[str, Lane] = {}
+
+    def lane(self, provider: str) -> Lane:
+        lane = self._lanes.get(provider)
+        if lane is None:
+            lane = Lane(
+                semaphore=asyncio.Semaphore(self.policy.concurrency),
+                breaker=Breaker(self.policy.breaker_failures, self.policy.breaker_reset),
+                rate=self.policy.rate_limit,
+            )
+            self._lanes[provider] = lane
+        return lane
+
+    def breaker_open(self, provider: str) -> bool:
+        return self.lane(provider).breaker.is_open
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _pace(self, lane: Lane) -> None:
+        """Wait for the provider's Retry-After pause and its request-rate slot."""
+        async with lane.lock:
+            now = self._clock()
+            start = max(now, lane.paused_until)
+            if lane.rate > 0:
+                start = max(start, lane.next_slot)
+                lane.next_slot = start + 1.0 / lane.rate
+        if start > now:
+            await self._sleep(start - now)
+
+    async def request_json(
+        self,
+        provider: str,
+        method: str,
+        url: str,
+        counters: Counters,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        validate: Callable[[Any], object] | None = None,
+    ) -> Any:
+        lane = self.lane(provider)
+        policy = self.policy
+        content = orjson.dumps(json) if json is not None else None
+        hdrs = dict(headers or {})
+        if content is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        last: ProviderError | None = None
+        for attempt in range(policy.max_retries + 1):
+            if attempt:
+                delay = backoff(attempt - 1, policy, self._rng)
+                if last is not None and last.retry_after is not None:
+                    delay = max(delay, last.retry_after)
+                counters.retries += 1
+                await self._sleep(delay)
+            if not lane.breaker.allow(self._clock()):
+                raise ProviderError("circuit_open", f"{provider} breaker is open", False)
+            await self._pace(lane)
+            try:
+                async with lane.semaphore:
+                    counters.requests += 1
+                    resp = await self.client.request(
+                        method, url, params=params, content=content, headers=hdrs,
+                        timeout=policy.timeout,
+                    )  # fmt: skip
+                doc = self._check(resp, lane, validate)
+            except ProviderError as err:
+                last = err
+            except httpx.TimeoutException as exc:
+                last = ProviderError("timeout", type(exc).__name__)
+            except httpx.HTTPError as exc:
+                last = ProviderError("transport", f"{type(exc).__name__}: {exc}")
+            else:
+                lane.breaker.success()
+                return doc
+            lane.breaker.failure(self._clock())
+            if not last.retryable:
+                break
+        assert last is not None
+        raise last
+
+    def _check(
+        self, resp: httpx.Response, lane: Lane, validate: Callable[[Any], object] | None
+    ) -> Any:
+        status = resp.status_code
+        if status == 429:
+            err = ProviderError("throttled", "429")
+            ra = parse_retry_after(resp.headers.get("retry-after"))
+            if ra is not None:
+                if ra > self.policy.retry_after_max:
+                    err = ProviderError("throttled", f"429, Retry-After {ra:g}s is too long", False)
+                else:
+                    err.retry_after = ra
+                    lane.paused_until = max(lane.paused_until, self._clock() + ra)
+            raise err
+        if status == 403:
+            raise ProviderError("blocked", "403")
+        if status >= 500:
+            raise ProviderError("server_error", str(status))
+        if status >= 400:  # 400, 401, 404, 419: our request or key is wrong; retrying won't help
+            raise ProviderError("rejected", f"{status} {resp.text[:200]}", False)
+        try:
+            doc = orjson.loads(resp.content)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError("malformed", f"not JSON: {exc}") from None
+        if validate is not None:
+            try:
+                validate(doc)
+            except Invalid as exc:
+                raise ProviderError("invalid", str(exc)) from None
+        return doc
