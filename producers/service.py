@@ -1,0 +1,272 @@
+"""The producer service: the bucket window, baseline builds, the poll loop, Kafka records.
+
+Every ``poll_interval`` seconds it plans a cycle (:func:`producers.core.plan_cycle`): one job
+per bucket per provider; a stream whose previous fetch still runs is skipped and counted. A
+stream's first job is its baseline build (``kind="baseline"``): 28 per provider at start, then
+2 a day as the window slides at ``slide_at`` local time; a bucket leaving the window gets a
+``kind="close"`` record. Each fetch becomes snapshot records (parts of at most
+``slots_per_record`` slots; key = ``<bucket_id>/<provider>``) and one ``BucketStats`` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from domain.calendar import Bucket, parse_slide_at, window
+from drops.log import get_log
+from drops.settings import Settings
+from producers import core
+from producers.core import Job
+from producers.providers.base import Provider
+from schemas import encode
+
+log = get_log("producer")
+
+
+class RecordWriter(Protocol):
+    def write(self, topic: str, key: str, value: bytes) -> None: ...
+
+    def flush(self, timeout: float = 30.0) -> int: ...
+
+
+@dataclass(slots=True)
+class CycleReport:
+    started: int = 0
+    skipped: int = 0
+    closed: int = 0
+    finished: int = 0
+    incomplete: int = 0
+    errors: int = 0
+    slots: int = 0
+    records: int = 0
+    requests: int = 0
+    retries: int = 0
+    duration_s: float = 0.0
+    keys: list[str] = field(default_factory=list)
+
+
+class ProducerService:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: dict[str, Provider],
+        writer: RecordWriter,
+    ) -> None:
+        self.settings, self.providers, self.writer = settings, providers, writer
+        self.tz = ZoneInfo(settings.time_zone)
+        self.slide_at = parse_slide_at(settings.slide_at)
+        self.window: list[Bucket] = []
+        self.baselined: set[str] = set()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.report = CycleReport()  # jobs finished since the last heartbeat
+        self.cycles = 0
+        self._baseline_total = 0
+        self._baseline_done = 0
+
+    # ------------------------------------------------------------------ one cycle
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def plan(self, now: datetime) -> core.Plan:
+        s = self.settings
+        new_window = window(now, s.market, self.tz, s.days, s.slot_times, self.slide_at)
+        plan = core.plan_cycle(
+            self.window, new_window, tuple(self.providers), set(self.running), self.baselined
+        )
+        self.window = new_window
+        return plan
+
+    def start_cycle(self, now: datetime | None = None) -> core.Plan:
+        """Plan a cycle and start its jobs (returns at once; jobs run as tasks)."""
+        now = now or self.now()
+        plan = self.plan(now)
+        self.cycles += 1
+        now_ms = int(now.timestamp() * 1000)
+        for bucket in plan.closed:
+            for provider in self.providers:
+                key = f"{bucket.bucket_id}/{provider}"
+                value = core.close_record(
+                    bucket, provider, self.settings.market, _sid(now_ms), now_ms
+                )
+                self.writer.write(self.settings.snapshot_topic, key, value)
+                self.baselined.discard(key)
+                self.report.closed += 1
+            log.info("bucket_closed", bucket_id=bucket.bucket_id)
+        baselines = [j for j in plan.jobs if j.kind == "baseline"]
+        if baselines:
+            self._baseline_total += len(baselines)
+            log.info(
+                "baseline_start",
+                buckets=len({j.bucket for j in baselines}),
+                jobs=len(baselines),
+                entered=len(plan.entered),
+            )
+        for job in plan.jobs:
+            self.running[job.key] = asyncio.create_task(self._run_job(job), name=job.key)
+        self.report.started += len(plan.jobs)
+        self.report.skipped += len(plan.skipped)
+        if plan.skipped:
+            log.info("buckets_skipped", count=len(plan.skipped), keys=plan.skipped[:5])
+        return plan
+
+    async def _run_job(self, job: Job) -> None:
+        s = self.settings
+        started = time.monotonic()
+        polled_at_ms = int(time.time() * 1000)  # when the fetch started
+        sid = _sid(polled_at_ms)
+        try:
+            query = core.query_for(job.bucket, s.slot_times, s.party_size)
+            result = await self.providers[job.provider].fetch(query)
+            duration_ms = int((time.monotonic() - started) * 1000)
+            if job.bucket not in self.window:  # closed while fetching: its state is gone
+                log.info("fetch_dropped", key=job.key, reason="bucket left the window")
+                return
+            records = core.to_records(
+                result, job, s.market, sid, polled_at_ms, s.slots_per_record, s.max_message_bytes
+            )
+            for _, value in records:
+                self.writer.write(s.snapshot_topic, job.key, value)
+            stats = core.stats_for(result, job, s.market, sid, polled_at_ms, duration_ms)
+            self.writer.write(s.stats_topic, job.key, encode(stats))
+            if job.kind == "baseline":
+                self.baselined.add(job.key)
+                self._baseline_done += 1
+                log.info(
+                    "baseline_progress",
+                    key=job.key,
+                    done=self._baseline_done,
+                    total=self._baseline_total,
+                    venues=result.venues,
+                    slots=len(result.slots),
+                    complete=result.complete,
+                    failures=len(result.failures),
+                    duration_ms=duration_ms,
+                )
+            if not result.complete:
+                log.warning(
+                    "fetch_incomplete",
+                    key=job.key,
+                    failures=len(result.failures),
+                    first=str(result.failures[0]) if result.failures else "",
+                )
+            r = self.report
+            r.finished += 1
+            r.incomplete += 0 if result.complete else 1
+            r.slots += len(result.slots)
+            r.records += len(records)
+            r.requests += result.requests
+            r.retries += result.retries
+            r.keys.append(job.key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.report.errors += 1
+            log.exception("job_failed", key=job.key)  # nothing written: unknown, never empty
+        finally:
+            self.running.pop(job.key, None)
+
+    async def run_once(self, now: datetime | None = None) -> CycleReport:
+        """One whole cycle, waiting for every job (tests and the benchmark)."""
+        started = time.monotonic()
+        self.report = CycleReport()
+        self.start_cycle(now)
+        while self.running:
+            await asyncio.gather(*list(self.running.values()), return_exceptions=True)
+        report, self.report = self.report, CycleReport()
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def heartbeat(self, cycle_started: float) -> None:
+        r = self.report
+        log.info(
+            "cycle",
+            cycle=self.cycles,
+            polled=r.finished,
+            started=r.started,
+            skipped=r.skipped,
+            failed=r.incomplete + r.errors,
+            closed=r.closed,
+            slots_seen=r.slots,
+            records=r.records,
+            requests=r.requests,
+            retries=r.retries,
+            running=len(self.running),
+            window=f"{self.window[0].date}..{self.window[-1].date}" if self.window else "",
+            duration_s=round(time.monotonic() - cycle_started, 2),
+        )
+        self.report = CycleReport()
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        interval = self.settings.poll_interval
+        while not stop.is_set():
+            cycle_started = time.monotonic()
+            if self.cycles:
+                self.heartbeat(self._last_cycle)
+            self._last_cycle = cycle_started
+            self.start_cycle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+        await self.shutdown()
+
+    _last_cycle: float = 0.0
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        grace = self.settings.request_timeout if grace is None else grace
+        tasks = list(self.running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:  # a fetch cut short writes nothing: unknown, never empty
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for provider in self.providers.values():
+            await provider.aclose()
+        left = self.writer.flush(30.0)
+        log.info("producer_stopped", unflushed=left)
+
+
+def _sid(ms: int) -> str:
+    return f"{ms:x}-{uuid.uuid4().hex[:12]}"
+
+
+async def _main(settings: Settings) -> None:
+    from drops import broker
+    from producers.kafka import Writer
+    from producers.providers import factory
+    from producers.providers.transport import Transport
+
+    try:
+        broker.ensure_topics(settings)
+    except Exception as exc:
+        log.warning("ensure_topics_failed", error=str(exc))
+    transport = Transport(factory.policy(settings))
+    providers = factory.build(settings, transport)
+    service = ProducerService(settings, providers, Writer(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "producer_start",
+        providers=list(providers),
+        market=settings.market,
+        poll_interval=settings.poll_interval,
+        topic=settings.snapshot_topic,
+    )
+    try:
+        await service.run_forever(stop)
+    finally:
+        await transport.aclose()
+
+
+def run(settings: Settings) -> None:
+    """Poll until SIGTERM/SIGINT, then finish or cancel fetches and flush the producer."""
+    asyncio.run(_main(settings))

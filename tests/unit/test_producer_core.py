@@ -1,0 +1,111 @@
+"""The producer's pure decisions: planning, skip-if-running, baselines, closes, chunking."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from domain.calendar import Bucket, window
+from producers import core
+from producers.providers.base import FetchResult
+from schemas import Failure, Slot, decode_snapshot, decode_stats, encode
+
+NY = ZoneInfo("America/New_York")
+PROVIDERS = ("resy", "opentable")
+
+
+def win(day: int, hour: int = 12) -> list[Bucket]:
+    return window(datetime(2026, 3, day, hour, tzinfo=NY), "nyc", NY)
+
+
+def test_first_cycle_builds_28_baselines_per_provider() -> None:
+    plan = core.plan_cycle([], win(2), PROVIDERS, set(), set())
+    assert len(plan.jobs) == 56 and all(j.kind == "baseline" for j in plan.jobs)
+    assert len(plan.entered) == 28 and plan.closed == [] and plan.skipped == []
+    assert plan.jobs[0].key == "nyc:2026-03-02:1500/resy"
+
+
+def test_running_streams_are_skipped_not_queued_and_baselined_ones_poll() -> None:
+    w = win(2)
+    keys = {j.key for j in core.plan_cycle([], w, PROVIDERS, set(), set()).jobs}
+    running = {"nyc:2026-03-02:1500/resy", "nyc:2026-03-05:1900/opentable"}
+    plan = core.plan_cycle(w, w, PROVIDERS, running, keys - running)
+    assert sorted(plan.skipped) == sorted(running)
+    assert len(plan.jobs) == 54 and all(j.kind == "poll" for j in plan.jobs)
+    assert not {j.key for j in plan.jobs} & running
+    # a stream whose baseline never got written gets a baseline build next time
+    plan = core.plan_cycle(w, w, PROVIDERS, set(), keys - {"nyc:2026-03-03:1900/resy"})
+    assert [j.key for j in plan.jobs if j.kind == "baseline"] == ["nyc:2026-03-03:1900/resy"]
+
+
+def test_the_daily_slide_closes_two_and_baselines_two() -> None:
+    before, after = win(2, 23), win(3, 3)  # the slide at 02:05 happened in between
+    keys = {j.key for j in core.plan_cycle([], before, PROVIDERS, set(), set()).jobs}
+    plan = core.plan_cycle(before, after, PROVIDERS, set(), keys)
+    assert [b.bucket_id for b in plan.closed] == ["nyc:2026-03-02:1500", "nyc:2026-03-02:1900"]
+    assert [b.bucket_id for b in plan.entered] == ["nyc:2026-03-16:1500", "nyc:2026-03-16:1900"]
+    assert sorted(j.key for j in plan.jobs if j.kind == "baseline") == sorted(
+        f"nyc:2026-03-16:{t}/{p}" for t in ("1500", "1900") for p in PROVIDERS
+    )
+
+
+def slots(n: int) -> list[Slot]:
+    return [
+        Slot("resy", str(1000 + i // 4), f"Venue {i}", f"2026-03-04 {17 + i % 4}:00:00",
+             "EST5EDT", "SoHo", ("Bar", "Dining Room"), 1, 4, "rgs://resy/" + "x" * 100)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+JOB = core.Job(Bucket("nyc", date(2026, 3, 4), "19:00"), "resy", "poll")
+
+
+def test_records_split_into_parts_that_each_carry_the_whole_fetch_status() -> None:
+    failures = [Failure("page", "3", "server_error: 503")]
+    result = FetchResult("resy", slots(4500), False, failures, 1125, 50, 4)
+    records = core.to_records(result, JOB, "nyc", "sid1", 1_000, 2000, 4_000_000)
+    snaps = [decode_snapshot(value) for _, value in records]
+    assert [(s.part, s.parts) for s in snaps] == [(0, 3), (1, 3), (2, 3)]
+    assert [len(s.slots) for s in snaps] == [2000, 2000, 500]
+    assert all(not s.complete and s.failures == tuple(failures) for s in snaps)
+    assert all(s.key == "nyc:2026-03-04:1900/resy" and s.polled_at_ms == 1_000 for s in snaps)
+    assert [sl for s in snaps for sl in s.slots] == result.slots
+    # the spliced bytes decode to the same record schemas.encode would write
+    header, value = records[1]
+    assert decode_snapshot(value) == decode_snapshot(encode(snaps[1]))
+    assert header.part == 1 and header.slots == ()
+
+
+def test_parts_stay_under_the_record_limit() -> None:
+    result = FetchResult("resy", slots(2000), True)
+    records = core.to_records(result, JOB, "nyc", "sid", 1, 2000, 100_000)
+    assert len(records) > 5
+    assert all(len(v) <= 100_000 for _, v in records)
+    assert sum(len(decode_snapshot(v).slots) for _, v in records) == 2000
+
+
+def test_an_empty_fetch_is_one_empty_part_and_close_records() -> None:
+    ((_header, value),) = core.to_records(
+        FetchResult("resy", [], True), JOB, "nyc", "s", 5, 10, 10**6
+    )
+    snap = decode_snapshot(value)
+    assert snap.complete and snap.slots == () and snap.parts == 1
+    close = decode_snapshot(core.close_record(JOB.bucket, "resy", "nyc", "c1", 9))
+    assert close.kind == "close" and close.key == JOB.key and close.slots == ()
+
+
+def test_stats_record() -> None:
+    result = FetchResult("resy", slots(3), False, [Failure("venue", "1", "x")], 7, 9, 2)
+    stats = core.stats_for(result, JOB, "nyc", "sid", 11, 250)
+    back = decode_stats(encode(stats))
+    assert (back.venues, back.slots, back.failures, back.requests, back.retries) == (7, 3, 1, 9, 2)
+    assert back.key == JOB.key and not back.complete and back.duration_ms == 250
+
+
+def test_chunking_refuses_a_slot_that_cannot_fit() -> None:
+    with pytest.raises(ValueError):
+        core.chunk_slots(slots(1), 10, core.RECORD_MARGIN + 10)
+    assert orjson.loads(core.chunk_slots([], 10, 10**6)[0]) == []
