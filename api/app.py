@@ -1,0 +1,461 @@
+"""The Starlette app: the cursor feed, the SSE stream, the small endpoints and the live page.
+
+``create_app(settings, ...)`` builds it; the lifespan opens ClickHouse (running the schema
+migrations), optionally runs the sink in a thread of this process (required with chDB, where
+one process owns the data folder), and starts the live tail (one Kafka consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import orjson
+from anyio import to_thread
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import cursor as C
+from api.data import Data
+from api.hub import Client, Hub, render
+from api.items import sse_bytes
+from api.metrics import Metrics
+from api.openapi import openapi
+from api.params import (
+    KNOWN_PROVIDERS,
+    Allowed,
+    BadRequest,
+    Filters,
+    check_known,
+    parse_feed,
+    parse_just_opened,
+    parse_stream,
+)
+from drops.log import get_log
+from drops.settings import Settings
+from sinks.clickhouse import ClickHouse
+from sinks.service import SinkThread, prepare
+
+log = get_log("api")
+STATIC = Path(__file__).resolve().parent / "static"
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/static", "/openapi.json")
+
+
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class State:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.metrics = Metrics()
+        self.allowed = Allowed(
+            markets=frozenset(m.strip() for m in settings.market.split(",") if m.strip()),
+            providers=KNOWN_PROVIDERS | frozenset(settings.provider_names),
+            time_slots=frozenset(settings.slot_times),
+            max_limit=settings.feed_max_limit,
+        )
+        self.keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
+        self.ch: ClickHouse | None = None
+        self.data: Data | None = None
+        self.hub: Hub | None = None
+        self.sink: SinkThread | None = None
+        self.closing = False
+
+    def db(self) -> Data:
+        if self.data is None:
+            raise RuntimeError("ClickHouse is not open")
+        return self.data
+
+
+def _q(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def _st(request: Request) -> State:
+    st: State = request.app.state.drops
+    return st
+
+
+async def _db(fn: Callable[..., Any], *args: Any) -> Any:
+    return await to_thread.run_sync(fn, *args)
+
+
+# --------------------------------------------------------------------------------- endpoints
+
+
+async def feed(request: Request) -> Response:
+    st = _st(request)
+    req = parse_feed(_q(request), st.allowed)
+    items, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
+    return JSON({"items": items, "next": C.encode(nxt)})
+
+
+async def just_opened(request: Request) -> Response:
+    st = _st(request)
+    limit, filters = parse_just_opened(_q(request), st.allowed)
+    items = await _db(st.db().just_opened, st.s.just_opened_minutes, filters, limit)
+    return JSON(
+        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": int(time.time() * 1000)}
+    )
+
+
+async def buckets(request: Request) -> Response:
+    st = _st(request)
+    check_known(_q(request), ())
+    today = datetime.now(ZoneInfo(st.s.time_zone)).date().isoformat()
+    rows = await _db(st.db().buckets, st.s.market, today, st.s.poll_interval)
+    return JSON({"buckets": rows, "market": st.s.market, "today": today})
+
+
+async def venue(request: Request) -> Response:
+    st = _st(request)
+    q = _q(request)
+    check_known(q, ("provider", "history"))
+    vid = request.path_params["venue_id"]
+    if not 0 < len(vid) <= 64 or not all(c.isalnum() or c in "_.:-" for c in vid):
+        raise BadRequest("venue_id", "not a venue id")
+    provider = q["provider"][0] if q.get("provider") else None
+    if provider is not None and provider not in st.allowed.providers:
+        raise BadRequest("provider", f"unknown provider {provider[:40]!r}")
+    raw_h = (q.get("history") or ["50"])[0]
+    if not raw_h.isdigit() or not 0 <= int(raw_h) <= 1000:
+        raise BadRequest("history", "must be between 0 and 1000")
+    doc = await _db(st.db().venue, vid, provider, int(raw_h))
+    if doc is None:
+        return JSON({"error": "not_found", "param": "venue_id", "message": "no such venue"}, 404)
+    return JSON(doc)
+
+
+async def by_hour(request: Request) -> Response:
+    st = _st(request)
+    q = _q(request)
+    check_known(q, ("hours",))
+    raw = (q.get("hours") or ["24"])[0]
+    if not raw.isdigit() or not 1 <= int(raw) <= 24 * 14:
+        raise BadRequest("hours", "must be between 1 and 336")
+    return JSON({"hours": await _db(st.db().by_hour, int(raw)), "time_zone": st.s.time_zone})
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    st = _st(request)
+    ch_ok = st.ch is not None and bool(await _db(st.ch.ping))
+    checks: dict[str, Any] = {"clickhouse": ch_ok}
+    if st.hub is not None:
+        checks["kafka"] = st.hub.ready.is_set() and st.hub.error is None
+    else:
+        checks["kafka"] = await _db(_kafka_ok, st.s.kafka_bootstrap)
+    if st.sink is not None:
+        checks["sink"] = st.sink.alive and not st.sink.sink.paused
+    ok = all(bool(v) for v in checks.values()) and not st.closing
+    return JSON({"ready": ok, "checks": checks}, 200 if ok else 503)
+
+
+def _kafka_ok(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(_st(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSON(openapi(_st(request).s))
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# --------------------------------------------------------------------------------- SSE
+
+
+async def stream(request: Request) -> Response:
+    st = _st(request)
+    since, filters = parse_stream(_q(request), request.headers.get("last-event-id"), st.allowed)
+    hub = st.hub
+    if hub is None or not hub.ready.is_set():
+        return JSON(
+            {"error": "unavailable", "param": "", "message": "live tail not ready, retry"},
+            503,
+            headers={"Retry-After": "2"},
+        )
+    client = hub.subscribe(filters)
+    start = dict(hub.position) if since is None else dict(since)
+    st.metrics.inc("drops_sse_connections_total", help_text="SSE connections accepted")
+    return EventSourceResponse(
+        _events(st, hub, client, start, since is not None, filters),
+        ping=st.s.sse_ping,
+        send_timeout=st.s.sse_send_timeout,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _events(
+    st: State, hub: Hub, client: Client, pos: C.Cursor, resume: bool, filters: Filters
+) -> AsyncIterator[bytes]:
+    try:
+        yield (
+            f"retry: {st.s.sse_retry_ms}\nid: {C.encode(pos)}\nevent: ready\n"
+            f'data: {{"cursor":"{C.encode(pos)}"}}\n\n'
+        ).encode()
+        if resume:
+            caught = pos
+            async for chunk, at in _catch_up(st, hub, client, pos, filters):
+                caught = at
+                if chunk:
+                    yield chunk
+            pos = caught
+        while not st.closing:
+            if not client.queue and not client.dropped and not client.closing:
+                await client.wake.wait()
+            if client.dropped:
+                st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
+                yield b": too slow, reconnect with Last-Event-ID\n\n"
+                return
+            if client.closing:
+                return
+            data, pos, n = render(client.drain(), pos, filters)
+            if data:
+                st.metrics.inc("drops_sse_events_sent_total", n, "SSE events sent")
+                yield data
+    finally:
+        hub.unsubscribe(client)
+
+
+async def _catch_up(
+    st: State, hub: Hub, client: Client, pos: C.Cursor, filters: Filters
+) -> AsyncIterator[tuple[bytes, C.Cursor]]:
+    """From ClickHouse until the ring covers ``pos``, then from the ring (no gap, no repeat)."""
+    data = st.db()
+    page = min(500, st.s.feed_max_limit)
+    waited = 0.0
+    while not st.closing and not client.closing:
+        head = await _db(data.head)
+        while True:
+            rows = await _db(data.feed_page, pos, head, filters, page)
+            chunks = []
+            for r in rows:
+                pos = C.after(pos, head, r["kafka_offset"], r["kafka_partition"])
+                chunks.append(sse_bytes(r, pos))
+            if len(rows) < page:
+                pos = C.merge(pos, head)
+            if chunks:
+                yield b"".join(chunks), pos
+            if len(rows) < page:
+                break
+        if client.dropped:  # the queue overflowed while catching up: the ring has those events
+            client.dropped = False
+            client.queue.clear()
+        if C.covers(pos, hub.base):
+            # no await between this check and the ring snapshot: the ring cannot move
+            chunks = []
+            for ev in list(hub.ring_after(pos)):
+                new = C.merge(pos, ev.after)
+                if filters.matches(ev.item):
+                    chunks.append(ev.data if new == ev.after else sse_bytes(ev.item, new))
+                pos = new
+            if chunks:
+                yield b"".join(chunks), pos
+            else:
+                yield b"", pos
+            return
+        # ClickHouse is behind the ring: wait for the sink
+        await anyio.sleep(0.1)
+        waited += 0.1
+        if waited > 60:
+            log.warning("sse_catch_up_waiting", position=pos, ring_base=hub.base)
+            waited = 0.0
+
+
+# --------------------------------------------------------------------------------- plumbing
+
+
+class Guard:
+    """API keys, metrics, and JSON errors (400 names the parameter; never a bare 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        st: State = scope["app"].state.drops
+        path: str = scope["path"]
+        route = _route(path)
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                st.metrics.observe(route, message["status"], time.perf_counter() - started)
+            await send(message)
+
+        if st.keys and scope["method"] != "OPTIONS" and not _open(path):
+            request = Request(scope)
+            key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+            if key not in st.keys:
+                await JSON(
+                    {"error": "unauthorized", "param": "api_key", "message": "API key required"},
+                    401,
+                )(scope, receive, _send)
+                return
+        try:
+            await self.app(scope, receive, _send)
+        except BadRequest as exc:
+            if not status["sent"]:
+                await JSON(exc.body(), 400)(scope, receive, _send)
+        except Exception:
+            log.exception("request_failed", path=path)
+            if not status["sent"]:
+                await JSON({"error": "internal", "param": "", "message": "internal error"}, 500)(
+                    scope, receive, _send
+                )
+
+
+def _open(path: str) -> bool:
+    return path == "/" or any(path.startswith(p) for p in OPEN_PATHS[1:])
+
+
+def _route(path: str) -> str:
+    if path.startswith("/venues/"):
+        return "/venues/{id}"
+    if path.startswith("/static/"):
+        return "/static"
+    return path if path in _ROUTES else "other"
+
+
+_ROUTES = {
+    "/",
+    "/feed",
+    "/feed/stream",
+    "/just-opened",
+    "/buckets",
+    "/stats/by-hour",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    ch: ClickHouse | None = None,
+    with_sink: bool = False,
+    live: bool = True,
+) -> Starlette:
+    """The API. ``ch``: an open ClickHouse (else opened and migrated here, closed at the end);
+    ``with_sink``: run the sink in this process; ``live``: run the Kafka live tail for SSE."""
+    st = State(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = ch is None
+        st.ch = ch if ch is not None else await to_thread.run_sync(prepare, settings)
+        st.data = Data(st.ch, settings.drops_topic, settings.time_zone)
+        if with_sink:
+            st.sink = SinkThread(settings, st.ch).start()
+        if live:
+            st.hub = Hub(settings)
+            st.hub.start(asyncio.get_running_loop())
+        _gauges(st)
+        log.info("api_started", with_sink=with_sink, live=live, chdb=st.ch.is_chdb)
+        try:
+            yield
+        finally:
+            st.closing = True
+            if st.hub is not None:
+                st.hub.close_clients()
+                await to_thread.run_sync(st.hub.stop)
+            if st.sink is not None:
+                await to_thread.run_sync(st.sink.close)
+            if owned and st.ch is not None:
+                st.ch.close()
+            log.info("api_stopped")
+
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    middleware = [Middleware(Guard)]
+    if origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET"],
+                allow_headers=["X-API-Key", "Last-Event-ID"],
+            ),
+        )
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/feed", feed),
+            Route("/feed/stream", stream),
+            Route("/just-opened", just_opened),
+            Route("/buckets", buckets),
+            Route("/venues/{venue_id:str}", venue),
+            Route("/stats/by-hour", by_hour),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/openapi.json", openapi_json),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.drops = st
+    return app
+
+
+def _gauges(st: State) -> None:
+    m = st.metrics
+    if st.hub is not None:
+        hub = st.hub
+        m.gauge("drops_sse_clients", lambda: len(hub.clients), "Connected SSE clients")
+        m.gauge("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
+        m.gauge("drops_sse_ring_events", lambda: len(hub.ring), "Events in the reconnect ring")
+        m.gauge(
+            "drops_sse_dropped_clients_total", lambda: hub.dropped_clients, "Slow clients dropped"
+        )
+    if st.sink is not None:
+        sink = st.sink.sink
+        m.gauge("drops_sink_rows_total", lambda: sink.totals.drops, "Drop rows stored")
+        m.gauge("drops_sink_skipped_total", lambda: sink.totals.skipped, "Duplicates skipped")
+        m.gauge("drops_sink_deadletters_total", lambda: sink.totals.deadletters, "Records rejected")
+        m.gauge("drops_sink_paused", lambda: int(sink.paused), "1 while ClickHouse is failing")
+
+
+Handler = Callable[[Request], Awaitable[Response]]

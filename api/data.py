@@ -1,0 +1,198 @@
+"""The API's reads from ClickHouse (thin; the SQL text is built from pure parts).
+
+Blocking calls: the app runs them in worker threads (each thread has its own client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from api import cursor as C
+from api.items import SELECT_COLUMNS, item_from_row
+from api.params import Filters
+from sinks.clickhouse import ClickHouse
+
+
+class Data:
+    def __init__(self, ch: ClickHouse, drops_topic: str, time_zone: str) -> None:
+        self.ch = ch
+        self.topic = drops_topic
+        if "'" in time_zone or "\\" in time_zone:
+            raise ValueError("bad time zone")
+        self.tz = time_zone
+
+    def head(self) -> C.Cursor:
+        """Per partition, the log position stored in full by the sink (the feed's upper bound)."""
+        return self.ch.progress(self.topic)
+
+    def feed_page(
+        self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
+    ) -> list[dict[str, Any]]:
+        where, params = filters.sql()
+        sql = (
+            f"SELECT {SELECT_COLUMNS} FROM drop_events "
+            f"WHERE {C.range_sql(start, head)} AND {where} "
+            f"ORDER BY kafka_offset, kafka_partition LIMIT {int(limit)}"
+        )
+        return [item_from_row(r) for r in self.ch.query_dicts(sql, params)]
+
+    def feed(
+        self, start: Mapping[int, int] | None, filters: Filters, limit: int
+    ) -> tuple[list[dict[str, Any]], C.Cursor]:
+        begin = dict(start or {})
+        head = self.head()
+        items = self.feed_page(begin, head, filters, limit)
+        page = [(i["kafka_offset"], i["kafka_partition"]) for i in items]
+        return items, C.next_cursor(begin, head, page, limit)
+
+    def just_opened(
+        self, minutes: int, filters: Filters, limit: int, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Open events of the last ``minutes`` whose slot has not closed since, newest first."""
+        since = (now or datetime.now(UTC)) - timedelta(minutes=minutes)
+        where, params = filters.sql()
+        params["since"] = since
+        sql = (
+            f"SELECT {SELECT_COLUMNS} FROM drop_events "
+            "WHERE event = 'open' AND opened_at >= %(since)s "
+            "AND (bucket_id, slot_id, opened_at) NOT IN ("
+            "  SELECT bucket_id, slot_id, opened_at FROM drop_events "
+            "  WHERE event = 'close' AND opened_at >= %(since)s) "
+            f"AND {where} ORDER BY opened_at DESC, kafka_offset DESC LIMIT 1 BY dedupe_key "
+            f"LIMIT {int(limit)}"
+        )
+        return [item_from_row(r) for r in self.ch.query_dicts(sql, params)]
+
+    def buckets(self, market: str, today: str, poll_interval: float) -> list[dict[str, Any]]:
+        """Each bucket of the window: baseline size, last poll, lag and status."""
+        rows = self.ch.query_dicts(
+            "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
+            "argMaxIf(slots, polled_at, kind = 'baseline') AS baseline_slots, "
+            "maxIf(polled_at, kind = 'baseline') AS baseline_at, "
+            "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
+            "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
+            "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "
+            "argMaxIf(duration_ms, polled_at, kind = 'poll') AS last_poll_ms, "
+            "countIf(kind = 'poll') AS polls "
+            "FROM discovery_buckets WHERE market = %(m)s AND date >= %(today)s "
+            "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
+            {"m": market, "today": datetime.fromisoformat(today).date()},
+        )
+        now = datetime.now(UTC)
+        out = []
+        for r in rows:
+            last = _aware(r["last_poll_at"])
+            base = _aware(r["baseline_at"])
+            has_poll = r["polls"] > 0
+            lag = (now - last).total_seconds() if has_poll else None
+            if not has_poll:
+                status = "baseline_only" if base.year > 1970 else "unknown"
+            elif lag is not None and lag > 3 * poll_interval + 30:
+                status = "stale"
+            elif not r["last_poll_complete"]:
+                status = "partial"
+            else:
+                status = "ok"
+            out.append(
+                {
+                    "bucket_id": r["bucket_id"],
+                    "provider": r["provider"],
+                    "date": r["bdate"].isoformat(),
+                    "time_slot": r["bslot"],
+                    "baseline_slots": int(r["baseline_slots"]) if base.year > 1970 else None,
+                    "baseline_at_ms": _ms(base) if base.year > 1970 else None,
+                    "last_poll_at_ms": _ms(last) if has_poll else None,
+                    "last_poll_slots": int(r["last_poll_slots"]) if has_poll else None,
+                    "last_poll_ms": int(r["last_poll_ms"]) if has_poll else None,
+                    "lag_seconds": round(lag, 1) if lag is not None else None,
+                    "polls": int(r["polls"]),
+                    "status": status,
+                }
+            )
+        return out
+
+    def venue(self, venue_id: str, provider: str | None, history: int) -> dict[str, Any] | None:
+        params: dict[str, Any] = {"v": venue_id}
+        pf = ""
+        if provider:
+            pf = " AND provider = %(p)s"
+            params["p"] = provider
+        info = self.ch.query_dicts(
+            "SELECT market, provider, venue_id, venue_name, neighborhood, time_zone, last_seen "
+            f"FROM venues FINAL WHERE venue_id = %(v)s{pf} ORDER BY provider",
+            params,
+        )
+        if not info:
+            return None
+        stats = self.ch.query_dicts(
+            "SELECT countIf(event = 'open') AS drops, countIf(event = 'close') AS closes, "
+            "uniqExactIf(date, event = 'open') AS days_with_drop, "
+            "quantileExactIf(0.5)(open_seconds, event = 'close') AS median_open_seconds, "
+            "minIf(opened_at, event = 'open') AS first_drop_at, "
+            "maxIf(opened_at, event = 'open') AS last_drop_at "
+            f"FROM drop_events WHERE venue_id = %(v)s{pf}",
+            params,
+        )[0]
+        watched = self.ch.query(
+            "SELECT uniqExact(date) FROM discovery_buckets WHERE kind = 'poll'"
+            + (" AND provider = %(p)s" if provider else ""),
+            params,
+        )[0][0]
+        recent = self.ch.query_dicts(
+            f"SELECT {SELECT_COLUMNS} FROM drop_events WHERE venue_id = %(v)s{pf} "
+            f"ORDER BY kafka_offset DESC LIMIT {int(history)}",
+            params,
+        )
+        by_day = self.ch.query(
+            f"SELECT toDate(opened_at, '{self.tz}') AS day, count() FROM drop_events "
+            f"WHERE venue_id = %(v)s{pf} AND event = 'open' GROUP BY day ORDER BY day DESC "
+            "LIMIT 60",
+            params,
+        )
+        drops = int(stats["drops"])
+        return {
+            "venue": {**info[0], "last_seen": _ms(_aware(info[0]["last_seen"]))},
+            "providers": [i["provider"] for i in info],
+            "stats": {
+                "drops": drops,
+                "closes": int(stats["closes"]),
+                "days_with_drop": int(stats["days_with_drop"]),
+                "days_watched": int(watched),
+                "drop_day_ratio": (int(stats["days_with_drop"]) / watched) if watched else None,
+                "median_open_seconds": _num(stats["median_open_seconds"])
+                if stats["closes"]
+                else None,
+                "first_drop_at_ms": _ms(_aware(stats["first_drop_at"])) if drops else None,
+                "last_drop_at_ms": _ms(_aware(stats["last_drop_at"])) if drops else None,
+            },
+            "drops_per_day": [{"day": d.isoformat(), "drops": int(n)} for d, n in by_day],
+            "history": [item_from_row(r) for r in recent],
+        }
+
+    def by_hour(self, hours: int = 24) -> list[dict[str, Any]]:
+        """Open events per clock hour (market time) over the last ``hours`` hours."""
+        rows = self.ch.query(
+            f"SELECT toUnixTimestamp(toStartOfHour(opened_at, '{self.tz}')) AS h, count() "
+            "FROM drop_events WHERE event = 'open' AND opened_at >= %(since)s "
+            "GROUP BY h ORDER BY h",
+            {"since": datetime.now(UTC) - timedelta(hours=hours)},
+        )
+        return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ms(value: datetime) -> int:
+    return round(_aware(value).timestamp() * 1000)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f

@@ -1,0 +1,269 @@
+"""The live tail: ONE Kafka consumer per API process, fanned out to per-client bounded queues.
+
+The consumer (a thread; ``read_committed``, no consumer group offsets) starts at the end of
+the drops topic and hands each batch to the event loop. The hub keeps a ring of recent events
+so a reconnecting client can join the live tail exactly where its ClickHouse catch-up ends:
+
+- ``base[p]``: the ring holds every event of partition ``p`` with offset > ``base[p]``.
+- A client whose delivered position covers ``base`` takes the rest from the ring, then from
+  its queue, skipping what it has (positions are compared, so nothing repeats).
+
+Each batch is encoded once (SSE bytes, one cursor id per event) and shared by every client
+without filters; a client whose queue is full is dropped (it reconnects and resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from api import cursor as C
+from api.items import item_from_event, sse_bytes
+from api.params import Filters
+from drops.log import Heartbeat, get_log
+from drops.settings import Settings
+from schemas import SchemaError, decode_drop
+
+log = get_log("api.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    partition: int
+    offset: int
+    item: dict[str, Any]
+    after: C.Cursor  # the hub's position just after this event
+    data: bytes  # SSE bytes with id = encode(after)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    events: tuple[LiveEvent, ...]
+    before: C.Cursor
+    after: C.Cursor
+    joined: bytes
+    received: float  # time.time() when the hub got it
+
+
+@dataclass(eq=False)
+class Client:
+    filters: Filters
+    limit: int
+    queue: deque[LiveBatch] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
+    closing: bool = False
+
+    def offer(self, batch: LiveBatch) -> None:
+        if self.dropped:
+            return
+        if len(self.queue) >= self.limit:
+            self.dropped = True
+            self.queue.clear()
+        else:
+            self.queue.append(batch)
+        self.wake.set()
+
+    def drain(self) -> list[LiveBatch]:
+        items = list(self.queue)
+        self.queue.clear()
+        self.wake.clear()
+        return items
+
+
+def render(
+    batches: list[LiveBatch], delivered: C.Cursor, filters: Filters
+) -> tuple[bytes, C.Cursor, int]:
+    """The bytes a client still needs from ``batches`` and its position after them (pure)."""
+    chunks: list[bytes] = []
+    sent = 0
+    pos = delivered
+    for b in batches:
+        if C.covers(pos, b.after):
+            continue
+        if filters.empty and C.covers(b.before, pos):
+            chunks.append(b.joined)
+            sent += len(b.events)
+            pos = C.merge(pos, b.after)
+            continue
+        for ev in b.events:
+            if ev.offset <= pos.get(ev.partition, -1):
+                continue
+            new = C.merge(pos, ev.after)
+            if filters.matches(ev.item):
+                chunks.append(ev.data if new == ev.after else sse_bytes(ev.item, new))
+                sent += 1
+            pos = new
+        pos = C.merge(pos, b.after)
+    return b"".join(chunks), pos, sent
+
+
+class Hub:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.ring: deque[LiveEvent] = deque()
+        self.ring_max = settings.sse_ring
+        self.base: C.Cursor = {}
+        self.position: C.Cursor = {}
+        self.clients: set[Client] = set()
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.events_in = 0
+        self.dropped_clients = 0
+        self.last_event_at = 0.0
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.delays: deque[float] = deque(maxlen=10_000)  # hub receive -> handed to clients
+
+    # ----------------------------------------------------------------------------- clients
+
+    def subscribe(self, filters: Filters) -> Client:
+        c = Client(filters=filters, limit=self.s.sse_queue)
+        self.clients.add(c)
+        return c
+
+    def unsubscribe(self, c: Client) -> None:
+        self.clients.discard(c)
+
+    def ring_after(self, pos: C.Cursor) -> Iterator[LiveEvent]:
+        for ev in self.ring:
+            if ev.offset > pos.get(ev.partition, -1):
+                yield ev
+
+    def _publish(self, batch: LiveBatch) -> None:
+        for ev in batch.events:
+            self.ring.append(ev)
+        while len(self.ring) > self.ring_max:
+            old = self.ring.popleft()
+            self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
+        self.position = C.merge(self.position, batch.after)
+        self.events_in += len(batch.events)
+        for c in list(self.clients):
+            was = c.dropped
+            c.offer(batch)
+            if c.dropped and not was:
+                self.dropped_clients += 1
+        if batch.events:
+            self.last_event_at = batch.received
+            self.delays.append(time.time() - batch.received)
+
+    def close_clients(self) -> None:
+        for c in list(self.clients):
+            c.closing = True
+            c.wake.set()
+
+    # ----------------------------------------------------------------------------- Kafka
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="live-tail", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def _assign(self, consumer: Consumer) -> C.Cursor:
+        md = consumer.list_topics(self.s.drops_topic, timeout=10)
+        topic = md.topics.get(self.s.drops_topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaException(f"topic {self.s.drops_topic} not available")
+        start: C.Cursor = {}
+        tps = []
+        for p in sorted(topic.partitions):
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.s.drops_topic, p), timeout=10, cached=False
+            )
+            start[p] = high - 1
+            tps.append(TopicPartition(self.s.drops_topic, p, high if high >= 0 else OFFSET_END))
+        consumer.assign(tps)
+        return start
+
+    def _run(self) -> None:
+        beat = Heartbeat(log, "live_tail_heartbeat")
+        consumer: Consumer | None = None
+        while not self._stop.is_set():
+            try:
+                consumer = Consumer(
+                    {
+                        "bootstrap.servers": self.s.kafka_bootstrap,
+                        "group.id": f"{self.s.sink_group}-live-{uuid.uuid4().hex[:8]}",
+                        "isolation.level": "read_committed",
+                        "enable.auto.commit": False,
+                        "fetch.wait.max.ms": 20,
+                        "fetch.min.bytes": 1,
+                    }
+                )
+                start = self._assign(consumer)
+                self._call(self._reset, start)
+                self.ready.set()
+                self.error = None
+                log.info("live_tail_started", topic=self.s.drops_topic, start=start)
+                self._consume(consumer, start, beat)
+            except Exception as exc:
+                self.ready.clear()
+                self.error = str(exc)
+                log.warning("live_tail_error", error=str(exc)[:300])
+                self._stop.wait(2.0)
+            finally:
+                if consumer is not None:
+                    consumer.close()
+                    consumer = None
+
+    def _reset(self, start: C.Cursor) -> None:
+        # a (re)started consumer: the ring restarts at the consumer's first position
+        self.ring.clear()
+        self.base = dict(start)
+        self.position = C.merge(self.position, start)
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _consume(self, consumer: Consumer, start: C.Cursor, beat: Heartbeat) -> None:
+        pos = dict(start)
+        assignment = consumer.assignment()
+        while not self._stop.is_set():
+            msgs = consumer.consume(num_messages=1000, timeout=0.05)
+            received = time.time()
+            before = dict(pos)
+            events: list[LiveEvent] = []
+            for m in msgs:
+                if m.error() is not None:
+                    log.warning("live_tail_consume_error", error=str(m.error()))
+                    continue
+                p, o = m.partition(), m.offset()
+                assert p is not None and o is not None
+                try:
+                    ev = decode_drop(m.value())
+                except SchemaError:
+                    pos[p] = max(pos.get(p, -1), o)  # the sink dead-letters it; skip it here too
+                    continue
+                pos[p] = o
+                after = dict(pos)
+                item = item_from_event(ev, p, o)
+                events.append(LiveEvent(p, o, item, after, sse_bytes(item, after)))
+            for tp in consumer.position(assignment):
+                if tp.offset >= 0 and tp.offset - 1 > pos.get(tp.partition, -1):
+                    pos[tp.partition] = tp.offset - 1
+            if events or pos != before:
+                batch = LiveBatch(
+                    events=tuple(events),
+                    before=before,
+                    after=dict(pos),
+                    joined=b"".join(e.data for e in events),
+                    received=received,
+                )
+                self._call(self._publish, batch)
+            beat.add(events=len(events))
+            beat.tick(clients=len(self.clients), ring=len(self.ring))
