@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     commit_interval: float = Field(1.0, description="Processor checkpoint interval, seconds")
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
     heartbeat_interval: float = Field(10.0, description="Seconds between heartbeat log lines")
+    processor_instance: str = Field(
+        "0",
+        description="Id of this processor replica, unique per replica and stable across "
+        "restarts (its Kafka transactional.id: a restart aborts a crashed run's transaction)",
+    )
 
     # --- ClickHouse and the API ----------------------------------------------------------
     clickhouse_dsn: str = Field("", description="chdb:///path or http(s)://... (default: chDB)")

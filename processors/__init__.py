@@ -1,0 +1,1 @@
+"""The processor stage: snapshots in, drops out (Quix Streams, RocksDB state)."""

@@ -1,0 +1,12 @@
+"""``python -m processors``: run the processor with the settings from ``DROPS_*``."""
+
+from __future__ import annotations
+
+from drops.log import configure
+from drops.settings import get_settings
+from processors.app import run
+
+if __name__ == "__main__":
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
+    run(settings)

@@ -1,0 +1,257 @@
+"""Helpers (no tests) for the processor's integration tests and benchmark: write snapshots, run the
+processor as a child process, read the drops topic (read_committed), predict with the
+reference model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from drops.settings import Settings
+from schemas import DropEvent, Snapshot, decode_drop, encode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+Event = tuple[str, str, str, int, int | None]  # (event, bucket, slot, opened_at, closed_at)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"DROPS_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+def producer(settings: Settings) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "partitioner": "murmur2_random",  # the same as Quix's producers
+            "enable.idempotence": True,
+            "message.max.bytes": settings.max_message_bytes,
+            "linger.ms": 5,
+        }
+    )
+
+
+def write(
+    settings: Settings,
+    records: Iterable[Snapshot | tuple[bytes | None, bytes]],
+    p: Producer | None = None,
+) -> int:
+    p = p or producer(settings)
+    n = 0
+    for rec in records:
+        if isinstance(rec, Snapshot):
+            p.produce(settings.snapshot_topic, key=rec.key.encode(), value=encode(rec))
+        else:
+            p.produce(settings.snapshot_topic, key=rec[0], value=rec[1])
+        n += 1
+        p.poll(0)
+    assert p.flush(30) == 0
+    return n
+
+
+class ProcessorProc:
+    """``python -m processors`` as a child process."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.log_path = log_path
+        self.started = 1  # "processor_started" lines expected in the log once this one runs
+        self.out = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "processors"],
+            cwd=ROOT,
+            env=settings_env(settings, **env),
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.out.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        self.out.close()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    meta = c.list_topics(topic, timeout=10)
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in
+            meta.topics[topic].partitions}  # fmt: skip
+    c.close()
+    return ends
+
+
+def committed(settings: Settings) -> dict[int, int]:
+    c = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.processor_group}
+    )
+    parts = c.list_topics(settings.snapshot_topic, timeout=10).topics[settings.snapshot_topic]
+    tps = [TopicPartition(settings.snapshot_topic, p) for p in parts.partitions]
+    done = {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
+    c.close()
+    return done
+
+
+def wait_processed(settings: Settings, proc: ProcessorProc | None, deadline_s: float) -> None:
+    """Until the processor's committed offsets reach the end of the snapshot topic."""
+    ends = end_offsets(settings, settings.snapshot_topic)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        done = committed(settings)
+        if all(done.get(p, -1) >= end for p, end in ends.items() if end > 0):
+            return
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"the processor exited:\n{proc.log()[-4000:]}")
+        time.sleep(0.2)
+    log = proc.log()[-4000:] if proc else ""
+    raise AssertionError(f"not processed in {deadline_s}s: {committed(settings)} < {ends}\n{log}")
+
+
+def read_all(
+    settings: Settings, topic: str, timeout: float = 30.0
+) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """Every committed record of ``topic`` (read_committed), to the end."""
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    at_end: set[int] = set()
+    out: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+    deadline = time.monotonic() + timeout
+    while len(at_end) < len(parts) and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                at_end.add(msg.partition())
+                continue
+            raise AssertionError(str(err))
+        at_end.discard(msg.partition())
+        out.append((msg.key(), msg.value(), list(msg.headers() or [])))
+    c.close()
+    assert len(at_end) == len(parts), f"did not reach the end of {topic}"
+    return out
+
+
+def drops(settings: Settings) -> list[DropEvent]:
+    return [decode_drop(v) for _, v, _ in read_all(settings, settings.drops_topic)]
+
+
+def as_events(records: Iterable[DropEvent]) -> list[Event]:
+    return sorted(
+        (d.event, d.bucket_id, d.slot_id, d.opened_at_ms, d.closed_at_ms) for d in records
+    )
+
+
+def reference_events(history: Iterable[Snapshot], ttl_ms: int) -> list[Event]:
+    """What the drops topic must hold: the reference model per stream, in topic order."""
+    from tests.unit.test_rule import Reference
+
+    models: dict[str, Reference] = {}
+    out: list[Event] = []
+    for snap in history:
+        ref = models.setdefault(snap.key, Reference(ttl_ms))
+        opens, closes, _ = ref.step(snap)
+        out += [("open", snap.bucket_id, s, at, None) for s, at in opens]
+        out += [("close", snap.bucket_id, s, at, closed) for s, at, closed in closes]
+    return sorted(out)
+
+
+def headers_dict(headers: list[tuple[str, Any]]) -> dict[str, bytes]:
+    return {k: v for k, v in headers}
+
+
+def random_history(
+    seed: int, streams: int, polls: int, start_ms: int = 1_000_000
+) -> list[Snapshot]:
+    """A long, seeded history of several streams: flapping slots, failures, parts."""
+    import random
+
+    from schemas import Failure
+    from tests.unit.test_rule import UNIVERSE, snapshot
+
+    rng = random.Random(seed)
+    keys = sorted(UNIVERSE)
+    out: list[Snapshot] = []
+    present = [set(rng.sample(keys, 10)) for _ in range(streams)]
+    for i in range(polls):
+        for b in range(streams):
+            polled = start_ms + i * 30_000 + b
+            for k in rng.sample(keys, rng.randint(0, 3)):
+                present[b] ^= {k}
+            seen = sorted(present[b])
+            failures: tuple[Failure, ...] = ()
+            if rng.random() < 0.1:
+                v = rng.randrange(5)
+                failures = (Failure("venue", f"v{v}", "timeout"),)
+                seen = [k for k in seen if k[0] != v]
+            elif rng.random() < 0.05:
+                failures = (Failure("page", "2", "429"),)
+                seen = [k for k in seen if rng.random() < 0.5]
+            kind = "baseline" if i == 0 or rng.random() < 0.02 else "poll"
+            parts = rng.randint(1, 3)
+            size = max(1, -(-len(seen) // parts))
+            for p in range(parts):
+                snap = snapshot(
+                    f"s{b}-{i}",
+                    polled,
+                    [UNIVERSE[k] for k in seen[p * size : (p + 1) * size]],
+                    kind=kind,
+                    complete=not failures,
+                    failures=failures,
+                    part=p,
+                    parts=parts,
+                )
+                out.append(_restream(snap, b))
+    return out
+
+
+def _restream(snap: Snapshot, b: int) -> Snapshot:
+    import dataclasses
+
+    date = f"2026-12-{1 + b // 2:02d}"
+    slot = "19:00" if b % 2 else "15:00"
+    from schemas import bucket_id
+
+    return dataclasses.replace(
+        snap, bucket_id=bucket_id("nyc", date, slot), date=date, time_slot=slot
+    )
