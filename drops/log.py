@@ -50,6 +50,8 @@ class Log:
 
     def _emit(self, level: int, event: str, exc: bool, fields: dict[str, Any]) -> None:
         if self._logger.isEnabledFor(level):
+            if not _STANDARD.isdisjoint(fields):  # e.g. name=...: LogRecord owns that attribute
+                fields = {(f"{k}_" if k in _STANDARD else k): v for k, v in fields.items()}
             self._logger.log(level, event, extra=fields, exc_info=exc, stacklevel=3)
 
     def debug(self, event: str, **fields: Any) -> None:
