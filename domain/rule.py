@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from domain import slotsets
 from domain.slotsets import EMPTY, IdArray
-from schemas import DropEvent, Slot, Snapshot, dedupe_key
+from schemas import DropEvent, Slot, Snapshot, SnapshotView, dedupe_key
 
 Mode = Literal["baseline", "poll"]
 
@@ -95,10 +95,18 @@ def slot_ints(slots: Sequence[Slot]) -> IdArray:
     return np.fromiter((int(s.slot_id, 16) for s in slots), dtype=np.uint64, count=len(slots))
 
 
-def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
-    """Apply one snapshot part to ``state`` (mutated in place) and say what happened."""
+def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -> Outcome:
+    """Apply one snapshot part to ``state`` (mutated in place) and say what happened.
+
+    Works on the part's id array (set algebra only); a slot's payload is decoded only when it
+    is reported (:meth:`SnapshotView.slot`, which checks its id). A payload that does not
+    decode raises :class:`schemas.SchemaError` with ``state`` half-changed: the caller must
+    drop it (the processor reloads the stored state and dead-letters the record).
+    """
     if seen_ttl_ms <= 0:
         raise ValueError("seen_ttl_ms must be positive")
+    if isinstance(snap, Snapshot):
+        snap = SnapshotView.of(snap)
     out = Outcome()
     if snap.kind == "close":
         out.delete = True
@@ -126,9 +134,9 @@ def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
             state.acc_wide_failure = True
 
     now = state.last_polled_ms
-    raw = slot_ints(snap.slots)
+    raw = snap.ids
     curr = slotsets.from_array(raw)
-    venues = {s.venue_id for s in snap.slots}
+    venues = snap.venue_ids()
     state.acc.append(curr)
     state.acc_venues |= venues
 
@@ -150,19 +158,24 @@ def apply(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> Outcome:
 
 
 def _report(
-    state: BucketState, snap: Snapshot, raw: IdArray, new: IdArray, now: int, out: Outcome
+    state: BucketState, snap: SnapshotView, raw: IdArray, new: IdArray, now: int, out: Outcome
 ) -> None:
-    order = np.argsort(raw, kind="stable")
-    where = order[np.searchsorted(raw[order], new)]
+    # the first row of each new id: rows whose id is new, in row order (few: the drops)
+    rows = np.flatnonzero(slotsets.contains(new, raw))
+    where: dict[int, int] = {}
+    for i, sid in zip(rows.tolist(), raw[rows].tolist(), strict=True):
+        where.setdefault(sid, i)
     absorbed: list[int] = []
     reported: list[int] = []
-    for sid, i in zip(new.tolist(), where.tolist(), strict=True):
-        slot = snap.slots[i]
-        if slot.venue_id in state.unknown_venues or (
-            state.baseline_partial and slot.venue_id not in state.baseline_venues
+    for sid in new.tolist():
+        i = where[sid]
+        venue = snap.venue_id(i)
+        if venue in state.unknown_venues or (
+            state.baseline_partial and venue not in state.baseline_venues
         ):
             absorbed.append(sid)
             continue
+        slot = snap.slot(i)
         reported.append(sid)
         out.opened.append((slot, now))
         state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now)
@@ -174,7 +187,7 @@ def _report(
         _remember_seen(state, slotsets.from_ints(reported), now)
 
 
-def _start(state: BucketState, snap: Snapshot, seen_ttl_ms: int) -> None:
+def _start(state: BucketState, snap: SnapshotView, seen_ttl_ms: int) -> None:
     state.acc_id = snap.snapshot_id
     state.acc_mode = "baseline" if snap.kind == "baseline" or state.baseline is None else "poll"
     state.acc = []
@@ -234,7 +247,7 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
     state.acc_failed_venues = set()
 
 
-def events(snap: Snapshot, out: Outcome) -> list[DropEvent]:
+def events(snap: SnapshotView | Snapshot, out: Outcome) -> list[DropEvent]:
     """The drop records of one outcome, in a stable order (opens, then closes)."""
     records = [_event("open", snap, s.to_dict(), at, None) for s, at in out.opened]
     records += [_event("close", snap, o.slot, o.opened_at_ms, closed) for o, closed in out.closed]
@@ -243,7 +256,7 @@ def events(snap: Snapshot, out: Outcome) -> list[DropEvent]:
 
 def _event(
     kind: Literal["open", "close"],
-    snap: Snapshot,
+    snap: SnapshotView | Snapshot,
     slot: dict[str, Any],
     opened_at_ms: int,
     closed_at_ms: int | None,

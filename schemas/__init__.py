@@ -3,6 +3,7 @@
 from schemas.ids import bucket_id, dedupe_key, slot_id, slot_id_int, stream_key
 from schemas.records import (
     DROP_VERSION,
+    SNAPSHOT_V2,
     SNAPSHOT_VERSION,
     STATS_VERSION,
     BucketStats,
@@ -11,14 +12,17 @@ from schemas.records import (
     SchemaError,
     Slot,
     Snapshot,
+    SnapshotView,
     decode_drop,
     decode_snapshot,
     decode_stats,
     encode,
+    pack_snapshot,
 )
 
 __all__ = [
     "DROP_VERSION",
+    "SNAPSHOT_V2",
     "SNAPSHOT_VERSION",
     "STATS_VERSION",
     "BucketStats",
@@ -27,12 +31,14 @@ __all__ = [
     "SchemaError",
     "Slot",
     "Snapshot",
+    "SnapshotView",
     "bucket_id",
     "decode_drop",
     "decode_snapshot",
     "decode_stats",
     "dedupe_key",
     "encode",
+    "pack_snapshot",
     "slot_id",
     "slot_id_int",
     "stream_key",

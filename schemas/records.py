@@ -11,14 +11,18 @@ unknown extra fields are tolerated (newer producers may add some).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from schemas import ids
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 1  # the JSON form (``Snapshot.to_dict``), still read
+SNAPSHOT_V2 = 2  # the binary form written by :func:`encode` (``schemas/SNAPSHOT_FORMAT.md``)
 DROP_VERSION = 1
 STATS_VERSION = 1
 
@@ -255,45 +259,13 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
 
 
 def snapshot_from_dict(doc: Any) -> Snapshot:
-    w = "snapshot"
-    if not isinstance(doc, dict):
-        raise SchemaError(f"{w}: not an object")
-    v = _req(doc, "v", int, w)
-    if v != SNAPSHOT_VERSION:
-        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {SNAPSHOT_VERSION}")
-    kind = _req(doc, "kind", str, w)
-    if kind not in ("baseline", "poll", "close"):
-        raise SchemaError(f"{w}: field 'kind' is {kind!r}")
-    part, parts = _opt(doc, "part", int, 0, w), _opt(doc, "parts", int, 1, w)
-    if not 0 <= part < parts:
-        raise SchemaError(f"{w}: field 'part' is {part} of {parts}")
-    failures = tuple(
-        Failure(
-            scope=_req(f, "scope", str, f"{w}.failures[{i}]"),
-            ref=str(_req(f, "ref", (str, int), f"{w}.failures[{i}]")),
-            error=_opt(f, "error", str, "", f"{w}.failures[{i}]"),
-        )
-        for i, f in enumerate(_opt(doc, "failures", list, [], w))
-    )
+    """A v1 (JSON) snapshot document, every slot decoded and checked."""
+    head = _header_from_dict(doc, "snapshot", SNAPSHOT_VERSION)
     slots = tuple(
-        slot_from_dict(s, f"{w}.slots[{i}]") for i, s in enumerate(_opt(doc, "slots", list, [], w))
+        slot_from_dict(s, f"snapshot.slots[{i}]")
+        for i, s in enumerate(_opt(doc, "slots", list, [], "snapshot"))
     )
-    return Snapshot(
-        v=v,
-        snapshot_id=_req(doc, "snapshot_id", str, w),
-        kind=kind,
-        market=_req(doc, "market", str, w),
-        provider=_req(doc, "provider", str, w),
-        bucket_id=_req(doc, "bucket_id", str, w),
-        date=_req(doc, "date", str, w),
-        time_slot=_req(doc, "time_slot", str, w),
-        polled_at_ms=_req(doc, "polled_at_ms", int, w),
-        complete=_req(doc, "complete", bool, w),
-        part=part,
-        parts=parts,
-        failures=failures,
-        slots=slots,
-    )
+    return Snapshot(**head, slots=slots)
 
 
 _DROP_FIELDS = {f for f in DropEvent.__dataclass_fields__ if f != "extra"}
@@ -336,10 +308,404 @@ def drop_from_dict(doc: Any) -> DropEvent:
     )
 
 
+# ------------------------------------------------------------------------------ snapshot v2
+#
+# The byte layout is specified in schemas/SNAPSHOT_FORMAT.md (keep the two in step).
+
+MAGIC_V2 = b"DDS\x02"
+_PRE = struct.Struct("<4sIIIII")  # magic, header bytes, slots, venues, venue table bytes, rows
+_U32_MAX = 2**32 - 1
+
+Venue = tuple[str, str, str, str, str]  # provider, venue_id, venue_name, time_zone, neighborhood
+IdArray = npt.NDArray[np.uint64]
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _header_doc(snap: Snapshot | SnapshotView) -> dict[str, Any]:
+    return {
+        "v": SNAPSHOT_V2,
+        "snapshot_id": snap.snapshot_id,
+        "kind": snap.kind,
+        "market": snap.market,
+        "provider": snap.provider,
+        "bucket_id": snap.bucket_id,
+        "date": snap.date,
+        "time_slot": snap.time_slot,
+        "polled_at_ms": snap.polled_at_ms,
+        "complete": snap.complete,
+        "part": snap.part,
+        "parts": snap.parts,
+        "failures": [asdict(f) for f in snap.failures],
+    }
+
+
+def pack_snapshot(
+    header: Snapshot,
+    slot_ids: npt.NDArray[np.uint64],
+    venue_index: npt.NDArray[np.uint32],
+    venues_json: bytes,
+    n_venues: int,
+    offsets: npt.NDArray[np.uint32],
+    rows: bytes,
+) -> bytes:
+    """The v2 bytes from columns (``header.slots`` is ignored): the one writer of the layout.
+
+    ``venues_json`` is a JSON array of ``n_venues`` venue rows, ``rows`` the concatenated
+    per-slot JSON rows, ``offsets`` (``len(slot_ids) + 1`` values) where each row starts.
+    :func:`encode` builds the columns from ``Slot`` objects; a bulk writer may build them itself.
+    """
+    n = len(slot_ids)
+    if len(venue_index) != n or len(offsets) != n + 1:
+        raise ValueError("slot_ids, venue_index and offsets are not aligned")
+    if len(rows) > _U32_MAX or len(venues_json) > _U32_MAX:
+        raise ValueError("snapshot part too large")
+    head = orjson.dumps(_header_doc(header))
+    start = _align8(_PRE.size + len(head))
+    return b"".join(
+        (
+            _PRE.pack(MAGIC_V2, len(head), n, n_venues, len(venues_json), len(rows)),
+            head,
+            bytes(start - _PRE.size - len(head)),
+            np.ascontiguousarray(slot_ids, dtype="<u8").tobytes(),
+            np.ascontiguousarray(venue_index, dtype="<u4").tobytes(),
+            np.ascontiguousarray(offsets, dtype="<u4").tobytes(),
+            venues_json,
+            rows,
+        )
+    )
+
+
+def _encode_v2(snap: Snapshot) -> bytes:
+    venues: dict[Venue, int] = {}
+    vidx: list[int] = []
+    rows: list[bytes] = []
+    for s in snap.slots:
+        vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+        j = venues.get(vk)
+        if j is None:
+            j = venues[vk] = len(venues)
+        vidx.append(j)
+        rows.append(
+            orjson.dumps((s.actual_time, s.seating_types, s.party_min, s.party_max, s.booking))
+        )
+    n = len(rows)
+    offsets = np.zeros(n + 1, dtype=np.uint32)
+    offsets[1:] = np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n))
+    return pack_snapshot(
+        snap,
+        np.fromiter((int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=n),
+        np.array(vidx, dtype=np.uint32),
+        orjson.dumps(list(venues)),
+        len(venues),
+        offsets,
+        b"".join(rows),
+    )
+
+
+class SnapshotView:
+    """A decoded snapshot part whose slots are decoded only when asked for.
+
+    ``ids`` (uint64, row order, possibly with repeats) and ``venue_index`` (into ``venues``)
+    are read from the record's bytes without a copy; :meth:`slot` decodes one row and checks
+    its ``slot_id`` hash. A v1 (JSON) record gives a view over its already decoded slots.
+    """
+
+    __slots__ = (
+        "_offsets",
+        "_rows",
+        "_slots",
+        "bucket_id",
+        "complete",
+        "date",
+        "failures",
+        "ids",
+        "kind",
+        "market",
+        "part",
+        "parts",
+        "polled_at_ms",
+        "provider",
+        "snapshot_id",
+        "time_slot",
+        "v",
+        "venue_index",
+        "venues",
+    )  # fmt: skip
+
+    v: int
+    snapshot_id: str
+    kind: SnapshotKind
+    market: str
+    provider: str
+    bucket_id: str
+    date: str
+    time_slot: str
+    polled_at_ms: int
+    complete: bool
+    part: int
+    parts: int
+    failures: tuple[Failure, ...]
+    ids: IdArray
+    venue_index: npt.NDArray[np.uint32]
+    venues: list[Venue]
+    _rows: memoryview | None
+    _offsets: npt.NDArray[np.uint32] | None
+    _slots: tuple[Slot, ...] | None
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        for name, value in header.items():
+            setattr(self, name, value)
+        self._rows = self._offsets = self._slots = None
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> SnapshotView:
+        """A view over a ``Snapshot`` already in memory (a v1 record, a test)."""
+        view = cls({name: getattr(snap, name) for name in _HEADER})
+        view.v = snap.v
+        venues: dict[Venue, int] = {}
+        vidx = []
+        for s in snap.slots:
+            vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+            vidx.append(venues.setdefault(vk, len(venues)))
+        view.ids = np.fromiter(
+            (int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=len(snap.slots)
+        )
+        view.venue_index = np.array(vidx, dtype=np.uint32)
+        view.venues = list(venues)
+        view._slots = snap.slots
+        return view
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def key(self) -> str:
+        return ids.stream_key(self.bucket_id, self.provider)
+
+    @property
+    def is_last_part(self) -> bool:
+        return self.part == self.parts - 1
+
+    def venue_id(self, i: int) -> str:
+        return self.venues[int(self.venue_index[i])][1]
+
+    def venue_ids(self) -> set[str]:
+        """The venues that have a slot in this part."""
+        m = len(self.venues)
+        if not m:
+            return set()
+        used = np.bincount(self.venue_index, minlength=m)
+        if used.all():
+            return {v[1] for v in self.venues}
+        return {self.venues[j][1] for j in np.flatnonzero(used).tolist()}
+
+    def slot(self, i: int) -> Slot:
+        """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
+        if self._slots is not None:
+            return self._slots[i]
+        assert self._rows is not None and self._offsets is not None
+        w = f"snapshot.slots[{i}]"
+        a, b = int(self._offsets[i]), int(self._offsets[i + 1])
+        try:
+            row = orjson.loads(self._rows[a:b])
+        except orjson.JSONDecodeError as exc:
+            raise SchemaError(f"{w}: not JSON: {exc}") from None
+        if not isinstance(row, list) or len(row) < 5:
+            raise SchemaError(f"{w}: not a row of 5 values")
+        actual_time, seating, party_min, party_max, booking = row[:5]
+        for name, value, typ in (
+            ("actual_time", actual_time, str),
+            ("seating_types", seating, list),
+            ("party_min", party_min, int),
+            ("party_max", party_max, int),
+            ("booking", booking, str),
+        ):
+            if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+                raise SchemaError(f"{w}: field {name!r} has type {type(value).__name__}")
+        if not all(isinstance(x, str) for x in seating):
+            raise SchemaError(f"{w}: field 'seating_types' is not a list of strings")
+        provider, venue_id, venue_name, time_zone, neighborhood = self.venues[
+            int(self.venue_index[i])
+        ]
+        sid = int(self.ids[i])
+        try:
+            expected = ids.slot_id_int(provider, venue_id, actual_time)
+        except ValueError as exc:
+            raise SchemaError(f"{w}: field 'actual_time': {exc}") from None
+        if sid != expected:
+            raise SchemaError(f"{w}: field 'slot_id' is not hash(provider, venue_id, actual_time)")
+        return Slot(
+            provider=provider,
+            venue_id=venue_id,
+            venue_name=venue_name,
+            actual_time=actual_time,
+            time_zone=time_zone,
+            neighborhood=neighborhood,
+            seating_types=tuple(seating),
+            party_min=party_min,
+            party_max=party_max,
+            booking=booking,
+            slot_id=f"{sid:016x}",
+        )
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        """Every slot, decoded and checked (the slow path: for tools and tests)."""
+        if self._slots is None:
+            self._slots = tuple(self.slot(i) for i in range(len(self.ids)))
+            self._rows = None
+        return self._slots
+
+    def to_snapshot(self) -> Snapshot:
+        return Snapshot(
+            snapshot_id=self.snapshot_id,
+            kind=self.kind,
+            market=self.market,
+            provider=self.provider,
+            bucket_id=self.bucket_id,
+            date=self.date,
+            time_slot=self.time_slot,
+            polled_at_ms=self.polled_at_ms,
+            complete=self.complete,
+            part=self.part,
+            parts=self.parts,
+            failures=self.failures,
+            slots=self.slots,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (Snapshot, SnapshotView)):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _HEADER) and tuple(
+            self.slots
+        ) == tuple(other.slots)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"SnapshotView({self.key!r}, {self.snapshot_id!r}, {self.kind}, part {self.part}/"
+            f"{self.parts}, {len(self.ids)} slots, complete={self.complete})"
+        )
+
+
+_HEADER = (
+    "snapshot_id", "kind", "market", "provider", "bucket_id", "date", "time_slot",
+    "polled_at_ms", "complete", "part", "parts", "failures",
+)  # fmt: skip
+
+
+def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
+    """The snapshot fields of a v1 document or a v2 header, checked."""
+    if not isinstance(doc, dict):
+        raise SchemaError(f"{w}: not an object")
+    v = _req(doc, "v", int, w)
+    if v != version:
+        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {version}")
+    kind = _req(doc, "kind", str, w)
+    if kind not in ("baseline", "poll", "close"):
+        raise SchemaError(f"{w}: field 'kind' is {kind!r}")
+    part, parts = _opt(doc, "part", int, 0, w), _opt(doc, "parts", int, 1, w)
+    if not 0 <= part < parts:
+        raise SchemaError(f"{w}: field 'part' is {part} of {parts}")
+    failures = []
+    for i, f in enumerate(_opt(doc, "failures", list, [], w)):
+        fw = f"{w}.failures[{i}]"
+        if not isinstance(f, dict):
+            raise SchemaError(f"{fw}: not an object")
+        failures.append(
+            Failure(
+                scope=_req(f, "scope", str, fw),
+                ref=str(_req(f, "ref", (str, int), fw)),
+                error=_opt(f, "error", str, "", fw),
+            )
+        )
+    return {
+        "v": v,
+        "snapshot_id": _req(doc, "snapshot_id", str, w),
+        "kind": kind,
+        "market": _req(doc, "market", str, w),
+        "provider": _req(doc, "provider", str, w),
+        "bucket_id": _req(doc, "bucket_id", str, w),
+        "date": _req(doc, "date", str, w),
+        "time_slot": _req(doc, "time_slot", str, w),
+        "polled_at_ms": _req(doc, "polled_at_ms", int, w),
+        "complete": _req(doc, "complete", bool, w),
+        "part": part,
+        "parts": parts,
+        "failures": tuple(failures),
+    }
+
+
+def _decode_v2(data: bytes) -> SnapshotView:
+    w = "snapshot"
+    size = len(data)
+    if size < _PRE.size:
+        raise SchemaError(f"{w}: {size} bytes, shorter than the v2 preamble")
+    _, n_head, n, m, n_table, n_rows = _PRE.unpack_from(data)
+    at = _align8(_PRE.size + n_head)
+    at_ids = at
+    at_vidx = at_ids + 8 * n
+    at_offs = at_vidx + 4 * n
+    at_table = at_offs + 4 * (n + 1)
+    at_rows = at_table + n_table
+    if at_rows + n_rows != size:
+        raise SchemaError(
+            f"{w}: the v2 lengths (header {n_head}, slots {n}, venue table {n_table}, rows "
+            f"{n_rows}) need {at_rows + n_rows} bytes, the record has {size}"
+        )
+    mv = memoryview(data)
+    try:
+        head = orjson.loads(mv[_PRE.size : _PRE.size + n_head])
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"{w}.header: not JSON: {exc}") from None
+    view = SnapshotView(_header_from_dict(head, f"{w}.header", SNAPSHOT_V2))
+    view.ids = np.frombuffer(data, dtype="<u8", count=n, offset=at_ids).astype(
+        np.uint64, copy=False
+    )
+    view.venue_index = np.frombuffer(data, dtype="<u4", count=n, offset=at_vidx).astype(
+        np.uint32, copy=False
+    )
+    offs = np.frombuffer(data, dtype="<u4", count=n + 1, offset=at_offs).astype(
+        np.uint32, copy=False
+    )
+    if offs[0] != 0 or offs[n] != n_rows or (n and not (offs[1:] >= offs[:-1]).all()):
+        raise SchemaError(f"{w}.offsets: not increasing from 0 to the rows' length {n_rows}")
+    if n and int(view.venue_index.max()) >= m:
+        raise SchemaError(f"{w}.venue_index: an index is past the {m} venues")
+    try:
+        table = orjson.loads(mv[at_table:at_rows])
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"{w}.venues: not JSON: {exc}") from None
+    if not isinstance(table, list) or len(table) != m:
+        raise SchemaError(f"{w}.venues: not a list of {m} venues")
+    venues: list[Venue] = []
+    for j, row in enumerate(table):
+        if (
+            not isinstance(row, list)
+            or len(row) < 5
+            or not all(isinstance(x, str) for x in row[:5])
+        ):
+            raise SchemaError(f"{w}.venues[{j}]: not a row of 5 strings")
+        venues.append((row[0], row[1], row[2], row[3], row[4]))
+    view.venues = venues
+    view._rows = mv[at_rows:]
+    view._offsets = offs
+    return view
+
+
 # ------------------------------------------------------------------------------ bytes
 
 
-def encode(record: Snapshot | DropEvent | BucketStats) -> bytes:
+def encode(record: Snapshot | SnapshotView | DropEvent | BucketStats) -> bytes:
+    """A snapshot as v2 bytes; a drop or bucket-stats record as JSON."""
+    if isinstance(record, SnapshotView):
+        record = record.to_snapshot()
+    if isinstance(record, Snapshot):
+        return _encode_v2(record)
     return orjson.dumps(record.to_dict())
 
 
@@ -352,8 +718,11 @@ def _loads(data: bytes | str | None, what: str) -> Any:
         raise SchemaError(f"{what}: not JSON: {exc}") from None
 
 
-def decode_snapshot(data: bytes | str | None) -> Snapshot:
-    return snapshot_from_dict(_loads(data, "snapshot"))
+def decode_snapshot(data: bytes | str | None) -> SnapshotView:
+    """A snapshot record, v2 (binary) or v1 (JSON), as a :class:`SnapshotView`."""
+    if isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:4]) == MAGIC_V2:
+        return _decode_v2(bytes(data) if not isinstance(data, bytes) else data)
+    return SnapshotView.of(snapshot_from_dict(_loads(data, "snapshot")))
 
 
 def decode_drop(data: bytes | str | None) -> DropEvent:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain import rule
-from schemas import Failure, Slot, Snapshot, bucket_id
+from schemas import Failure, Slot, Snapshot, bucket_id, decode_snapshot, encode
 
 TTL = 7_200_000
 BUCKET = bucket_id("nyc", "2026-12-01", "19:00")
@@ -201,7 +201,8 @@ class Pair:
         self.ref = Reference(ttl_ms)
 
     def step(self, snap: Snapshot) -> tuple[list[Open], list[Close], bool]:
-        out = rule.apply(self.state, snap, self.ttl)
+        # the rule sees what the processor sees: the part through the wire format (v2)
+        out = rule.apply(self.state, decode_snapshot(encode(snap)), self.ttl)
         opens = [(s.slot_id, at) for s, at in out.opened]
         closes = [(o.slot["slot_id"], o.opened_at_ms, at) for o, at in out.closed]
         if out.delete:

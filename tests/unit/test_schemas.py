@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import struct
 from importlib import resources
 from typing import Any
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas import (
     BucketStats,
@@ -15,10 +19,12 @@ from schemas import (
     SchemaError,
     Slot,
     Snapshot,
+    SnapshotView,
     decode_drop,
     decode_snapshot,
     decode_stats,
     encode,
+    pack_snapshot,
 )
 
 
@@ -79,8 +85,13 @@ DROP = DropEvent(
 
 def test_snapshot_round_trip_and_json_schema() -> None:
     data = encode(SNAP)
+    assert data[:4] == b"DDS\x02"  # v2: binary envelope
     assert decode_snapshot(data) == SNAP
-    jsonschema.validate(orjson.loads(data), schema("snapshot.v1.json"))
+    jsonschema.validate(v2_header(data), schema("snapshot.v2.header.json"))
+    # v1 (JSON) records, as older producers wrote them, still decode to the same snapshot
+    v1 = orjson.dumps(SNAP.to_dict())
+    jsonschema.validate(orjson.loads(v1), schema("snapshot.v1.json"))
+    assert decode_snapshot(v1) == SNAP == decode_snapshot(data).to_snapshot()
 
 
 def test_drop_round_trip_and_json_schema() -> None:
@@ -126,7 +137,7 @@ def test_unknown_fields_are_tolerated() -> None:
     ],
 )
 def test_bad_snapshots_name_the_field(mutate: Any, message: str) -> None:
-    doc = orjson.loads(encode(SNAP))
+    doc = orjson.loads(orjson.dumps(SNAP.to_dict()))  # the v1 JSON form
     mutate(doc)
     with pytest.raises(SchemaError, match=message.replace("[", r"\[").replace("]", r"\]")):
         decode_snapshot(orjson.dumps(doc))
@@ -138,3 +149,172 @@ def test_garbage_is_a_schema_error(data: bytes | None) -> None:
         decode_snapshot(data)
     with pytest.raises(SchemaError):
         decode_drop(data)
+
+
+# ---------------------------------------------------------------------------- snapshot v2
+
+_PRE = struct.Struct("<4sIIIII")
+
+
+def v2_header(data: bytes) -> Any:
+    _, n_head, *_ = _PRE.unpack_from(data)
+    return orjson.loads(data[_PRE.size : _PRE.size + n_head])
+
+
+def with_header(data: bytes, mutate: Any) -> bytes:
+    """The same v2 record with its JSON header changed (and re-aligned)."""
+    magic, n_head, n, m, t, r = _PRE.unpack_from(data)
+    head = v2_header(data)
+    mutate(head)
+    body = data[(_PRE.size + n_head + 7) & ~7 :]
+    new = orjson.dumps(head)
+    pad = bytes(((_PRE.size + len(new) + 7) & ~7) - _PRE.size - len(new))
+    return _PRE.pack(magic, len(new), n, m, t, r) + new + pad + body
+
+
+def two_venue_snapshot() -> Snapshot:
+    other = Slot("resy", "77", "Via Carota", "2026-12-01 19:00:00", "EST5EDT", "", (), 1, 2, "")
+    return Snapshot(**{**{f: getattr(SNAP, f) for f in SNAP.__slots__}, "slots": (SLOT, other)})
+
+
+def test_v2_layout_ids_are_packed_and_slots_are_lazy() -> None:
+    snap = two_venue_snapshot()
+    view = decode_snapshot(encode(snap))
+    assert isinstance(view, SnapshotView) and view.v == 2
+    assert view.ids.dtype == np.uint64
+    assert view.ids.tolist() == [int(s.slot_id, 16) for s in snap.slots]
+    assert view.venue_ids() == {"1505", "77"} and view.venue_id(1) == "77"
+    assert view._slots is None  # nothing decoded yet
+    assert view.slot(1) == snap.slots[1]
+    assert view.slots == snap.slots
+    assert view.key == snap.key and view.is_last_part
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("bucket_id"), "missing field 'bucket_id'"),
+        (lambda d: d.update(v=1), "field 'v' is 1"),
+        (lambda d: d.update(complete="yes"), "field 'complete'"),
+        (lambda d: d.update(kind="other"), "field 'kind'"),
+        (lambda d: d.update(part=3, parts=2), "field 'part'"),
+        (lambda d: d.update(polled_at_ms=1.5), "field 'polled_at_ms'"),
+        (lambda d: d.update(failures=[{"ref": "3"}]), r"failures\[0\]: missing field 'scope'"),
+    ],
+)
+def test_bad_v2_headers_name_the_field(mutate: Any, message: str) -> None:
+    data = with_header(encode(SNAP), mutate)
+    with pytest.raises(SchemaError, match=message):
+        decode_snapshot(data)
+
+
+def test_unknown_v2_header_fields_are_tolerated() -> None:
+    data = with_header(encode(SNAP), lambda d: d.update(new_field=[1]))
+    assert decode_snapshot(data) == SNAP
+
+
+def test_v2_id_that_is_not_the_hash_fails_when_the_slot_is_read() -> None:
+    snap = two_venue_snapshot()
+    data = bytearray(encode(snap))
+    _, n_head, *_ = _PRE.unpack_from(data)
+    at = (_PRE.size + n_head + 7) & ~7
+    data[at + 8] ^= 0xFF  # the first byte of the second slot's id
+    view = decode_snapshot(bytes(data))
+    assert view.slot(0) == snap.slots[0]
+    with pytest.raises(SchemaError, match=r"slots\[1\]: field 'slot_id'"):
+        view.slot(1)
+
+
+def test_v2_lengths_must_match_the_record() -> None:
+    data = encode(two_venue_snapshot())
+    with pytest.raises(SchemaError, match="need"):
+        decode_snapshot(data[:-1])
+    with pytest.raises(SchemaError, match="need"):
+        decode_snapshot(data + b" ")
+    with pytest.raises(SchemaError, match="preamble"):
+        decode_snapshot(data[:10])
+
+
+def test_pack_snapshot_checks_alignment() -> None:
+    ids = np.zeros(2, dtype=np.uint64)
+    with pytest.raises(ValueError):
+        pack_snapshot(
+            SNAP, ids, np.zeros(1, dtype=np.uint32), b"[]", 0, np.zeros(2, np.uint32), b""
+        )
+
+
+text = st.text(max_size=12)
+times = st.builds(
+    "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:00".format,
+    st.integers(2020, 2030),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.integers(0, 23),
+    st.integers(0, 59),
+)
+slots_st = st.builds(
+    Slot,
+    provider=st.sampled_from(["resy", "opentable"]),
+    venue_id=st.sampled_from(["1", "2", "33", "ü-9"]) | text,
+    venue_name=text,
+    actual_time=times,
+    time_zone=st.sampled_from(["EST5EDT", "America/Chicago", ""]),
+    neighborhood=text,
+    seating_types=st.lists(text, max_size=3).map(tuple),
+    party_min=st.integers(0, 20),
+    party_max=st.integers(-(2**40), 2**40),
+    booking=text,
+)
+snapshots_st = st.builds(
+    Snapshot,
+    snapshot_id=text,
+    kind=st.sampled_from(["baseline", "poll", "close"]),
+    market=text,
+    provider=st.sampled_from(["resy", "opentable"]),
+    bucket_id=text,
+    date=text,
+    time_slot=text,
+    polled_at_ms=st.integers(-(2**53), 2**53),
+    complete=st.booleans(),
+    part=st.just(0),
+    parts=st.integers(1, 5),
+    failures=st.lists(
+        st.builds(Failure, st.sampled_from(["venue", "page", "provider"]), text, text), max_size=3
+    ).map(tuple),
+    slots=st.lists(slots_st, max_size=12).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots_st)
+def test_v2_and_v1_round_trip_random_snapshots(snap: Snapshot) -> None:
+    view = decode_snapshot(encode(snap))
+    assert view == snap and view.to_snapshot() == snap
+    assert view.ids.tolist() == [int(s.slot_id, 16) for s in snap.slots]
+    assert view.venue_ids() == {s.venue_id for s in snap.slots}
+    assert decode_snapshot(orjson.dumps(snap.to_dict())) == snap
+    assert encode(view) == encode(snap)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots_st, st.data())
+def test_corrupted_v2_bytes_are_schema_errors_never_crashes(snap: Snapshot, data: Any) -> None:
+    raw = bytearray(encode(snap))
+    how = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice"]))
+    if how == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(4, len(raw) - 1))
+            raw[i] = data.draw(st.integers(0, 255))
+    elif how == "truncate":
+        del raw[data.draw(st.integers(4, len(raw) - 1)) :]
+    elif how == "extend":
+        raw += data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        i = data.draw(st.integers(4, len(raw)))
+        raw[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        view = decode_snapshot(bytes(raw))
+        view.venue_ids()
+        view.slots  # noqa: B018 - decodes and checks every slot
+    except SchemaError:
+        pass
