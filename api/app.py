@@ -261,13 +261,13 @@ async def _catch_up(
     while not st.closing and not client.closing:
         head = await _db(data.head)
         while True:
-            rows = await _db(data.feed_page, pos, head, filters, page)
+            begin = pos
+            rows, nxt = await _db(data.feed_window, pos, head, filters, page)
             chunks = []
             for r in rows:
                 pos = C.after(pos, head, r["kafka_offset"], r["kafka_partition"])
                 chunks.append(sse_bytes(r, pos))
-            if len(rows) < page:
-                pos = C.merge(pos, head)
+            pos = C.merge(nxt, begin)
             if chunks:
                 yield b"".join(chunks), pos
             if len(rows) < page:

@@ -162,3 +162,27 @@ def range_sql(start: Mapping[int, int], head: Mapping[int, int]) -> str:
                 else f"(kafka_partition = {int(p)} AND kafka_offset <= {int(h)})"
             )
     return "(" + " OR ".join(terms) + ")" if terms else "0"
+
+
+def windows(
+    start: Mapping[int, int], head: Mapping[int, int], limit: int, first: int = 0
+) -> list[Cursor]:
+    """Growing upper bounds for a page read, the last one being ``head``.
+
+    Each bound caps every partition at ``lo + width`` (``lo`` = the lowest start) and never
+    passes the head; widths grow eightfold from ``max(4 * limit, 1000)``. Reading window after
+    window, with the cursor advanced by :func:`next_cursor` against each bound, gives the same
+    rows as one read bounded by ``head``.
+    """
+    live = {p: h for p, h in head.items() if h > start.get(p, -1)}
+    if not live:
+        return [dict(head)]
+    lo = min(start.get(p, -1) for p in live)
+    top = max(live.values())
+    width = first or max(4 * limit, 1000)
+    out: list[Cursor] = []
+    while lo + width < top:
+        out.append({p: min(h, lo + width) for p, h in head.items()})
+        width *= 8
+    out.append(dict(head))
+    return out

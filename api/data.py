@@ -42,10 +42,27 @@ class Data:
         self, start: Mapping[int, int] | None, filters: Filters, limit: int
     ) -> tuple[list[dict[str, Any]], C.Cursor]:
         begin = dict(start or {})
-        head = self.head()
-        items = self.feed_page(begin, head, filters, limit)
-        page = [(i["kafka_offset"], i["kafka_partition"]) for i in items]
-        return items, C.next_cursor(begin, head, page, limit)
+        return self.feed_window(begin, self.head(), filters, limit)
+
+    def feed_window(
+        self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
+    ) -> tuple[list[dict[str, Any]], C.Cursor]:
+        """A page read through growing offset windows (see :func:`api.cursor.windows`).
+
+        A read ordered by the primary key but open to the head merges every part after the
+        cursor (one or more per day partition); a window of offsets touches one or two.
+        """
+        items: list[dict[str, Any]] = []
+        pos = dict(start)
+        for bound in C.windows(start, head, limit):
+            want = limit - len(items)
+            got = self.feed_page(pos, bound, filters, want)
+            items += got
+            page = [(i["kafka_offset"], i["kafka_partition"]) for i in got]
+            pos = C.next_cursor(pos, bound, page, want)
+            if len(got) == want:
+                break
+        return items, pos
 
     def just_opened(
         self, minutes: int, filters: Filters, limit: int, now: datetime | None = None

@@ -96,3 +96,43 @@ def test_range_sql_is_bounded_by_the_head() -> None:
     sql = C.range_sql({0: 5}, {0: 9, 1: 3})
     assert "kafka_offset > 5" in sql and "kafka_offset <= 9" in sql and "kafka_partition = 1" in sql
     assert C.range_sql({0: 9}, {0: 9}) == "0"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=80),
+    st.integers(1, 6),
+    st.integers(1, 7),
+)
+def test_windowed_reads_equal_one_read(log: list[tuple[int, bool]], limit: int, first: int) -> None:
+    next_offset = {0: 0, 1: 0, 2: 0}
+    rows: list[tuple[int, int, bool]] = []
+    for p, m in log:
+        rows.append((next_offset[p], p, m))
+        next_offset[p] += 1 + (next_offset[p] % 4 == 3)
+    head = {p: o - 1 for p, o in next_offset.items() if o}
+    start: C.Cursor = {}
+    whole: list[tuple[int, int]] = []
+    windowed: list[tuple[int, int]] = []
+    cur_a: C.Cursor = {}
+    cur_b: C.Cursor = {}
+    for _ in range(200):
+        page = _read(rows, cur_a, head, limit)
+        whole += page
+        cur_a = C.next_cursor(cur_a, head, page, limit)
+        got: list[tuple[int, int]] = []
+        pos = dict(cur_b)
+        for bound in C.windows(cur_b, head, limit, first):
+            want = limit - len(got)
+            part = _read(rows, pos, bound, want)
+            got += part
+            pos = C.next_cursor(pos, bound, part, want)
+            if len(part) == want:
+                break
+        windowed += got
+        cur_b = pos
+        assert got == page
+        if len(page) < limit:
+            break
+    assert whole == windowed and cur_a == cur_b
+    del start

@@ -1,0 +1,413 @@
+"""API benchmark: ``python -m bench.api_bench [--quick]``.
+
+1. ``/feed`` page of 100 with N drop rows (default 10 million) in ClickHouse (chDB): p50/p99
+   of pages read at random cursors, unfiltered and filtered.
+2. SSE: C concurrent clients (default 1,000) while drops arrive at R a second (default 200):
+   p99 delivery (from the Kafka commit of the drop to its arrival at a client, which bounds
+   the time from the API receiving it) and the API's memory per idle client.
+
+Uses the Kafka broker of the settings (``DROPS_KAFKA_BOOTSTRAP``) with topics of its own. The
+API runs in a child process (chDB: one process owns the data folder); the data set is built
+by another child process before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from api import cursor as C
+
+PY = sys.executable
+
+
+def _settings(data_dir: Path, tag: str, port: int, **extra: Any) -> Any:
+    from drops.settings import Settings
+
+    return Settings(
+        data_dir=data_dir,
+        drops_topic=f"bench{tag}.events",
+        stats_topic=f"bench{tag}.buckets",
+        deadletter_topic=f"bench{tag}.deadletter",
+        snapshot_topic=f"bench{tag}.snapshots",
+        sink_group=f"bench{tag}-sink",
+        api_port=port,
+        log_format="text",
+        log_level="WARNING",
+        **extra,
+    )
+
+
+# ----------------------------------------------------------------------------------- children
+
+
+def build(data_dir: Path, rows: int, tag: str) -> None:
+    """Fill drop_events with ``rows`` rows over 400 days (one partition a day)."""
+    from sinks.service import prepare
+
+    s = _settings(data_dir, tag, 0)
+    ch = prepare(s)
+    step = 1_000_000
+    span = 400 * 86_400
+    t0 = time.time()
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        ch.command(
+            f"""
+INSERT INTO drop_events (event, dedupe_key, bucket_id, market, provider, date, time_slot,
+    slot_id, venue_id, venue_name, neighborhood, actual_time, time_zone, seating_types,
+    party_min, party_max, booking, opened_at, snapshot_id, v, kafka_partition, kafka_offset)
+SELECT if(number % 5 = 4, 'close', 'open'), concat('k', toString(number)),
+    concat('nyc:', toString(toDate(ts)), if(number % 2 = 0, ':1500', ':1900')),
+    'nyc', if(number % 3 = 0, 'opentable', 'resy'), toDate(ts),
+    if(number % 2 = 0, '15:00', '19:00'), hex(cityHash64(number)),
+    toString(1000 + number % 5000), concat('Venue ', toString(1000 + number % 5000)),
+    ['SoHo', 'Tribeca', 'Harlem', 'Chelsea', 'West Village'][1 + number % 5],
+    toString(ts), 'EST5EDT', ['Dining Room'], 2, 4, '', ts, 'snap', 1, 0, number
+FROM (SELECT number,
+      toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts
+      FROM numbers({lo}, {hi - lo}))
+SETTINGS max_partitions_per_insert_block = 0, async_insert = 0
+"""
+        )
+    ch.save_progress(s.drops_topic, {0: rows - 1})
+    n = ch.query("SELECT count() FROM drop_events")[0][0]
+    parts = ch.query("SELECT count() FROM system.parts WHERE table = 'drop_events' AND active")
+    print(f"built {n} rows in {time.time() - t0:.1f}s, active parts {parts[0][0]}", flush=True)
+    ch.close()
+
+
+def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from drops import broker
+
+    s = _settings(data_dir, tag, port)
+    if live or with_sink:
+        broker.ensure_topics(s)
+    app = create_app(s, with_sink=with_sink, live=live)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=3,
+    )
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _start_server(
+    data_dir: Path, tag: str, port: int, sink: bool, live: bool
+) -> subprocess.Popen[bytes]:
+    args = [
+        PY,
+        "-m",
+        "bench.api_bench",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--tag",
+        tag,
+        "--port",
+        str(port),
+    ]
+    if sink:
+        args.append("--with-sink")
+    if not live:
+        args.append("--no-live")
+    proc = subprocess.Popen(args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("API exited")
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("API not ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# ----------------------------------------------------------------------------------- feed
+
+
+def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    data_dir = root / "feed"
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "bench.api_bench",
+            "build",
+            "--data-dir",
+            str(data_dir),
+            "--rows",
+            str(rows),
+            "--tag",
+            tag,
+        ],
+        check=True,
+    )
+    proc = _start_server(data_dir, tag, port, sink=False, live=False)
+    out: dict[str, Any] = {"rows": rows}
+    try:
+        url = f"http://127.0.0.1:{port}/feed"
+        rnd = random.Random(7)
+        with httpx.Client(timeout=30) as client:
+            for _ in range(20):  # warm up
+                client.get(url, params={"limit": 100})
+            cases = {
+                "unfiltered": {},
+                "filtered (provider=resy, time_slot=19:00)": {
+                    "provider": "resy",
+                    "time_slot": "19:00",
+                },
+                "filtered (neighborhood=SoHo, party_size=2)": {
+                    "neighborhood": "SoHo",
+                    "party_size": "2",
+                },
+            }
+            for name, filters in cases.items():
+                lat: list[float] = []
+                short = 0
+                for _ in range(requests):
+                    since = C.encode({0: rnd.randrange(rows)})
+                    t = time.perf_counter()
+                    r = client.get(url, params={"since": since, "limit": 100, **filters})
+                    lat.append((time.perf_counter() - t) * 1000)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"/feed answered {r.status_code}: {r.text[:200]}")
+                    short += len(r.json()["items"]) < 100
+                out[name] = {
+                    "p50_ms": round(_pct(lat, 0.5), 2),
+                    "p99_ms": round(_pct(lat, 0.99), 2),
+                    "max_ms": round(max(lat), 2),
+                    "requests": len(lat),
+                    "short_pages": short,
+                }
+                print(f"/feed {name}: {out[name]}", flush=True)
+    finally:
+        _stop(proc)
+    return out
+
+
+# ----------------------------------------------------------------------------------- SSE
+
+
+class _Clients:
+    def __init__(self, port: int, n: int, sampled: int) -> None:
+        self.port, self.n, self.sampled = port, n, sampled
+        self.latencies: list[float] = []
+        self.connected = 0
+        self.events = 0
+        self.errors = 0
+        self.stop = asyncio.Event()
+
+    async def one(self, i: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
+        except OSError:
+            self.errors += 1
+            return
+        writer.write(b"GET /feed/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        await writer.drain()
+        sample = i < self.sampled
+        counted = False
+        buf = b""
+        try:
+            while not self.stop.is_set():
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    break
+                now = time.time() * 1000
+                if not counted:
+                    counted = True
+                    self.connected += 1
+                if not sample:
+                    continue
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.startswith(b'data: {"event"'):
+                        doc = orjson.loads(line[6:])
+                        self.latencies.append(now - doc["opened_at_ms"])
+                        self.events += 1
+        except (OSError, asyncio.IncompleteReadError):
+            self.errors += 1
+        finally:
+            writer.close()
+
+    async def run(self, connected: threading.Event, done: threading.Event) -> None:
+        tasks = []
+        for i in range(self.n):
+            tasks.append(asyncio.create_task(self.one(i)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)
+        while self.connected < self.n and not done.is_set():
+            await asyncio.sleep(0.1)
+        connected.set()
+        while not done.is_set():
+            await asyncio.sleep(0.1)
+        self.stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def bench_sse(clients: int, rate: int, seconds: float, port: int, root: Path) -> dict[str, Any]:
+    from sinks.testdata import DropWriter, make_drop
+
+    tag = uuid.uuid4().hex[:6]
+    data_dir = root / "sse"
+    proc = _start_server(data_dir, tag, port, sink=True, live=True)
+    out: dict[str, Any] = {"clients": clients, "rate_per_s": rate, "seconds": seconds}
+    try:
+        time.sleep(1.0)
+        rss0 = _rss_kb(proc.pid)
+        cl = _Clients(port, clients, sampled=min(100, clients))
+        connected, done = threading.Event(), threading.Event()
+        th = threading.Thread(target=lambda: asyncio.run(cl.run(connected, done)), daemon=True)
+        th.start()
+        if not connected.wait(120):
+            raise RuntimeError(f"only {cl.connected} of {clients} clients connected")
+        time.sleep(2.0)
+        rss1 = _rss_kb(proc.pid)
+        out["idle_rss_kb_before"] = rss0
+        out["idle_rss_kb_with_clients"] = rss1
+        out["memory_per_idle_client_kb"] = round((rss1 - rss0) / clients, 1)
+        print(
+            f"SSE idle: {clients} clients, {out['memory_per_idle_client_kb']} KB each", flush=True
+        )
+        s = _settings(data_dir, tag, port)
+        w = DropWriter(s)
+        per_tx = max(1, rate // 20)  # a transaction every 50 ms, like a processor checkpoint
+        n = 0
+        t_end = time.monotonic() + seconds
+        next_t = time.monotonic()
+        while time.monotonic() < t_end:
+            now_ms = int(time.time() * 1000)
+            w.write([make_drop(n + i, opened_at_ms=now_ms) for i in range(per_tx)])
+            n += per_tx
+            next_t += per_tx / rate
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        time.sleep(3.0)
+        done.set()
+        th.join(30)
+        w.close()
+        lat = cl.latencies
+        out.update(
+            {
+                "drops_written": n,
+                "sampled_clients": cl.sampled,
+                "events_measured": len(lat),
+                "expected_measured": n * cl.sampled,
+                "p50_delivery_ms": round(_pct(lat, 0.5), 1),
+                "p99_delivery_ms": round(_pct(lat, 0.99), 1),
+                "max_delivery_ms": round(max(lat), 1) if lat else None,
+                "client_errors": cl.errors,
+                "server_rss_kb_end": _rss_kb(proc.pid),
+            }
+        )
+        print(f"SSE: {out}", flush=True)
+    finally:
+        _stop(proc)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.api_bench")
+    sub = ap.add_subparsers(dest="cmd")
+    b = sub.add_parser("build")
+    b.add_argument("--data-dir", type=Path, required=True)
+    b.add_argument("--rows", type=int, required=True)
+    b.add_argument("--tag", required=True)
+    sv = sub.add_parser("serve")
+    sv.add_argument("--data-dir", type=Path, required=True)
+    sv.add_argument("--tag", required=True)
+    sv.add_argument("--port", type=int, required=True)
+    sv.add_argument("--with-sink", action="store_true")
+    sv.add_argument("--no-live", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer requests, shorter SSE run")
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--port", type=int, default=48090)
+    ap.add_argument("--skip-feed", action="store_true")
+    ap.add_argument("--skip-sse", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "build":
+        build(args.data_dir, args.rows, args.tag)
+        return
+    if args.cmd == "serve":
+        serve(args.data_dir, args.tag, args.port, args.with_sink, not args.no_live)
+        return
+    from drops.settings import Settings
+
+    s = Settings()
+    print(f"broker {s.kafka_bootstrap}; cores {os.cpu_count()}", flush=True)
+    root = Path(
+        tempfile.mkdtemp(
+            prefix="api-bench-", dir=s.data_dir.resolve() if s.data_dir.exists() else None
+        )
+    )
+    results: dict[str, Any] = {}
+    try:
+        if not args.skip_feed:
+            results["feed"] = bench_feed(args.rows, 300 if args.quick else 2000, args.port, root)
+        if not args.skip_sse:
+            secs = args.seconds or (15.0 if args.quick else 60.0)
+            results["sse"] = bench_sse(args.clients, args.rate, secs, args.port + 1, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
