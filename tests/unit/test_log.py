@@ -27,3 +27,10 @@ def test_heartbeat_reports_counters_then_resets(caplog: pytest.LogCaptureFixture
     doc = orjson.loads(JsonFormatter().format(caplog.records[-1]))
     assert (doc["event"], doc["polled"], doc["failed"], doc["lag"]) == ("heartbeat", 56, 1, 0)
     assert hb.counters == {}
+
+
+def test_non_string_keys_and_odd_values_still_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    get_log("t").info("live_tail_started", start={0: 12}, where=object())
+    doc = orjson.loads(JsonFormatter().format(caplog.records[-1]))
+    assert doc["start"] == {"0": 12}
