@@ -72,6 +72,12 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     return int(up(settings))
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.__main__ import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
     from drops.settings_doc import markdown_table
 
@@ -87,6 +93,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "sink": ("load drop records into ClickHouse", _sink),
     "api": ("serve the feed, the SSE stream and the live page", _api),
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
+    "bench": ("run every benchmark and print one table (--quick, --write)", _bench),
     "settings": ("print the settings table (env vars DROPS_*)", _settings),
 }
 
@@ -98,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text, description=text)
         if name == "broker":
             p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
+        if name == "bench":
+            p.add_argument("bench_args", nargs=argparse.REMAINDER, help="--quick, --only, --write")
         if name == "api":
             p.add_argument(
                 "--with-sink",
