@@ -140,10 +140,8 @@ def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -
     state.acc.append(curr)
     state.acc_venues |= venues
 
-    if state.acc_mode == "baseline":
-        assert state.baseline is not None
-        state.baseline = slotsets.union(state.baseline, curr)
-    else:
+    # a baseline build: its parts become the baseline when the snapshot ends (_finish)
+    if state.acc_mode == "poll":
         assert state.baseline is not None
         new = slotsets.minus(slotsets.minus(curr, state.prev), state.baseline)
         new = slotsets.minus(new, state.seen_ids)  # expired entries left at _start
@@ -221,6 +219,7 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
     all_parts = whole and not state.acc_gap
     complete = all_parts and state.acc_complete
     if state.acc_mode == "baseline":
+        state.baseline = ids
         state.baseline_venues = set(state.acc_venues)
         state.unknown_venues = state.acc_failed_venues - state.acc_venues
         # every part here and only venues failed: the unseen venues are exactly those

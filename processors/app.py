@@ -91,19 +91,24 @@ class Processor:
         try:
             st = self.states.load(key, state)
             out = rule.apply(st, snap, self.seen_ttl_ms)
+            events = rule.events(snap, out)
             if out.delete:
                 self.states.delete(key, state)
             elif not out.ignored:
                 self.states.save(key, state, st)
+        except SchemaError as exc:
+            # a slot's row did not decode or its id is not its hash: nothing was saved, so the
+            # stored state is the one before this record; the half-changed cached one goes
+            self.states.forget()
+            return [self._dead_letter(value, key, str(exc))]
         except Exception:
             self.states.forget()  # the cached states may be half-changed
             raise
-        events = rule.events(snap, out)
         self.last_polled_ms = max(self.last_polled_ms, snap.polled_at_ms)
         self._count(
             snapshots=int(snap.is_last_part and not out.ignored),
             parts=1,
-            slots=len(snap.slots),
+            slots=len(snap),
             drops=len(out.opened),
             closes=len(out.closed),
             absorbed=out.absorbed,

@@ -63,9 +63,19 @@ class Slot:
             object.__setattr__(self, "slot_id", sid)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["seating_types"] = list(self.seating_types)
-        return d
+        return {
+            "provider": self.provider,
+            "venue_id": self.venue_id,
+            "venue_name": self.venue_name,
+            "actual_time": self.actual_time,
+            "time_zone": self.time_zone,
+            "neighborhood": self.neighborhood,
+            "seating_types": list(self.seating_types),
+            "party_min": self.party_min,
+            "party_max": self.party_max,
+            "booking": self.booking,
+            "slot_id": self.slot_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,10 +323,11 @@ def drop_from_dict(doc: Any) -> DropEvent:
 # The byte layout is specified in schemas/SNAPSHOT_FORMAT.md (keep the two in step).
 
 MAGIC_V2 = b"DDS\x02"
-_PRE = struct.Struct("<4sIIIII")  # magic, header bytes, slots, venues, venue table bytes, rows
+_PRE = struct.Struct("<4sIIIIII")  # magic, header, slots, venues, venue ids, venue table, rows
 _U32_MAX = 2**32 - 1
 
 Venue = tuple[str, str, str, str, str]  # provider, venue_id, venue_name, time_zone, neighborhood
+VenueDetails = tuple[str, str, str, str]  # provider, venue_name, time_zone, neighborhood
 IdArray = npt.NDArray[np.uint64]
 
 
@@ -346,6 +357,7 @@ def pack_snapshot(
     header: Snapshot,
     slot_ids: npt.NDArray[np.uint64],
     venue_index: npt.NDArray[np.uint32],
+    venue_ids_json: bytes,
     venues_json: bytes,
     n_venues: int,
     offsets: npt.NDArray[np.uint32],
@@ -353,25 +365,29 @@ def pack_snapshot(
 ) -> bytes:
     """The v2 bytes from columns (``header.slots`` is ignored): the one writer of the layout.
 
-    ``venues_json`` is a JSON array of ``n_venues`` venue rows, ``rows`` the concatenated
-    per-slot JSON rows, ``offsets`` (``len(slot_ids) + 1`` values) where each row starts.
+    ``venue_ids_json`` is a JSON array of the ``n_venues`` venue ids, ``venues_json`` a JSON
+    array of their details, ``rows`` the concatenated per-slot JSON rows, ``offsets``
+    (``len(slot_ids) + 1`` values) where each row starts.
     :func:`encode` builds the columns from ``Slot`` objects; a bulk writer may build them itself.
     """
     n = len(slot_ids)
     if len(venue_index) != n or len(offsets) != n + 1:
         raise ValueError("slot_ids, venue_index and offsets are not aligned")
-    if len(rows) > _U32_MAX or len(venues_json) > _U32_MAX:
+    if max(len(rows), len(venues_json), len(venue_ids_json)) > _U32_MAX:
         raise ValueError("snapshot part too large")
     head = orjson.dumps(_header_doc(header))
     start = _align8(_PRE.size + len(head))
     return b"".join(
         (
-            _PRE.pack(MAGIC_V2, len(head), n, n_venues, len(venues_json), len(rows)),
+            _PRE.pack(
+                MAGIC_V2, len(head), n, n_venues, len(venue_ids_json), len(venues_json), len(rows)
+            ),
             head,
             bytes(start - _PRE.size - len(head)),
             np.ascontiguousarray(slot_ids, dtype="<u8").tobytes(),
             np.ascontiguousarray(venue_index, dtype="<u4").tobytes(),
             np.ascontiguousarray(offsets, dtype="<u4").tobytes(),
+            venue_ids_json,
             venues_json,
             rows,
         )
@@ -398,7 +414,8 @@ def _encode_v2(snap: Snapshot) -> bytes:
         snap,
         np.fromiter((int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=n),
         np.array(vidx, dtype=np.uint32),
-        orjson.dumps(list(venues)),
+        orjson.dumps([v[1] for v in venues]),
+        orjson.dumps([(v[0], v[2], v[3], v[4]) for v in venues]),
         len(venues),
         offsets,
         b"".join(rows),
@@ -408,12 +425,15 @@ def _encode_v2(snap: Snapshot) -> bytes:
 class SnapshotView:
     """A decoded snapshot part whose slots are decoded only when asked for.
 
-    ``ids`` (uint64, row order, possibly with repeats) and ``venue_index`` (into ``venues``)
-    are read from the record's bytes without a copy; :meth:`slot` decodes one row and checks
-    its ``slot_id`` hash. A v1 (JSON) record gives a view over its already decoded slots.
+    ``ids`` (uint64, row order, possibly with repeats) and ``venue_index`` (into
+    ``venue_keys``, the venue ids of the record's venue table) are read from the record's bytes
+    without a copy; :meth:`slot` decodes one row (and, the first time, the venue details) and
+    checks its ``slot_id`` hash. A v1 (JSON) record gives a view over its decoded slots.
     """
 
     __slots__ = (
+        "_details",
+        "_details_raw",
         "_offsets",
         "_rows",
         "_slots",
@@ -432,7 +452,7 @@ class SnapshotView:
         "time_slot",
         "v",
         "venue_index",
-        "venues",
+        "venue_keys",
     )  # fmt: skip
 
     v: int
@@ -450,7 +470,9 @@ class SnapshotView:
     failures: tuple[Failure, ...]
     ids: IdArray
     venue_index: npt.NDArray[np.uint32]
-    venues: list[Venue]
+    venue_keys: list[str]
+    _details: list[VenueDetails] | None
+    _details_raw: memoryview | None
     _rows: memoryview | None
     _offsets: npt.NDArray[np.uint32] | None
     _slots: tuple[Slot, ...] | None
@@ -459,6 +481,7 @@ class SnapshotView:
         for name, value in header.items():
             setattr(self, name, value)
         self._rows = self._offsets = self._slots = None
+        self._details = self._details_raw = None
 
     @classmethod
     def of(cls, snap: Snapshot) -> SnapshotView:
@@ -474,7 +497,8 @@ class SnapshotView:
             (int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=len(snap.slots)
         )
         view.venue_index = np.array(vidx, dtype=np.uint32)
-        view.venues = list(venues)
+        view.venue_keys = [v[1] for v in venues]
+        view._details = [(v[0], v[2], v[3], v[4]) for v in venues]
         view._slots = snap.slots
         return view
 
@@ -490,17 +514,25 @@ class SnapshotView:
         return self.part == self.parts - 1
 
     def venue_id(self, i: int) -> str:
-        return self.venues[int(self.venue_index[i])][1]
+        return self.venue_keys[int(self.venue_index[i])]
 
     def venue_ids(self) -> set[str]:
         """The venues that have a slot in this part."""
-        m = len(self.venues)
+        m = len(self.venue_keys)
         if not m:
             return set()
         used = np.bincount(self.venue_index, minlength=m)
         if used.all():
-            return {v[1] for v in self.venues}
-        return {self.venues[j][1] for j in np.flatnonzero(used).tolist()}
+            return set(self.venue_keys)
+        return {self.venue_keys[j] for j in np.flatnonzero(used).tolist()}
+
+    def venue(self, j: int) -> Venue:
+        """Venue ``j`` of the record's table (details decoded on first use)."""
+        if self._details is None:
+            self._details = _venue_details(self._details_raw, len(self.venue_keys))
+            self._details_raw = None
+        provider, name, zone, hood = self._details[j]
+        return provider, self.venue_keys[j], name, zone, hood
 
     def slot(self, i: int) -> Slot:
         """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
@@ -527,9 +559,9 @@ class SnapshotView:
                 raise SchemaError(f"{w}: field {name!r} has type {type(value).__name__}")
         if not all(isinstance(x, str) for x in seating):
             raise SchemaError(f"{w}: field 'seating_types' is not a list of strings")
-        provider, venue_id, venue_name, time_zone, neighborhood = self.venues[
+        provider, venue_id, venue_name, time_zone, neighborhood = self.venue(
             int(self.venue_index[i])
-        ]
+        )
         sid = int(self.ids[i])
         try:
             expected = ids.slot_id_int(provider, venue_id, actual_time)
@@ -640,22 +672,42 @@ def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
     }
 
 
+def _venue_details(raw: memoryview | None, m: int) -> list[VenueDetails]:
+    w = "snapshot.venues"
+    try:
+        table = orjson.loads(raw if raw is not None else b"[]")
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"{w}: not JSON: {exc}") from None
+    if not isinstance(table, list) or len(table) != m:
+        raise SchemaError(f"{w}: not a list of {m} venues")
+    out: list[VenueDetails] = []
+    for j, row in enumerate(table):
+        if (
+            not isinstance(row, list)
+            or len(row) < 4
+            or not all(isinstance(x, str) for x in row[:4])
+        ):
+            raise SchemaError(f"{w}[{j}]: not a row of 4 strings")
+        out.append((row[0], row[1], row[2], row[3]))
+    return out
+
+
 def _decode_v2(data: bytes) -> SnapshotView:
     w = "snapshot"
     size = len(data)
     if size < _PRE.size:
         raise SchemaError(f"{w}: {size} bytes, shorter than the v2 preamble")
-    _, n_head, n, m, n_table, n_rows = _PRE.unpack_from(data)
-    at = _align8(_PRE.size + n_head)
-    at_ids = at
+    _, n_head, n, m, n_keys, n_table, n_rows = _PRE.unpack_from(data)
+    at_ids = _align8(_PRE.size + n_head)
     at_vidx = at_ids + 8 * n
     at_offs = at_vidx + 4 * n
-    at_table = at_offs + 4 * (n + 1)
+    at_keys = at_offs + 4 * (n + 1)
+    at_table = at_keys + n_keys
     at_rows = at_table + n_table
     if at_rows + n_rows != size:
         raise SchemaError(
-            f"{w}: the v2 lengths (header {n_head}, slots {n}, venue table {n_table}, rows "
-            f"{n_rows}) need {at_rows + n_rows} bytes, the record has {size}"
+            f"{w}: the v2 lengths (header {n_head}, slots {n}, venue ids {n_keys}, venue table "
+            f"{n_table}, rows {n_rows}) need {at_rows + n_rows} bytes, the record has {size}"
         )
     mv = memoryview(data)
     try:
@@ -677,21 +729,15 @@ def _decode_v2(data: bytes) -> SnapshotView:
     if n and int(view.venue_index.max()) >= m:
         raise SchemaError(f"{w}.venue_index: an index is past the {m} venues")
     try:
-        table = orjson.loads(mv[at_table:at_rows])
+        keys = orjson.loads(mv[at_keys:at_table])
     except orjson.JSONDecodeError as exc:
-        raise SchemaError(f"{w}.venues: not JSON: {exc}") from None
-    if not isinstance(table, list) or len(table) != m:
-        raise SchemaError(f"{w}.venues: not a list of {m} venues")
-    venues: list[Venue] = []
-    for j, row in enumerate(table):
-        if (
-            not isinstance(row, list)
-            or len(row) < 5
-            or not all(isinstance(x, str) for x in row[:5])
-        ):
-            raise SchemaError(f"{w}.venues[{j}]: not a row of 5 strings")
-        venues.append((row[0], row[1], row[2], row[3], row[4]))
-    view.venues = venues
+        raise SchemaError(f"{w}.venue_ids: not JSON: {exc}") from None
+    if not isinstance(keys, list) or len(keys) != m:
+        raise SchemaError(f"{w}.venue_ids: not a list of {m} venue ids")
+    if not all(type(k) is str for k in keys):
+        raise SchemaError(f"{w}.venue_ids: not a list of strings")
+    view.venue_keys = keys
+    view._details_raw = mv[at_table:at_rows]
     view._rows = mv[at_rows:]
     view._offsets = offs
     return view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import struct
 import threading
 import time
 from pathlib import Path
@@ -92,8 +93,19 @@ def history() -> list[Snapshot]:
     return [x for pair in zip(a, b[: len(a)], strict=False) for x in pair] + a[len(b) :]
 
 
+def with_bad_id(snap: Snapshot, row: int) -> bytes:
+    """``snap`` as v2 bytes, the id of slot ``row`` not the hash of its payload."""
+    data = bytearray(encode(snap))
+    (n_head,) = struct.unpack_from("<I", data, 4)
+    data[((28 + n_head + 7) & ~7) + 8 * row] ^= 0x5A
+    return bytes(data)
+
+
 def bad_records(settings: Settings) -> list[tuple[bytes | None, bytes]]:
     good = snapshot("x", 5, S())
+    # a newer poll of bucket a with a new slot (3,0) whose id is not its hash: it would drop,
+    # so its row is checked, and the whole record goes to the dead letters, changing nothing
+    forged = snapshot("forged", 45_000, S((0, 0), (0, 1), (1, 0), (2, 2), (3, 0)))
     doc = good.to_dict()
     wrong_version = dict(doc, v=99)
     missing = {k: v for k, v in doc.items() if k != "polled_at_ms"}
@@ -103,6 +115,8 @@ def bad_records(settings: Settings) -> list[tuple[bytes | None, bytes]]:
         (good.key.encode(), orjson.dumps(missing)),
         (b"some-other-key", encode(good)),
         (None, b"\x00\x01"),
+        (forged.key.encode(), with_bad_id(forged, 4)),
+        (good.key.encode(), encode(good)[:-3]),  # v2, truncated
     ]
 
 
@@ -139,6 +153,8 @@ def test_snapshots_become_exactly_the_reference_drops(
     assert "field 'v' is 99" in errors[bad[1][1]]
     assert "missing field 'polled_at_ms'" in errors[bad[2][1]]
     assert "stream key" in errors[bad[3][1]]
+    assert "slots[4]: field 'slot_id'" in errors[bad[5][1]]
+    assert "need" in errors[bad[6][1]]
     h = headers_dict(dead[0][2])
     assert h["source_topic"].decode() == settings.snapshot_topic
     assert int(h["source_offset"]) >= 0 and int(h["source_partition"]) >= 0

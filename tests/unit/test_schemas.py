@@ -153,7 +153,7 @@ def test_garbage_is_a_schema_error(data: bytes | None) -> None:
 
 # ---------------------------------------------------------------------------- snapshot v2
 
-_PRE = struct.Struct("<4sIIIII")
+_PRE = struct.Struct("<4sIIIIII")
 
 
 def v2_header(data: bytes) -> Any:
@@ -163,13 +163,13 @@ def v2_header(data: bytes) -> Any:
 
 def with_header(data: bytes, mutate: Any) -> bytes:
     """The same v2 record with its JSON header changed (and re-aligned)."""
-    magic, n_head, n, m, t, r = _PRE.unpack_from(data)
+    magic, n_head, *sizes = _PRE.unpack_from(data)
     head = v2_header(data)
     mutate(head)
     body = data[(_PRE.size + n_head + 7) & ~7 :]
     new = orjson.dumps(head)
     pad = bytes(((_PRE.size + len(new) + 7) & ~7) - _PRE.size - len(new))
-    return _PRE.pack(magic, len(new), n, m, t, r) + new + pad + body
+    return _PRE.pack(magic, len(new), *sizes) + new + pad + body
 
 
 def two_venue_snapshot() -> Snapshot:
@@ -236,11 +236,9 @@ def test_v2_lengths_must_match_the_record() -> None:
 
 
 def test_pack_snapshot_checks_alignment() -> None:
-    ids = np.zeros(2, dtype=np.uint64)
+    ids, vidx = np.zeros(2, dtype=np.uint64), np.zeros(2, dtype=np.uint32)
     with pytest.raises(ValueError):
-        pack_snapshot(
-            SNAP, ids, np.zeros(1, dtype=np.uint32), b"[]", 0, np.zeros(2, np.uint32), b""
-        )
+        pack_snapshot(SNAP, ids, ids[:1].astype(np.uint32), b"[]", b"[]", 0, vidx, b"")
 
 
 text = st.text(max_size=12)
