@@ -75,7 +75,13 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench.__main__ import main as bench_main
 
-    return bench_main(args.bench_args)
+    return bench_main(args.rest)
+
+
+def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+    from drops.chaos import main as chaos_main
+
+    return chaos_main(args.rest)
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,26 +100,32 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "api": ("serve the feed, the SSE stream and the live page", _api),
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
     "bench": ("run every benchmark and print one table (--quick, --write)", _bench),
+    "chaos": ("run the pipeline under faults and kills; compare with the reference", _chaos),
     "settings": ("print the settings table (env vars DROPS_*)", _settings),
 }
+
+
+PASS_THROUGH = {"bench", "chaos"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="drops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (text, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, add_help=name not in PASS_THROUGH)
         if name == "broker":
             p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
-        if name == "bench":
-            p.add_argument("bench_args", nargs=argparse.REMAINDER, help="--quick, --only, --write")
         if name == "api":
             p.add_argument(
                 "--with-sink",
                 action="store_true",
                 help="run the ClickHouse sink in this process (needed with embedded chDB)",
             )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command in PASS_THROUGH:
+        args.rest = rest  # their own options: `drops bench --help`, `drops chaos --help`
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
     return COMMANDS[args.command][1](args, settings)

@@ -16,27 +16,20 @@ import orjson
 import pytest
 
 from domain.calendar import window
+from drops.pipeline import (
+    BEGINNING,
+    Pipeline,
+    feed_items,
+    free_port,
+    read_topic,
+    sse_events,
+    wait_for,
+)
 from drops.settings import Settings
 from schemas import slot_id
 from simulator.control import SimControl
-from tests.harness import Pipeline, free_port, read_topic, sse_events, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-BEGINNING = "AQA"  # the cursor before the first record of the drops log
-
-
-def feed_items(api: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    since = BEGINNING
-    while True:
-        resp = httpx.get(f"{api}/feed", params={"since": since, "limit": 100, **params}, timeout=10)
-        resp.raise_for_status()
-        body = resp.json()
-        items += body["items"]
-        if not body["items"]:
-            return items
-        since = body["next"]
 
 
 def free_time(sim: SimControl, date: str, time_slot: str, venue: int, candidates: list[str]) -> str:

@@ -1,5 +1,7 @@
-"""Runs the pipeline's stages as real subprocesses (the ``drops`` command) for end-to-end
-tests, with their settings passed as ``DROPS_*`` env vars, and reads what they serve."""
+"""The pipeline's stages as real subprocesses (the ``drops`` command), with their settings
+passed as ``DROPS_*`` env vars, and readers of what they serve (topics, the feed, SSE).
+
+Used by the end-to-end tests and by ``drops chaos``."""
 
 from __future__ import annotations
 
@@ -165,3 +167,20 @@ def sse_events(
                     event["data"] = (event.get("data", "") + "\n" + value).lstrip("\n")
                 elif name in ("id", "event", "retry"):
                     event[name] = value
+
+
+BEGINNING = "AQA"  # the feed cursor before the first record of the drops log
+
+
+def feed_items(api: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of ``/feed`` from the beginning, page by page."""
+    items: list[dict[str, Any]] = []
+    since = BEGINNING
+    while True:
+        resp = httpx.get(f"{api}/feed", params={"since": since, "limit": 500, **params}, timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        items += body["items"]
+        if not body["items"]:
+            return items
+        since = body["next"]

@@ -1,0 +1,332 @@
+"""``drops chaos``: the whole pipeline under fire, checked against what the simulator was told.
+
+The simulator runs in scripted mode: its seeded market never changes by itself, so every slot
+that opens is one this run opened, at a known moment. For a bounded time the run opens new
+slots at random buckets while the simulator fails a share of requests (5xx, timeouts, 429
+with Retry-After, malformed and truncated responses), and, at seeded random moments, it
+kill -9s the processor or the API process (which holds the sink), or restarts the broker.
+Then the faults stop, the stages settle, a share of the opened slots is closed again, and
+what ``/feed`` served is compared with the reference: every opened slot exactly once as an
+open, every closed one exactly once as a close, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+
+from domain.calendar import Bucket, window
+from drops import broker
+from drops.log import get_log
+from drops.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
+from drops.settings import Settings
+from producers.windows import bucket_window
+from schemas import slot_id
+from simulator.control import SimControl
+
+log = get_log("chaos")
+
+FAULT_KINDS = ("5xx", "timeout", "429", "malformed", "truncated")
+DISRUPTIONS = ("kill processor", "kill api+sink", "restart broker")
+
+
+@dataclass
+class Config:
+    seconds: float = 600.0
+    seed: int = 1
+    fault_rate: float = 0.15  # share of provider requests that fail, over all kinds
+    disrupt_every: float = 45.0  # mean seconds between disruptions
+    open_every: float = 1.5  # mean seconds between scripted openings
+    close_share: float = 0.5  # share of the opened slots closed after the storm
+    days: int = 3
+    venues: int = 40
+    poll_interval: float = 2.0
+    settle_timeout: float = 240.0
+
+
+@dataclass
+class Report:
+    opens_expected: int = 0
+    opens_served: int = 0
+    missing: int = 0
+    duplicated: int = 0
+    false: int = 0
+    closes_expected: int = 0
+    closes_served: int = 0
+    closes_missing: int = 0
+    closes_duplicated: int = 0
+    closes_false: int = 0
+    topic_duplicates: int = 0
+    disruptions: Counter[str] = field(default_factory=Counter)
+    crashes: Counter[str] = field(default_factory=Counter)  # stages that died by themselves
+    faults_applied: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing
+            or self.duplicated
+            or self.false
+            or self.closes_missing
+            or self.closes_duplicated
+            or self.closes_false
+            or self.topic_duplicates
+        )
+
+    def lines(self) -> list[str]:
+        return [
+            f"drops expected   {self.opens_expected}",
+            f"drops served     {self.opens_served}",
+            f"missing          {self.missing}",
+            f"duplicated       {self.duplicated}",
+            f"false            {self.false}",
+            f"closes expected  {self.closes_expected}",
+            f"closes served    {self.closes_served} (missing {self.closes_missing}, "
+            f"duplicated {self.closes_duplicated}, false {self.closes_false})",
+            f"duplicates on the drops topic  {self.topic_duplicates}",
+            f"faults injected  {self.faults_applied}",
+            "disruptions survived  "
+            + (", ".join(f"{k} x{v}" for k, v in sorted(self.disruptions.items())) or "none"),
+            "stages restarted after crashing by themselves  "
+            + (", ".join(f"{k} x{v}" for k, v in sorted(self.crashes.items())) or "none"),
+            f"verdict          {'PASS' if self.ok else 'FAIL'} in {self.seconds:.0f} s",
+        ]
+
+
+def chaos_settings(data_dir: Path, cfg: Config, bootstrap: str, controller_port: int) -> Settings:
+    sim_port, api_port = free_port(), free_port()
+    return Settings(
+        data_dir=data_dir,
+        kafka_bootstrap=bootstrap,
+        kafka_controller_port=controller_port,
+        kafka_dist=Path(".drops/dist").resolve(),
+        sim_port=sim_port,
+        sim_scripted=True,
+        sim_venues=cfg.venues,
+        resy_url=f"http://127.0.0.1:{sim_port}",
+        api_port=api_port,
+        poll_interval=cfg.poll_interval,
+        days=cfg.days,
+        request_timeout=2.0,
+        max_retries=2,
+        retry_after_max=5.0,
+        log_format="json",
+    )
+
+
+class Chaos:
+    def __init__(self, settings: Settings, cfg: Config, logs: Path) -> None:
+        self.s = settings
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.pipeline = Pipeline(settings, logs)
+        self.api = f"http://127.0.0.1:{settings.api_port}"
+        self.sim = SimControl(f"http://127.0.0.1:{settings.sim_port}")
+        self.report = Report()
+        self.opened: dict[str, tuple[str, str]] = {}  # slot id -> (venue, actual time)
+        self.taken: set[tuple[str, str]] = set()
+        self.buckets: list[Bucket] = []
+        self.venues: list[str] = []
+
+    # ------------------------------------------------------------------ stages
+    def start_stages(self) -> None:
+        p = self.pipeline
+        p.start("simulator", "simulate")
+        self.sim.wait_ready()
+        self.start_api()
+        p.start("processor", "process")
+        p.start("producer", "produce")
+
+    def start_api(self) -> None:
+        self.pipeline.start("api", "api", "--with-sink")
+        wait_for("the API", lambda: httpx.get(f"{self.api}/healthz").status_code == 200, 90)
+
+    def revive(self) -> None:
+        """Restart a stage that died by itself, as a supervisor would, and count it."""
+        commands = {"simulator": ["simulate"], "processor": ["process"], "producer": ["produce"]}
+        for name in list(self.pipeline.procs):
+            if self.pipeline.alive(name):
+                continue
+            log.warning("stage_crashed", stage=name, tail=self.pipeline.log_tail(name, 1500))
+            self.report.crashes[name] += 1
+            if name == "api":
+                self.start_api()
+            else:
+                self.pipeline.start(name, *commands[name])
+
+    def wait_baselines(self) -> None:
+        want = self.cfg.days * len(self.s.slot_times)
+
+        def ready() -> bool:
+            self.revive()
+            stats = read_topic(self.s, self.s.stats_topic, timeout=5)
+            return len({r["bucket_id"] for r in stats if r["kind"] == "baseline"}) >= want
+
+        wait_for(f"{want} baseline builds", ready, timeout=180, every=1)
+
+    # ------------------------------------------------------------------ actions
+    def learn_market(self) -> None:
+        tz = ZoneInfo(self.s.time_zone)
+        every = window(datetime.now(UTC), self.s.market, tz, self.cfg.days, self.s.slot_times)
+        self.buckets = [b for b in every if b.date > every[0].date]  # not today: times pass
+        self.venues = [str(v["id"]) for v in self.sim.venues("resy")]
+        for b in self.buckets:
+            for slot in self.sim.slots(str(b.date), b.time_slot):
+                self.taken.add((str(slot["venue_id"]), slot["actual_time"]))
+
+    def open_one(self) -> None:
+        for _ in range(50):
+            bucket = self.rng.choice(self.buckets)
+            lo, hi = bucket_window(bucket.time_slot, self.s.slot_times)
+            minute = self.rng.randrange(lo // 15, (hi - 1) // 15 + 1) * 15
+            actual = f"{bucket.date} {minute // 60:02d}:{minute % 60:02d}:00"
+            venue = self.rng.choice(self.venues)
+            if (venue, actual) in self.taken:
+                continue
+            self.taken.add((venue, actual))
+            sid = self.sim.open("resy", venue, actual)
+            assert sid == slot_id("resy", venue, actual)
+            self.opened[sid] = (venue, actual)
+            return
+
+    def disrupt(self) -> None:
+        what = self.rng.choice(DISRUPTIONS)
+        log.info("disruption", what=what)
+        pause = self.rng.uniform(0.5, 3.0)
+        if what == "kill processor":
+            self.pipeline.kill("processor")
+            time.sleep(pause)
+            self.pipeline.start("processor", "process")
+        elif what == "kill api+sink":
+            self.pipeline.kill("api")
+            time.sleep(pause)
+            self.start_api()
+        else:
+            broker.stop(self.s)
+            time.sleep(pause)
+            broker.start(self.s)
+        self.report.disruptions[what] += 1
+
+    def storm(self) -> None:
+        share = self.cfg.fault_rate / len(FAULT_KINDS)
+        for kind in FAULT_KINDS:
+            extra: dict[str, Any] = {"delay_ms": 4000} if kind == "timeout" else {}
+            self.sim.fault(kind, rate=share, **extra)
+        deadline = time.monotonic() + self.cfg.seconds
+        next_open = time.monotonic()
+        next_disruption = time.monotonic() + self.rng.expovariate(1 / self.cfg.disrupt_every)
+        last_beat = time.monotonic()
+        while (now := time.monotonic()) < deadline:
+            self.revive()
+            if now >= next_open:
+                self.open_one()
+                next_open = now + self.rng.expovariate(1 / self.cfg.open_every)
+            if now >= next_disruption:
+                self.disrupt()
+                next_disruption = time.monotonic() + self.rng.expovariate(
+                    1 / self.cfg.disrupt_every
+                )
+            if now - last_beat >= 15:
+                log.info(
+                    "chaos_progress",
+                    opened=len(self.opened),
+                    left_s=round(deadline - now),
+                    disruptions=sum(self.report.disruptions.values()),
+                )
+                last_beat = now
+            time.sleep(0.1)
+        self.report.faults_applied = sum(int(f.get("applied", 0)) for f in self.sim.faults())
+        self.sim.clear_faults()
+
+    # ------------------------------------------------------------------ verdict
+    def settle(self, kind: str, expected: set[str]) -> list[dict[str, Any]]:
+        def served() -> list[dict[str, Any]] | None:
+            self.revive()
+            items = [i for i in feed_items(self.api) if i["event"] == kind]
+            return items if {i["slot_id"] for i in items} >= expected else None
+
+        try:
+            return wait_for(f"every {kind}", served, timeout=self.cfg.settle_timeout, every=2)
+        except AssertionError:
+            return [i for i in feed_items(self.api) if i["event"] == kind]
+
+    def verdict(self) -> None:
+        r = self.report
+        expected = set(self.opened)
+        opens = self.settle("open", expected)
+        time.sleep(3 * self.cfg.poll_interval)  # more clean polls: nothing else may appear
+        opens = [i for i in feed_items(self.api) if i["event"] == "open"]
+        counts = Counter(i["slot_id"] for i in opens)
+        r.opens_expected, r.opens_served = len(expected), len(counts)
+        r.missing = len(expected - set(counts))
+        r.duplicated = sum(n - 1 for n in counts.values() if n > 1)
+        r.false = len(set(counts) - expected)
+
+        to_close = sorted(expected)[: int(len(expected) * self.cfg.close_share)]
+        for sid in to_close:
+            venue, actual = self.opened[sid]
+            self.sim.close("resy", venue, actual)
+        closes = self.settle("close", set(to_close))
+        close_counts = Counter(i["slot_id"] for i in closes)
+        r.closes_expected, r.closes_served = len(to_close), len(close_counts)
+        r.closes_missing = len(set(to_close) - set(close_counts))
+        r.closes_duplicated = sum(n - 1 for n in close_counts.values() if n > 1)
+        r.closes_false = len(set(close_counts) - set(to_close))
+        on_topic = Counter(rec["dedupe_key"] for rec in read_topic(self.s, self.s.drops_topic))
+        r.topic_duplicates = sum(n - 1 for n in on_topic.values() if n > 1)
+
+
+def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Report:
+    shutil.rmtree(data_dir, ignore_errors=True)
+    settings = chaos_settings(data_dir, cfg, bootstrap, controller_port)
+    broker.start(settings)
+    broker.ensure_topics(settings)
+    chaos = Chaos(settings, cfg, data_dir / "logs")
+    started = time.monotonic()
+    try:
+        chaos.start_stages()
+        chaos.wait_baselines()
+        chaos.learn_market()
+        log.info("chaos_storm", seconds=cfg.seconds, seed=cfg.seed, fault_rate=cfg.fault_rate)
+        chaos.storm()
+        log.info("chaos_settle", opened=len(chaos.opened))
+        chaos.verdict()
+    finally:
+        chaos.pipeline.stop_all()
+        broker.stop(settings)
+        chaos.report.seconds = time.monotonic() - started
+    return chaos.report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="drops chaos", description=__doc__)
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the storm")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fault-rate", type=float, default=Config.fault_rate)
+    ap.add_argument("--disrupt-every", type=float, default=Config.disrupt_every)
+    ap.add_argument("--data-dir", type=Path, default=Path(".drops/chaos"))
+    ap.add_argument("--bootstrap", default="127.0.0.1:19492")
+    ap.add_argument("--controller-port", type=int, default=19493)
+    args = ap.parse_args(argv)
+    cfg = Config(
+        seconds=args.minutes * 60,
+        seed=args.seed,
+        fault_rate=args.fault_rate,
+        disrupt_every=args.disrupt_every,
+    )
+    report = run(cfg, args.data_dir.resolve(), args.bootstrap, args.controller_port)
+    print("\n".join(report.lines()))
+    print(orjson.dumps({"chaos": {**vars(report), "ok": report.ok}}, default=dict).decode())
+    return 0 if report.ok else 1
