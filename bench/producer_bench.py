@@ -22,7 +22,7 @@ from pathlib import Path
 
 from drops.settings import Settings
 from producers.providers import factory
-from producers.service import ProducerService
+from producers.service import ProducerService, RecordWriter, tune_gc
 from simulator.control import SimControl
 
 
@@ -43,7 +43,7 @@ def proc_cpu(pid: int) -> float:
 
 
 async def cycles(settings: Settings, n: int, kafka: bool) -> list[dict[str, float]]:
-    writer: object
+    writer: RecordWriter
     if kafka:
         from drops import broker
         from producers.kafka import Writer
@@ -52,14 +52,15 @@ async def cycles(settings: Settings, n: int, kafka: bool) -> list[dict[str, floa
         writer = Writer(settings)
     else:
         writer = NullWriter()
+    tune_gc()  # as producers.service.run does
     providers = factory.build(settings)
-    service = ProducerService(settings, providers, writer)  # type: ignore[arg-type]
+    service = ProducerService(settings, providers, writer)
     out = []
     for _ in range(n):
         cpu0, t0 = time.process_time(), time.monotonic()
         report = await service.run_once()
         if kafka:
-            writer.flush(60.0)  # type: ignore[attr-defined]
+            writer.flush(60.0)
         wall = time.monotonic() - t0
         out.append(
             {

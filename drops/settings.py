@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         False, description="Simulator scripted mode: no churn, only changes made by /_control"
     )
     sim_fault_rate: float = Field(0.0, description="Share of simulator requests that fail")
+    sim_cache_mb: int = Field(
+        512, description="Simulator: MiB of search pages kept while the market is unchanged"
+    )
     sim_fault_kinds: str = Field(
         "5xx,429,timeout,malformed,truncated",
         description="Fault kinds drawn at sim_fault_rate (5xx,timeout,429,403,malformed,...)",

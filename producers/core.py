@@ -13,9 +13,9 @@ from typing import Literal
 import orjson
 
 from domain.calendar import Bucket, diff_windows
-from producers.providers.base import BucketQuery, FetchResult
+from producers.providers.base import BucketQuery, FetchResult, SlotRow
 from producers.windows import bucket_window
-from schemas import BucketStats, Slot, Snapshot, stream_key
+from schemas import BucketStats, Snapshot, stream_key
 
 JobKind = Literal["baseline", "poll"]
 RECORD_MARGIN = 8_192  # bytes kept free under the broker's limit for the record envelope
@@ -73,14 +73,14 @@ def query_for(bucket: Bucket, time_slots: tuple[str, ...], party_size: int) -> B
     )
 
 
-def chunk_slots(slots: list[Slot], per_record: int, max_bytes: int) -> list[bytes]:
+def chunk_slots(slots: list[SlotRow], per_record: int, max_bytes: int) -> list[bytes]:
     """The slots as JSON arrays of at most ``per_record`` slots and at most ``max_bytes``
     (minus a margin for the envelope) each; at least one (possibly empty) chunk."""
     limit = max_bytes - RECORD_MARGIN
     per_record = max(per_record, 1)
     out: list[bytes] = []
 
-    def add(part: list[Slot]) -> None:
+    def add(part: list[SlotRow]) -> None:
         data = orjson.dumps(part)
         if len(data) <= limit or len(part) <= 1:
             if len(data) > limit:

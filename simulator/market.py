@@ -120,16 +120,19 @@ class Overlay:
     """
 
     changes: dict[tuple[str, int, str], dict[int, Override]] = field(default_factory=dict)
+    version: int = 0  # bumped on every change (keys the simulator's response cache)
 
     def set(self, provider: str, venue_id: int, actual_time: str, override: Override) -> None:
         day, minute = parse_actual_time(actual_time)
         self.changes.setdefault((provider, venue_id, day.isoformat()), {})[minute] = override
+        self.version += 1
 
     def get(self, provider: str, venue_id: int, day: date) -> dict[int, Override]:
         return self.changes.get((provider, venue_id, day.isoformat()), {})
 
     def clear(self) -> None:
         self.changes.clear()
+        self.version += 1
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.changes.values())

@@ -33,7 +33,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -104,7 +104,25 @@ class SimState:
     faults: list[Fault] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     counts: Counter[str] = field(default_factory=Counter)
+    cache_budget: int = 512 << 20  # bytes of rendered pages kept (0: no cache)
+    _cache: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    _cache_stamp: tuple[int, int] = (-1, -1)
+    _cache_bytes: int = 0
     _next_fault: int = 1
+
+    def cached(self, key: tuple[Any, ...], model_ms: int) -> bytes | None:
+        """A page rendered from this very market state (model minute and overlay), if kept."""
+        stamp = (model_ms // 60_000, self.overlay.version)
+        if stamp != self._cache_stamp:
+            self._cache.clear()
+            self._cache_stamp, self._cache_bytes = stamp, 0
+            return None
+        return self._cache.get(key)
+
+    def store(self, key: tuple[Any, ...], data: bytes) -> None:
+        if self._cache_bytes + len(data) <= self.cache_budget:
+            self._cache[key] = data
+            self._cache_bytes += len(data)
 
     def clock_ms(self) -> int:
         return self.fixed_clock_ms if self.fixed_clock_ms is not None else int(time.time() * 1000)
@@ -167,6 +185,9 @@ class SimState:
 # ------------------------------------------------------------------ payload builders (pure)
 
 
+_HMS = [f"{m // 60:02d}:{m % 60:02d}:00" for m in range(24 * 60)]
+
+
 def _token(slot: SimSlot, seating: str, party: int, model_ms: int) -> str:
     nonce = mix(slot.config_id ^ (model_ms // 300_000)) & 0xFFFFFF  # tokens rotate
     return (
@@ -177,18 +198,32 @@ def _token(slot: SimSlot, seating: str, party: int, model_ms: int) -> str:
 
 def resy_slots(slots: list[SimSlot], party: int, model_ms: int) -> list[dict[str, Any]]:
     """Resy lists one entry per (start time, seating type)."""
-    out = []
+    out: list[dict[str, Any]] = []
+    if not slots:
+        return out
+    day = slots[0].day
+    dstr = day.isoformat()
+    head, next_head = dstr + " ", (day + timedelta(days=1)).isoformat() + " "
+    rot = model_ms // 300_000
+    vid = slots[0].venue.id
     for s in slots:
+        m, cfg = s.minute, s.config_id
+        start = head + _HMS[m]
+        end = head + _HMS[m + 90] if m + 90 < 1440 else next_head + _HMS[m + 90 - 1440]
+        nonce = mix(cfg ^ rot) & 0xFFFFFF
+        tok = f"rgs://resy/{vid}/{cfg}/{party}/{dstr}/{_HMS[m]}/"
+        when = {"start": start, "end": end}
+        size = {"min": s.party_min, "max": s.party_max}
         for k, seating in enumerate(s.seating):
             out.append(
                 {
                     "config": {
-                        "id": s.config_id * 10 + k,
+                        "id": cfg * 10 + k,
                         "type": seating,
-                        "token": _token(s, seating, party, model_ms),
+                        "token": f"{tok}{seating}/{nonce:06x}",
                     },
-                    "date": {"start": s.actual_time, "end": s.end_time},
-                    "size": {"min": s.party_min, "max": s.party_max},
+                    "date": when,
+                    "size": size,
                 }
             )
     return out
@@ -216,7 +251,10 @@ def _int(value: Any, what: str) -> int:
         raise BadRequest(f"{what} must be an integer, not {value!r}") from None
 
 
-def search_page(state: SimState, body: Any) -> dict[str, Any]:
+def search_page(state: SimState, body: Any) -> bytes:
+    """One page of the area search, as JSON bytes. Pages are cached while the market they
+    were rendered from has not changed (same model minute, same overlay): a poll cycle asks
+    the same pages again and again within a minute, and in scripted mode for ever."""
     if not isinstance(body, dict) or not isinstance(body.get("slot_filter"), dict):
         raise BadRequest("body needs slot_filter{day, party_size}")
     sf = body["slot_filter"]
@@ -226,8 +264,12 @@ def search_page(state: SimState, body: Any) -> dict[str, Any]:
     lo, hi = (0, 24 * 60) if not tf else state.market.around(minutes(str(tf)))
     page = max(_int(body.get("page", 1), "page"), 1)
     per_page = min(max(_int(body.get("per_page", 20), "per_page"), 1), MAX_PER_PAGE)
-    venues = state.market.venues.get("resy", [])
     model_ms = state.model_ms()
+    key = (day, lo, hi, party, page, per_page)
+    cached = state.cached(key, model_ms)
+    if cached is not None:
+        return cached
+    venues = state.market.venues.get("resy", [])
     now = state.market.local_now(model_ms)
     hits = []
     for v in venues[(page - 1) * per_page : page * per_page]:
@@ -235,10 +277,14 @@ def search_page(state: SimState, body: Any) -> dict[str, Any]:
         hit = resy_venue(v)
         hit["availability"] = {"slots": resy_slots(slots, party, model_ms)}
         hits.append(hit)
-    return {
-        "search": {"hits": hits, "nbHits": len(venues)},
-        "meta": {"page": page, "per_page": per_page, "total": len(venues)},
-    }
+    data = orjson.dumps(
+        {
+            "search": {"hits": hits, "nbHits": len(venues)},
+            "meta": {"page": page, "per_page": per_page, "total": len(venues)},
+        }
+    )
+    state.store(key, data)
+    return data
 
 
 def find_venue(state: SimState, params: dict[str, str]) -> dict[str, Any] | None:
@@ -351,8 +397,10 @@ def create_app(
     fault_rate: float = 0.0,
     fault_kinds: tuple[str, ...] = (),
     fault_seed: int = 0,
+    cache_mb: int = 512,
 ) -> Starlette:
     state = SimState(
+        cache_budget=max(cache_mb, 0) << 20,
         market=market,
         api_key=api_key,
         time_slots=time_slots,
@@ -389,10 +437,12 @@ def create_app(
         if doc is None:
             return _json({"message": "Not Found"}, 404)
         if fault is not None and fault.kind == "malformed":
-            raw = orjson.dumps(doc)
+            raw = doc if isinstance(doc, bytes) else orjson.dumps(doc)
             return Response(raw[: max(len(raw) // 2, 1)], 200, media_type="application/json")
         if fault is not None and fault.kind == "truncated":
-            doc = truncate(doc)
+            doc = truncate(orjson.loads(doc) if isinstance(doc, bytes) else doc)
+        if isinstance(doc, bytes):
+            return Response(doc, 200, media_type="application/json")
         return _json(doc)
 
     def resy_auth(request: Request) -> Response | None:
@@ -602,6 +652,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         fault_rate=settings.sim_fault_rate,
         fault_kinds=kinds,
         fault_seed=settings.sim_seed,
+        cache_mb=settings.sim_cache_mb,
     )
 
 
@@ -609,7 +660,10 @@ def run(settings: Settings) -> None:
     """Serve the simulator until SIGTERM/SIGINT (uvicorn handles both)."""
     import uvicorn
 
+    from producers.service import tune_gc
+
     app = app_from_settings(settings)
+    tune_gc()
     log.info(
         "simulator_start",
         host=settings.sim_host,

@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from producers.providers.base import BucketQuery, Counters, FetchResult, SlotEntry, merge
+from producers.providers.base import BucketQuery, Collector, Counters, FetchResult, SlotIds
 from producers.providers.transport import Invalid, ProviderError, Transport
 from producers.windows import minutes
 from schemas import Failure
@@ -46,14 +46,15 @@ def _availability(doc: Any) -> list[Any]:
 
 
 def parse_restaurant(
-    row: dict[str, Any], venue: OtVenue, query: BucketQuery, asked: int
-) -> list[SlotEntry] | str:
-    """The restaurant's available slots in the bucket window, or an error text."""
+    row: dict[str, Any], venue: OtVenue, query: BucketQuery, asked: int, acc: Collector
+) -> str | None:
+    """Add the restaurant's available slots in the bucket window to ``acc``; an error text
+    when the row cannot be read (then nothing of it is kept)."""
     lo, hi = query.window
     days = row.get("availabilityDays")
     if not isinstance(days, list):
         return "no availabilityDays"
-    out: list[SlotEntry] = []
+    found: list[tuple[str, str, str]] = []
     for day in days:
         if not isinstance(day, dict) or day.get("dayOffset", 0) != 0:
             continue
@@ -64,27 +65,23 @@ def parse_restaurant(
             if not isinstance(s, dict) or not s.get("isAvailable"):
                 continue
             offset = s.get("timeOffsetMinutes")
-            if not isinstance(offset, int) or isinstance(offset, bool):
+            if offset.__class__ is not int:
                 return "slot without timeOffsetMinutes"
             minute = asked + offset
-            if not lo <= minute < hi:
+            if minute < lo or minute >= hi:
                 continue
-            actual = f"{query.date} {minute // 60:02d}:{minute % 60:02d}:00"
+            actual = f"{query.date} {_HHMM[minute]}:00"
             token = str(s.get("slotAvailabilityToken") or s.get("slotHash") or "")
-            out.append(
-                SlotEntry(
-                    venue.id,
-                    venue.name,
-                    venue.time_zone,
-                    venue.neighborhood,
-                    actual,
-                    str(s.get("type") or "Standard"),
-                    query.party_size,
-                    query.party_size,
-                    token,
-                )
-            )
-    return out
+            found.append((actual, str(s.get("type") or "Standard"), token))
+    if found:
+        into = acc.venue(venue.id, venue.name, venue.time_zone, venue.neighborhood)
+        party = query.party_size
+        for actual, seating, token in found:
+            into.add(actual, seating, party, party, token)
+    return None
+
+
+_HHMM = [f"{m // 60:02d}:{m % 60:02d}" for m in range(24 * 60)]
 
 
 class OpenTableClient:
@@ -100,6 +97,7 @@ class OpenTableClient:
     ) -> None:
         self.transport, self.base_url = transport, base_url.rstrip("/")
         self.batch = max(1, batch)
+        self._ids = SlotIds(NAME)
         self._venues: dict[str, OtVenue] | None = {v.id: v for v in venues} if venues else None
         self._headers = {
             "User-Agent": user_agent,
@@ -183,7 +181,7 @@ class OpenTableClient:
         )
         asked = minutes(query.time_slot)
         failures: list[Failure] = []
-        entries: list[SlotEntry] = []
+        acc = Collector(NAME, self._ids)
         seen = 0
         for batch, res in zip(batches, results, strict=True):
             if isinstance(res, ProviderError):
@@ -199,11 +197,10 @@ class OpenTableClient:
                 if row is None:
                     failures.append(Failure("venue", vid, "missing from the availability answer"))
                     continue
-                parsed = parse_restaurant(row, directory[vid], query, asked)
-                if isinstance(parsed, str):
-                    failures.append(Failure("venue", vid, parsed))
+                error = parse_restaurant(row, directory[vid], query, asked, acc)
+                if error is not None:
+                    failures.append(Failure("venue", vid, error))
                     continue
-                entries.extend(parsed)
                 seen += 1
-        slots = merge(NAME, entries)
+        slots = acc.rows()
         return FetchResult(NAME, slots, not failures, failures, seen, c.requests, c.retries)

@@ -12,8 +12,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from producers.providers.base import BucketQuery, Counters, FetchResult, SlotEntry, merge
-from producers.providers.base import start_minute as _start
+from producers.providers.base import (
+    MINUTE_OF,
+    BucketQuery,
+    Collector,
+    Counters,
+    FetchResult,
+    SlotIds,
+)
 from producers.providers.transport import Invalid, ProviderError, Transport
 from schemas import Failure
 
@@ -38,12 +44,12 @@ def _total(doc: Any) -> int | None:
 
 
 def parse_venue(
-    venue: Any, slots: Any, query: BucketQuery, out: list[SlotEntry]
+    venue: Any, slots: Any, query: BucketQuery, acc: Collector
 ) -> tuple[str | None, str | None]:
-    """Append the venue's slots in the bucket window to ``out``.
+    """Add the venue's slots in the bucket window to ``acc`` (merged per start time).
 
     Returns ``(venue_id, error)``: a venue whose entries cannot be read is an error (its slots
-    are unknown), never silently empty.
+    are unknown, and none of them are kept), never silently empty.
     """
     if not isinstance(venue, dict):
         return None, "venue is not an object"
@@ -52,34 +58,66 @@ def parse_venue(
     if not isinstance(vid, (int, str)) or isinstance(vid, bool):
         return None, "venue without id.resy"
     venue_id = str(vid)
-    loc = venue.get("location")
-    location: dict[str, Any] = loc if isinstance(loc, dict) else {}
-    name = str(venue.get("name") or "")
-    tz = str(location.get("time_zone") or "")
-    hood = str(location.get("neighborhood") or "")
     if not isinstance(slots, list):
         return venue_id, "slots is not a list"
-    lo, hi = query.window
-    entries: list[SlotEntry] = []
+    date, (lo, hi), minute_of = query.date, query.window, MINUTE_OF
+    times: dict[str, list[Any]] | None = None
     for s in slots:
         try:
             start = s["date"]["start"]
-            config = s["config"]
-            size = s.get("size") or {}
-            seating = str(config.get("type") or "")
-            token = str(config.get("token") or "")
-            pmin, pmax = int(size.get("min", 0)), int(size.get("max", 0))
-        except (KeyError, TypeError, AttributeError, ValueError):
-            return venue_id, "slot entry without date.start or config"
-        if not isinstance(start, str):
-            return venue_id, "slot date.start is not text"
-        minute = _start(start, query.date)
-        if minute is None or not lo <= minute < hi:
-            continue  # another day or another bucket's window
-        actual = start if len(start) == 19 else start[:16] + ":00"
-        entries.append(SlotEntry(venue_id, name, tz, hood, actual, seating, pmin, pmax, token))
-    out.extend(entries)
+        except (KeyError, TypeError):
+            return _bad(acc, venue_id, "slot entry without date.start")
+        if start.__class__ is not str:
+            return _bad(acc, venue_id, "slot date.start is not text")
+        if start[:10] != date:
+            continue  # another day
+        minute = minute_of.get(start[11:16])
+        if minute is None or minute < lo or minute >= hi:
+            continue  # another bucket's window (or not a time)
+        try:  # the usual shape first, then the lenient reading
+            config, size = s["config"], s["size"]
+            seating, token, pmin, pmax = config["type"], config["token"], size["min"], size["max"]
+        except (KeyError, TypeError):
+            try:
+                config = s["config"]
+                seating, token = config.get("type"), config.get("token")
+                size = s.get("size") or {}
+                pmin, pmax = size.get("min", 0), size.get("max", 0)
+            except (KeyError, TypeError, AttributeError):
+                return _bad(acc, venue_id, "slot entry without config or size")
+        if pmin.__class__ is not int or pmax.__class__ is not int:
+            try:
+                pmin, pmax = int(pmin), int(pmax)
+            except (TypeError, ValueError):
+                return _bad(acc, venue_id, "slot size is not a number")
+        if seating.__class__ is not str or token.__class__ is not str:
+            seating, token = str(seating or ""), str(token or "")
+        if times is None:
+            loc = venue.get("location")
+            location: dict[str, Any] = loc if isinstance(loc, dict) else {}
+            times = acc.venue(
+                venue_id,
+                str(venue.get("name") or ""),
+                str(location.get("time_zone") or ""),
+                str(location.get("neighborhood") or ""),
+            ).times
+        actual = start if len(start) == 19 and start[10] == " " else f"{date} {start[11:16]}:00"
+        got = times.get(actual)  # VenueSlots.add, inlined: this loop runs a million times
+        if got is None:
+            times[actual] = [[seating] if seating else [], pmin, pmax, token]
+            continue
+        if seating and seating not in got[0]:
+            got[0].append(seating)
+        if pmin < got[1]:
+            got[1] = pmin
+        if pmax > got[2]:
+            got[2] = pmax
     return venue_id, None
+
+
+def _bad(acc: Collector, venue_id: str, error: str) -> tuple[str, str]:
+    acc.discard(venue_id)  # what was added of this venue is not a whole answer
+    return venue_id, error
 
 
 class ResyClient:
@@ -94,10 +132,16 @@ class ResyClient:
         per_page: int = 100,
         venue_ids: tuple[str, ...] = (),
         geo: dict[str, Any] | None = None,
+        directory: tuple[str, ...] = (),
+        fallback_max: int = 500,
     ) -> None:
         self.transport, self.base_url = transport, base_url.rstrip("/")
         self.per_page = max(1, min(per_page, 100))
         self.venue_ids = venue_ids
+        # venues known to exist in the area: named in config or seen in any answer
+        self.directory: set[str] = set(directory) | set(venue_ids)
+        self.fallback_max = fallback_max
+        self._ids = SlotIds(NAME)
         self.geo = geo or {"latitude": 40.7128, "longitude": -74.006, "radius": 35420}
         self._headers = {
             "Authorization": f'ResyAPI api_key="{api_key}"',
@@ -154,64 +198,110 @@ class ResyClient:
         )
 
     async def _fetch_area(self, query: BucketQuery) -> FetchResult:
+        """Every page of the area search, each parsed as soon as it arrives. A page that
+        failed after retries is fetched again venue by venue (``/4/find``) when the venue
+        directory can name its venues (see :meth:`_fallback`); otherwise it stays a failure."""
         c = Counters()
         failures: list[Failure] = []
-        entries: list[SlotEntry] = []
+        acc = Collector(NAME, self._ids)
         seen: set[str] = set()
+
+        def take(doc: Any) -> int:
+            hits = _hits(doc)
+            for hit in hits:
+                avail = hit.get("availability") if isinstance(hit, dict) else None
+                slots = avail.get("slots") if isinstance(avail, dict) else None
+                vid, error = parse_venue(hit, slots if slots is not None else [], query, acc)
+                if error is not None:
+                    failures.append(Failure("venue", vid or "?", error))
+                if vid is not None:
+                    seen.add(vid)
+            return len(hits)
+
+        async def page(p: int, size: int, expect: int | None) -> None:
+            try:
+                take(await self._page(query, p, size, expect, c))
+            except ProviderError as err:
+                failures.append(Failure("page", str(p), str(err)))
+
         try:
             first = await self._page(query, 1, self.per_page, None, c)
         except ProviderError as err:
             failures.append(Failure("provider", "search", str(err)))
             return FetchResult(NAME, [], False, failures, 0, c.requests, c.retries)
-        hits = _hits(first)
         total = _total(first)
-        size = len(hits)
-        docs: list[tuple[int, Any]] = [(1, first)]
+        size = take(first)
+        del first
         if total is not None and total > size:
             if size == 0:
                 failures.append(Failure("page", "1", f"empty first page of {total} venues"))
             else:
                 pages = -(-total // size)
-                expect = {p: min(size, total - (p - 1) * size) for p in range(2, pages + 1)}
-                results = await asyncio.gather(
-                    *(self._page(query, p, size, expect[p], c) for p in expect),
-                    return_exceptions=True,
+                await asyncio.gather(
+                    *(page(p, size, min(size, total - (p - 1) * size)) for p in range(2, pages + 1))
                 )
-                for p, res in zip(expect, results, strict=True):
-                    if isinstance(res, ProviderError):
-                        failures.append(Failure("page", str(p), str(res)))
-                    elif isinstance(res, BaseException):
-                        raise res
-                    else:
-                        docs.append((p, res))
         elif total is None and size >= self.per_page:
-            page = 2  # no total: walk until a short page
+            p = 2  # no total: walk until a short page
             while True:
                 try:
-                    doc = await self._page(query, page, size, None, c)
+                    got = take(await self._page(query, p, size, None, c))
                 except ProviderError as err:
-                    failures.append(Failure("page", str(page), str(err)))
+                    failures.append(Failure("page", str(p), str(err)))
                     break
-                docs.append((page, doc))
-                if len(_hits(doc)) < size:
+                if got < size:
                     break
-                page += 1
-        for _, doc in docs:
-            for hit in _hits(doc):
-                avail = hit.get("availability") if isinstance(hit, dict) else None
-                slots = avail.get("slots") if isinstance(avail, dict) else None
-                vid, error = parse_venue(hit, slots if slots is not None else [], query, entries)
-                if error is not None:
-                    failures.append(Failure("venue", vid or "?", error))
-                if vid is not None:
-                    seen.add(vid)
-        slots_out = merge(NAME, entries)
-        if failures:  # keep only what parsed; the failed venues' slots are unknown
-            bad = {f.ref for f in failures if f.scope == "venue"}
-            slots_out = [s for s in slots_out if s.venue_id not in bad]
+                p += 1
+        self.directory.update(seen)
+        if total is not None and any(f.scope == "page" for f in failures):
+            failures = await self._fallback(query, total, seen, failures, acc, c)
+        for f in failures:  # the failed venues' slots are unknown: keep none of them
+            if f.scope == "venue":
+                acc.discard(f.ref)
+        slots_out = acc.rows()
         return FetchResult(
             NAME, slots_out, not failures, failures, len(seen), c.requests, c.retries
         )
+
+    async def _fallback(
+        self,
+        query: BucketQuery,
+        total: int,
+        seen: set[str],
+        failures: list[Failure],
+        acc: Collector,
+        c: Counters,
+    ) -> list[Failure]:
+        """Per-venue find for the venues of failed pages.
+
+        The failed pages held ``total - len(seen)`` venues. The candidates are the venues of
+        the directory (every venue this client has seen in an area page or a find, plus the
+        configured ones) not seen in this fetch. Only when there are exactly as many
+        candidates as missing venues, and every find succeeds, do the page failures go away:
+        then every venue whose slots could be in the processor's state was read again. In
+        every other case the page failures stay (the snapshot stays incomplete) and the
+        slots that were found are only added."""
+        missing = total - len(seen)
+        candidates = sorted(self.directory - seen)
+        if not candidates or missing <= 0 or len(candidates) > self.fallback_max:
+            return failures
+        results = await asyncio.gather(
+            *(self.find(query, vid, c) for vid in candidates), return_exceptions=True
+        )
+        venue_failures: list[Failure] = []
+        for vid, res in zip(candidates, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, ProviderError):
+                    raise res
+                venue_failures.append(Failure("venue", vid, f"fallback find: {res}"))
+                continue
+            error = self._take_find(res, vid, query, acc)
+            if error is not None:
+                venue_failures.append(Failure("venue", vid, f"fallback find: {error}"))
+            else:
+                seen.add(vid)
+        covered = len(candidates) == missing and not venue_failures
+        kept = [f for f in failures if f.scope != "page"] if covered else failures
+        return kept + venue_failures
 
     # ------------------------------------------------------------------ per-venue find
 
@@ -237,10 +327,24 @@ class ResyClient:
             validate=validate,
         )
 
+    def _take_find(self, doc: Any, vid: str, query: BucketQuery, acc: Collector) -> str | None:
+        """Add one find answer's slots for ``vid`` to ``acc``; an error text when unusable."""
+        rows = [
+            r
+            for r in doc["results"]["venues"]
+            if isinstance(r, dict)
+            and isinstance(r.get("venue"), dict)
+            and str((r["venue"].get("id") or {}).get("resy")) == vid
+        ]
+        if not rows:
+            return "venue missing from find results"
+        _, error = parse_venue(rows[0]["venue"], rows[0].get("slots", []), query, acc)
+        return error
+
     async def _fetch_venues(self, query: BucketQuery) -> FetchResult:
         c = Counters()
         failures: list[Failure] = []
-        entries: list[SlotEntry] = []
+        acc = Collector(NAME, self._ids)
         seen = 0
         results = await asyncio.gather(
             *(self.find(query, vid, c) for vid in self.venue_ids), return_exceptions=True
@@ -251,22 +355,9 @@ class ResyClient:
                 continue
             if isinstance(res, BaseException):
                 raise res
-            rows = [
-                r
-                for r in res["results"]["venues"]
-                if isinstance(r, dict)
-                and isinstance(r.get("venue"), dict)
-                and str((r["venue"].get("id") or {}).get("resy")) == vid
-            ]
-            if not rows:
-                failures.append(Failure("venue", vid, "venue missing from find results"))
-                continue
-            mine: list[SlotEntry] = []
-            _, error = parse_venue(rows[0]["venue"], rows[0].get("slots", []), query, mine)
+            error = self._take_find(res, vid, query, acc)
             if error is not None:
                 failures.append(Failure("venue", vid, error))
                 continue
-            entries.extend(mine)
             seen += 1
-        slots = merge(NAME, entries)
-        return FetchResult(NAME, slots, not failures, failures, seen, c.requests, c.retries)
+        return FetchResult(NAME, acc.rows(), not failures, failures, seen, c.requests, c.retries)

@@ -52,10 +52,10 @@ def test_the_daily_slide_closes_two_and_baselines_two() -> None:
     )
 
 
-def slots(n: int) -> list[Slot]:
+def slots(n: int) -> list[dict[str, object]]:
     return [
         Slot("resy", str(1000 + i // 4), f"Venue {i}", f"2026-03-04 {17 + i % 4}:00:00",
-             "EST5EDT", "SoHo", ("Bar", "Dining Room"), 1, 4, "rgs://resy/" + "x" * 100)
+             "EST5EDT", "SoHo", ("Bar", "Dining Room"), 1, 4, "rgs://resy/" + "x" * 100).to_dict()
         for i in range(n)
     ]  # fmt: skip
 
@@ -72,7 +72,7 @@ def test_records_split_into_parts_that_each_carry_the_whole_fetch_status() -> No
     assert [len(s.slots) for s in snaps] == [2000, 2000, 500]
     assert all(not s.complete and s.failures == tuple(failures) for s in snaps)
     assert all(s.key == "nyc:2026-03-04:1900/resy" and s.polled_at_ms == 1_000 for s in snaps)
-    assert [sl for s in snaps for sl in s.slots] == result.slots
+    assert [sl for s in snaps for sl in s.slots] == FetchResult("resy", result.slots, True).as_slots()
     # the spliced bytes decode to the same record schemas.encode would write
     header, value = records[1]
     assert decode_snapshot(value) == decode_snapshot(encode(snaps[1]))

@@ -12,11 +12,12 @@ import httpx
 import orjson
 import pytest
 
-from producers.providers.base import BucketQuery, SlotEntry, merge
+from producers.providers.base import BucketQuery, SlotEntry, SlotIds, merge, to_slot
 from producers.providers.opentable import OpenTableClient, OtVenue
 from producers.providers.resy import ResyClient
 from producers.providers.transport import Policy, Transport, backoff, parse_retry_after
 from producers.windows import bucket_window
+from schemas import slot_id
 
 DAY = "2026-03-04"
 Q19 = BucketQuery(DAY, "19:00", 2, bucket_window("19:00", ("15:00", "19:00")))
@@ -100,7 +101,7 @@ def test_resy_area_search_paginates_normalizes_and_keeps_the_window() -> None:
     result = run(resy(transport).fetch(Q19))
     assert result.complete and result.failures == []
     assert result.venues == 5 and result.requests == 3 and result.retries == 0
-    got = {(s.venue_id, s.actual_time): s for s in result.slots}
+    got = {(s.venue_id, s.actual_time): s for s in result.as_slots()}
     assert set(got) == {
         ("1", f"{DAY} 19:30:00"),
         ("3", f"{DAY} 17:00:00"),
@@ -134,7 +135,7 @@ def test_resy_failed_page_is_a_failure_not_an_empty_page() -> None:
     assert not result.complete
     assert [(f.scope, f.ref) for f in result.failures] == [("page", "2")]
     assert "server_error" in result.failures[0].error
-    assert {s.venue_id for s in result.slots} == {"1"}  # pages 1 and 3 still count
+    assert {s.venue_id for s in result.as_slots()} == {"1"}  # pages 1 and 3 still count
     assert result.retries == 2 and len(rec.sleeps) == 2
 
 
@@ -266,7 +267,7 @@ def test_resy_per_venue_find() -> None:
     result = run(resy(transport, venue_ids=("7", "8", "9")).fetch(Q19))
     assert not result.complete
     assert [(f.scope, f.ref) for f in result.failures] == [("venue", "9")]
-    assert {(s.venue_id, s.actual_time) for s in result.slots} == {
+    assert {(s.venue_id, s.actual_time) for s in result.as_slots()} == {
         ("7", f"{DAY} 19:00:00"),
         ("8", f"{DAY} 19:00:00"),
     }
@@ -278,7 +279,7 @@ def test_a_broken_venue_entry_is_a_venue_failure() -> None:
     transport, _ = make(area_handler([AREA[0], bad], per_page=5))
     result = run(resy(transport).fetch(Q19))
     assert not result.complete and [(f.scope, f.ref) for f in result.failures] == [("venue", "3")]
-    assert {s.venue_id for s in result.slots} == {"1"}
+    assert {s.venue_id for s in result.as_slots()} == {"1"}
 
 
 # ------------------------------------------------------------------ OpenTable
@@ -329,13 +330,13 @@ def test_opentable_availability_filters_nearby_unavailable_and_window() -> None:
     client, _ = ot(handle)
     result = run(client.fetch(Q19))
     assert result.complete and result.venues == 3 and result.requests == 2
-    got = {(s.venue_id, s.actual_time, s.seating_types) for s in result.slots}
+    got = {(s.venue_id, s.actual_time, s.seating_types) for s in result.as_slots()}
     assert got == {
         (v, t, st)
         for v in ("11", "12", "13")
         for t, st in ((f"{DAY} 18:30:00", ("Standard",)), (f"{DAY} 19:30:00", ("Patio",)))
     }  # 16:30 (-150) belongs to the 15:00 bucket; 19:00 is not available
-    s = next(s for s in result.slots if s.venue_id == "11")
+    s = next(s for s in result.as_slots() if s.venue_id == "11")
     assert s.venue_name == "Eleven" and s.neighborhood == "Chelsea" and s.booking == "tok-30"
     assert (s.party_min, s.party_max) == (2, 2)
 
@@ -351,7 +352,7 @@ def test_opentable_missing_restaurant_errors_and_failed_batches() -> None:
     result = run(client.fetch(Q19))
     assert not result.complete
     assert sorted((f.scope, f.ref) for f in result.failures) == [("venue", "12"), ("venue", "13")]
-    assert [(s.venue_id, s.actual_time) for s in result.slots] == [("11", f"{DAY} 19:00:00")]
+    assert [(s.venue_id, s.actual_time) for s in result.as_slots()] == [("11", f"{DAY} 19:00:00")]
 
 
 def test_opentable_empty_answer_is_complete_and_empty() -> None:
@@ -378,3 +379,67 @@ def test_merge_one_slot_per_venue_and_time() -> None:
         ("0", (), 2, 2, "t4"),
         ("1", ("Bar", "Patio"), 1, 4, "t1"),
     ]
+
+
+def test_slot_rows_are_the_wire_form_of_the_contract_slot() -> None:
+    transport, _ = make(area_handler(AREA))
+    result = run(resy(transport).fetch(Q19))
+    assert result.slots
+    for row in result.slots:
+        assert to_slot(row).to_dict() == row  # same keys, same order, same values
+        assert row["slot_id"] == slot_id("resy", row["venue_id"], row["actual_time"])
+    ids = SlotIds("opentable")
+    assert ids("200001", f"{DAY} 19:00:00") == slot_id("opentable", "200001", f"{DAY} 19:00:00")
+
+
+def area_and_find(fail_pages: set[int], fail_finds: set[int]) -> Callable[..., httpx.Response]:
+    """The area search of AREA (2 venues a page) and the per-venue find of the same venues."""
+    area = area_handler(AREA)
+    by_id = {h["id"]["resy"]: h for h in AREA}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/4/find":
+            vid = int(request.url.params["venue_id"])
+            assert request.url.params["day"] == DAY
+            if vid in fail_finds:
+                return httpx.Response(503, json={"message": "unavailable"})
+            hit = dict(by_id[vid])
+            slots = hit.pop("availability")["slots"]
+            doc = {"results": {"venues": [{"venue": hit, "slots": slots}]}}
+            return httpx.Response(200, json=doc)
+        if orjson.loads(request.content)["page"] in fail_pages:
+            return httpx.Response(503, json={"message": "unavailable"})
+        return area(request)
+
+    return handle
+
+
+def test_a_failed_page_is_read_venue_by_venue_when_its_venues_are_known() -> None:
+    fail_pages: set[int] = set()
+    transport, _ = make(area_and_find(fail_pages, set()))
+    client = resy(transport)
+    first = run(client.fetch(Q19))  # a whole fetch: the client now knows the area's venues
+    assert first.complete and client.directory == {"1", "2", "3", "4", "5"}
+    fail_pages.add(2)  # venues 3 and 4
+    second = run(client.fetch(Q19))
+    assert second.complete and second.failures == []  # every venue was read: complete
+    assert second.slots == first.slots
+    assert second.requests == 1 + 3 + 1 + 2  # page 1, page 2 three times, page 3, two finds
+
+
+def test_fallback_that_cannot_cover_the_page_keeps_the_failure() -> None:
+    fail_pages: set[int] = set()
+    transport, _ = make(area_and_find(fail_pages, {4}))
+    client = resy(transport)
+    first = run(client.fetch(Q19))
+    fail_pages.add(2)
+    second = run(client.fetch(Q19))
+    assert not second.complete
+    assert [(f.scope, f.ref) for f in second.failures] == [("page", "2"), ("venue", "4")]
+    # what was found is still reported (an incomplete snapshot only adds), venue 4's is not
+    found = {(s.venue_id, s.actual_time) for s in second.as_slots()}
+    assert ("3", f"{DAY} 17:00:00") in found and not any(v == "4" for v, _ in found)
+    assert found < {(s.venue_id, s.actual_time) for s in first.as_slots()}
+    # with no venue known (a fresh client), the page failure is reported as before
+    fresh = run(resy(transport).fetch(Q19))
+    assert [(f.scope, f.ref) for f in fresh.failures] == [("page", "2")]

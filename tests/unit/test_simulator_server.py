@@ -193,3 +193,21 @@ def test_fault_rate_is_seeded() -> None:
     a = run()
     assert a == run()
     assert 8 < a.count(503) < 32
+
+
+def test_search_pages_are_cached_only_while_the_market_is_unchanged(client: TestClient) -> None:
+    first = search(client, 1)
+    assert search(client, 1) == first
+    hit = first["search"]["hits"][0]
+    vid = hit["id"]["resy"]
+    known = {s["date"]["start"] for s in hit["availability"]["slots"]}
+    new = next(f"{DAY} {h:02d}:{m:02d}:00" for h in (18, 19, 20) for m in (5, 10, 20)
+               if f"{DAY} {h:02d}:{m:02d}:00" not in known)  # fmt: skip
+    client.post("/_control/open", json={"provider": "resy", "venue_id": vid, "actual_time": new})
+    after = search(client, 1)["search"]["hits"][0]
+    assert new in {s["date"]["start"] for s in after["availability"]["slots"]}
+    client.post("/_control/reset")
+    client.post("/_control/freeze", json={"at_ms": T0})
+    assert search(client, 1) == first
+    client.post("/_control/freeze", json={"at_ms": T0 + 3_600_000})  # an hour of churn later
+    assert search(client, 1) != first
