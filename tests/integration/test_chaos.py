@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from drops import chaos
-from drops.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def test_short_chaos_run_serves_exactly_the_reference(
-    kafka_broker: Settings, tmp_path: Path
-) -> None:
+def test_short_chaos_run_serves_exactly_the_reference(tmp_path: Path) -> None:
     cfg = chaos.Config(seconds=50, seed=3, disrupt_every=12, open_every=1.0, days=2)
     # its own broker (it restarts it), on ports of its own
     report = chaos.run(cfg, tmp_path / "chaos", "127.0.0.1:19592", 19593)
