@@ -61,6 +61,7 @@ class _Saved:
     blobs: dict[str, bytes] = field(default_factory=dict)
     chunks: dict[str, int] = field(default_factory=dict)  # key prefix -> chunks written
     open_ids: set[str] = field(default_factory=set)
+    venue_refs: dict[str, tuple[set[str], int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -121,9 +122,10 @@ class StateStore:
         for n, part in enumerate(state.acc):
             arrays[f"a/{n}"] = part
         open_ids = set(state.open)
-        arrays["o"] = np.array(sorted(int(k, 16) for k in open_ids), dtype=np.uint64)
-        if open_ids == saved.open_ids:
-            arrays["o"] = saved.arrays.get("o", arrays["o"])
+        if open_ids == saved.open_ids and "o" in saved.arrays:
+            arrays["o"] = saved.arrays["o"]
+        else:
+            arrays["o"] = np.array(sorted(int(k, 16) for k in open_ids), dtype=np.uint64)
         for name, arr in arrays.items():
             changed |= self._put_array(store, saved, name, arr)
         for name in [n for n in saved.arrays if n not in arrays]:  # acc parts of a past snapshot
@@ -137,7 +139,14 @@ class StateStore:
             "failed": state.acc_failed_venues,
         }
         for name, values in venues.items():
+            # the rule only adds to or only removes from one venue set between two saves (or
+            # replaces it): the same object with the same size is the same set, no need to
+            # serialize 20,000 venue ids again (the reference keeps the object alive)
+            ref = saved.venue_refs.get(name)
+            if ref is not None and ref[0] is values and ref[1] == len(values):
+                continue
             changed |= self._put_blob(store, saved, f"V/{name}", orjson.dumps(list(values)))
+            saved.venue_refs[name] = (values, len(values))
         for sid in open_ids - saved.open_ids:
             o = state.open[sid]
             self._set(store, f"O/{sid}", orjson.dumps([o.slot, o.opened_at_ms]))
