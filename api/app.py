@@ -30,9 +30,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import cursor as C
-from api.data import Data
+from api.data import Data, feed_body
 from api.hub import Client, Hub, render
-from api.items import sse_bytes
+from api.items import sse_raw
 from api.metrics import Metrics
 from api.openapi import openapi
 from api.params import (
@@ -105,8 +105,8 @@ async def _db(fn: Callable[..., Any], *args: Any) -> Any:
 async def feed(request: Request) -> Response:
     st = _st(request)
     req = parse_feed(_q(request), st.allowed)
-    items, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
-    return JSON({"items": items, "next": C.encode(nxt)})
+    rows, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
+    return Response(feed_body(rows, C.encode(nxt)), media_type="application/json")
 
 
 async def just_opened(request: Request) -> Response:
@@ -264,9 +264,9 @@ async def _catch_up(
             begin = pos
             rows, nxt = await _db(data.feed_window, pos, head, filters, page)
             chunks = []
-            for r in rows:
-                pos = C.after(pos, head, r["kafka_offset"], r["kafka_partition"])
-                chunks.append(sse_bytes(r, pos))
+            for offset, partition, item in rows:
+                pos = C.after(pos, head, offset, partition)
+                chunks.append(sse_raw(item, pos))
             pos = C.merge(nxt, begin)
             if chunks:
                 yield b"".join(chunks), pos
@@ -281,7 +281,7 @@ async def _catch_up(
             for ev in list(hub.ring_after(pos)):
                 new = C.merge(pos, ev.after)
                 if filters.matches(ev.item):
-                    chunks.append(ev.data if new == ev.after else sse_bytes(ev.item, new))
+                    chunks.append(ev.data if new == ev.after else sse_raw(ev.json, new))
                 pos = new
             if chunks:
                 yield b"".join(chunks), pos
@@ -385,9 +385,16 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = ch is None
         st.ch = ch if ch is not None else await to_thread.run_sync(prepare, settings)
-        st.data = Data(st.ch, settings.drops_topic, settings.time_zone)
         if with_sink:
             st.sink = SinkThread(settings, st.ch).start()
+        sink = st.sink.sink if st.sink is not None else None
+        st.data = Data(
+            st.ch,
+            settings.drops_topic,
+            settings.time_zone,
+            live_head=(lambda: sink.head) if sink is not None else None,
+            head_ttl=settings.api_head_cache_ms / 1000,
+        )
         if live:
             st.hub = Hub(settings)
             st.hub.start(asyncio.get_running_loop())

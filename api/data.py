@@ -5,61 +5,108 @@ Blocking calls: the app runs them in worker threads (each thread has its own cli
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from api import cursor as C
-from api.items import SELECT_COLUMNS, item_from_row
+from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
 from sinks.clickhouse import ClickHouse
 
+FeedRow = tuple[int, int, bytes]
+"""One feed row: ``(kafka_offset, kafka_partition, item JSON bytes)``."""
+
 
 class Data:
-    def __init__(self, ch: ClickHouse, drops_topic: str, time_zone: str) -> None:
+    """``live_head``: the in-process sink's stored positions (exact, no query); else the head
+    is read from ``sink_progress`` and reused for ``head_ttl`` seconds."""
+
+    def __init__(
+        self,
+        ch: ClickHouse,
+        drops_topic: str,
+        time_zone: str,
+        *,
+        live_head: Callable[[], Mapping[int, int]] | None = None,
+        head_ttl: float = 0.0,
+    ) -> None:
         self.ch = ch
         self.topic = drops_topic
         if "'" in time_zone or "\\" in time_zone:
             raise ValueError("bad time zone")
         self.tz = time_zone
+        self.live_head = live_head
+        self.head_ttl = head_ttl
+        self._base: C.Cursor | None = None
+        self._head: tuple[float, C.Cursor] | None = None
 
     def head(self) -> C.Cursor:
-        """Per partition, the log position stored in full by the sink (the feed's upper bound)."""
+        """Per partition, the log position stored in full by the sink (the feed's upper bound).
+
+        Any position at or below the true head is correct (a page just ends earlier), so a
+        slightly stale head never skips a row."""
+        if self.live_head is not None:
+            if self._base is None:
+                self._base = self.ch.progress(self.topic)
+            return C.merge(self._base, self.live_head())
+        if self.head_ttl > 0:
+            now = time.monotonic()
+            cached = self._head
+            if cached is not None and now - cached[0] < self.head_ttl:
+                return dict(cached[1])
+            head = self.ch.progress(self.topic)
+            self._head = (now, head)
+            return dict(head)
         return self.ch.progress(self.topic)
 
     def feed_page(
         self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[FeedRow]:
         where, params = filters.sql()
         sql = (
-            f"SELECT {SELECT_COLUMNS} FROM drop_events "
+            "SELECT kafka_offset, kafka_partition, item FROM drop_events "
             f"WHERE {C.range_sql(start, head)} AND {where} "
             f"ORDER BY kafka_offset, kafka_partition LIMIT {int(limit)}"
         )
-        return [item_from_row(r) for r in self.ch.query_dicts(sql, params)]
+        rows = parse_rows(self.ch.raw(sql, params, "TabSeparatedRaw"))
+        if any(not item for _, _, item in rows):
+            rows = self._render_legacy(rows)
+        return rows
+
+    def _render_legacy(self, rows: list[FeedRow]) -> list[FeedRow]:
+        """Rows stored before ``item`` existed: rendered from their columns."""
+        keys = [(p, o) for o, p, item in rows if not item]
+        found = self.ch.query_dicts(
+            f"SELECT {SELECT_COLUMNS} FROM drop_events "
+            "WHERE (kafka_partition, kafka_offset) IN %(keys)s",
+            {"keys": keys},
+        )
+        by_pos = {(r["kafka_partition"], r["kafka_offset"]): r for r in found}
+        return [(o, p, item or item_bytes(item_from_row(by_pos[(p, o)]))) for o, p, item in rows]
 
     def feed(
         self, start: Mapping[int, int] | None, filters: Filters, limit: int
-    ) -> tuple[list[dict[str, Any]], C.Cursor]:
+    ) -> tuple[list[FeedRow], C.Cursor]:
         begin = dict(start or {})
         return self.feed_window(begin, self.head(), filters, limit)
 
     def feed_window(
         self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
-    ) -> tuple[list[dict[str, Any]], C.Cursor]:
+    ) -> tuple[list[FeedRow], C.Cursor]:
         """A page read through growing offset windows (see :func:`api.cursor.windows`).
 
         A read ordered by the primary key but open to the head merges every part after the
-        cursor (one or more per day partition); a window of offsets touches one or two.
+        cursor (one or more per partition of the table); a window of offsets touches one or two.
         """
-        items: list[dict[str, Any]] = []
+        items: list[FeedRow] = []
         pos = dict(start)
         for bound in C.windows(start, head, limit):
             want = limit - len(items)
             got = self.feed_page(pos, bound, filters, want)
             items += got
-            page = [(i["kafka_offset"], i["kafka_partition"]) for i in got]
-            pos = C.next_cursor(pos, bound, page, want)
+            pos = C.next_cursor(pos, bound, [(o, p) for o, p, _ in got], want)
             if len(got) == want:
                 break
         return items, pos
@@ -213,3 +260,19 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if f != f else f
+
+
+def parse_rows(raw: bytes) -> list[FeedRow]:
+    """``TabSeparatedRaw`` lines of ``kafka_offset, kafka_partition, item`` (the item JSON has
+    no raw tab or newline: JSON escapes both inside strings)."""
+    out: list[FeedRow] = []
+    for line in raw.split(b"\n"):
+        if line:
+            o, p, item = line.split(b"\t", 2)
+            out.append((int(o), int(p), item))
+    return out
+
+
+def feed_body(rows: list[FeedRow], cursor: str) -> bytes:
+    """The ``/feed`` response ``{"items": [...], "next": cursor}`` from stored item bytes."""
+    return b'{"items":[' + b",".join(r[2] for r in rows) + b'],"next":"' + cursor.encode() + b'"}'

@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from api import cursor as C
-from api.items import item_from_event, sse_bytes
+from api.items import item_from_event, sse_raw
 from api.params import Filters
 from drops.log import Heartbeat, get_log
 from drops.settings import Settings
@@ -40,6 +41,7 @@ class LiveEvent:
     partition: int
     offset: int
     item: dict[str, Any]
+    json: bytes  # the item's JSON
     after: C.Cursor  # the hub's position just after this event
     data: bytes  # SSE bytes with id = encode(after)
 
@@ -99,7 +101,7 @@ def render(
                 continue
             new = C.merge(pos, ev.after)
             if filters.matches(ev.item):
-                chunks.append(ev.data if new == ev.after else sse_bytes(ev.item, new))
+                chunks.append(ev.data if new == ev.after else sse_raw(ev.json, new))
                 sent += 1
             pos = new
         pos = C.merge(pos, b.after)
@@ -252,7 +254,8 @@ class Hub:
                 pos[p] = o
                 after = dict(pos)
                 item = item_from_event(ev, p, o)
-                events.append(LiveEvent(p, o, item, after, sse_bytes(item, after)))
+                js = orjson.dumps(item)
+                events.append(LiveEvent(p, o, item, js, after, sse_raw(js, after)))
             for tp in consumer.position(assignment):
                 if tp.offset >= 0 and tp.offset - 1 > pos.get(tp.partition, -1):
                     pos[tp.partition] = tp.offset - 1

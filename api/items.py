@@ -1,4 +1,9 @@
-"""One feed item, the same whether it comes from ClickHouse or from the live tail (pure)."""
+"""One feed item, the same whether it comes from ClickHouse or from the live tail (pure).
+
+The sink stores each item's JSON (``sinks.rows.item_json``) in ``drop_events.item``; the feed
+and the SSE stream send those bytes as they are. :func:`item_from_row` renders rows stored
+before that column existed.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ import orjson
 
 from api import cursor as C
 from schemas import DropEvent
-from sinks.rows import DROP_COLUMNS, dt_to_ms
+from sinks.rows import DROP_COLUMNS, ITEM_KEYS, dt_to_ms, item_dict
 
-SELECT_COLUMNS = ", ".join(c for c in DROP_COLUMNS if c != "extra")
+__all__ = ["ITEM_KEYS", "SELECT_COLUMNS", "canonical", "item_from_event", "item_from_row"]
+
+SELECT_COLUMNS = ", ".join(c for c in DROP_COLUMNS if c not in ("extra", "item"))
 
 
 def item_from_event(ev: DropEvent, partition: int, offset: int) -> dict[str, Any]:
-    d = ev.to_dict()
-    d["kafka_partition"] = partition
-    d["kafka_offset"] = offset
-    return d
+    return item_dict(ev, partition, offset)
 
 
 def item_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,44 +41,19 @@ def item_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: d[k] for k in ITEM_KEYS if k in d}
 
 
-ITEM_KEYS = (
-    "event",
-    "dedupe_key",
-    "bucket_id",
-    "market",
-    "provider",
-    "date",
-    "time_slot",
-    "slot_id",
-    "venue_id",
-    "venue_name",
-    "neighborhood",
-    "actual_time",
-    "time_zone",
-    "seating_types",
-    "party_min",
-    "party_max",
-    "booking",
-    "opened_at_ms",
-    "snapshot_id",
-    "closed_at_ms",
-    "open_seconds",
-    "v",
-    "kafka_partition",
-    "kafka_offset",
-)
-
-
 def canonical(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: item.get(k) for k in ITEM_KEYS}
 
 
+def item_bytes(item: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(canonical(item))
+
+
+def sse_raw(data: bytes, cursor: Mapping[int, int]) -> bytes:
+    """One SSE ``drop`` event from the item's JSON bytes; its id is the cursor just after it."""
+    return b"id: " + C.encode(cursor).encode() + b"\nevent: drop\ndata: " + data + b"\n\n"
+
+
 def sse_bytes(item: Mapping[str, Any], cursor: Mapping[int, int]) -> bytes:
     """One SSE ``drop`` event whose id is the cursor just after it."""
-    return (
-        b"id: "
-        + C.encode(cursor).encode()
-        + b"\nevent: drop\ndata: "
-        + orjson.dumps(canonical(item))
-        + b"\n\n"
-    )
+    return sse_raw(item_bytes(item), cursor)

@@ -57,6 +57,7 @@ def _settings(data_dir: Path, tag: str, port: int, **extra: Any) -> Any:
 
 def build(data_dir: Path, rows: int, tag: str) -> None:
     """Fill drop_events with ``rows`` rows over 400 days (one partition a day)."""
+    from sinks.rows import ITEM_KEYS
     from sinks.service import prepare
 
     s = _settings(data_dir, tag, 0)
@@ -70,18 +71,33 @@ def build(data_dir: Path, rows: int, tag: str) -> None:
             f"""
 INSERT INTO drop_events (event, dedupe_key, bucket_id, market, provider, date, time_slot,
     slot_id, venue_id, venue_name, neighborhood, actual_time, time_zone, seating_types,
-    party_min, party_max, booking, opened_at, snapshot_id, v, kafka_partition, kafka_offset)
-SELECT if(number % 5 = 4, 'close', 'open'), concat('k', toString(number)),
-    concat('nyc:', toString(toDate(ts)), if(number % 2 = 0, ':1500', ':1900')),
-    'nyc', if(number % 3 = 0, 'opentable', 'resy'), toDate(ts),
-    if(number % 2 = 0, '15:00', '19:00'), hex(cityHash64(number)),
-    toString(1000 + number % 5000), concat('Venue ', toString(1000 + number % 5000)),
-    ['SoHo', 'Tribeca', 'Harlem', 'Chelsea', 'West Village'][1 + number % 5],
-    toString(ts), 'EST5EDT', ['Dining Room'], 2, 4, '', ts, 'snap', 1, 0, number
-FROM (SELECT number,
-      toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts
-      FROM numbers({lo}, {hi - lo}))
-SETTINGS max_partitions_per_insert_block = 0, async_insert = 0
+    party_min, party_max, booking, opened_at, snapshot_id, closed_at, open_seconds, v,
+    kafka_partition, kafka_offset, item)
+SELECT event, dedupe_key, bucket_id, market, provider, toDate(date), time_slot, slot_id,
+    venue_id, venue_name, neighborhood, actual_time, time_zone, seating_types, party_min,
+    party_max, booking, ts, snapshot_id, fromUnixTimestamp64Milli(closed_at_ms, 'UTC'),
+    open_seconds, v, kafka_partition, kafka_offset,
+    formatRowNoNewline('JSONEachRow', {", ".join(ITEM_KEYS)})
+FROM (SELECT number, ts,
+    if(number % 5 = 4, 'close', 'open') AS event, concat('k', toString(number)) AS dedupe_key,
+    concat('nyc:', toString(toDate(ts)), if(number % 2 = 0, ':1500', ':1900')) AS bucket_id,
+    'nyc' AS market, if(number % 3 = 0, 'opentable', 'resy') AS provider,
+    toString(toDate(ts)) AS date, if(number % 2 = 0, '15:00', '19:00') AS time_slot,
+    hex(cityHash64(number)) AS slot_id, toString(1000 + number % 5000) AS venue_id,
+    concat('Venue ', toString(1000 + number % 5000)) AS venue_name,
+    ['SoHo', 'Tribeca', 'Harlem', 'Chelsea', 'West Village'][1 + number % 5] AS neighborhood,
+    toString(ts) AS actual_time, 'EST5EDT' AS time_zone, ['Dining Room'] AS seating_types,
+    toUInt16(2) AS party_min, toUInt16(4) AS party_max,
+    concat('https://example.invalid/book/', venue_id) AS booking,
+    toUnixTimestamp64Milli(ts) AS opened_at_ms, 'snap' AS snapshot_id,
+    if(event = 'close', toNullable(opened_at_ms + 60000), NULL) AS closed_at_ms,
+    if(event = 'close', toNullable(60.5), NULL) AS open_seconds, toUInt8(1) AS v,
+    toUInt16(0) AS kafka_partition, toUInt64(number) AS kafka_offset
+    FROM (SELECT number,
+          toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts
+          FROM numbers({lo}, {hi - lo})))
+SETTINGS max_partitions_per_insert_block = 0, async_insert = 0,
+    output_format_json_quote_64bit_integers = 0, output_format_json_escape_forward_slashes = 0
 """
         )
     ch.save_progress(s.drops_topic, {0: rows - 1})

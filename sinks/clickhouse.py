@@ -70,6 +70,10 @@ class ClickHouse:
         names = res.column_names
         return [dict(zip(names, row, strict=True)) for row in res.result_rows]
 
+    def raw(self, sql: str, params: dict[str, Any] | None = None, fmt: str = "TSV") -> bytes:
+        """The result in a ClickHouse output format, as bytes (no conversion in Python)."""
+        return self.client().raw_query(sql, parameters=params or {}, fmt=fmt)
+
     def command(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         return self.client().command(sql, parameters=params or {})
 

@@ -38,7 +38,36 @@ DROP_COLUMNS: tuple[str, ...] = (
     "extra",
     "kafka_partition",
     "kafka_offset",
+    "item",
 )
+
+ITEM_KEYS: tuple[str, ...] = (
+    "event",
+    "dedupe_key",
+    "bucket_id",
+    "market",
+    "provider",
+    "date",
+    "time_slot",
+    "slot_id",
+    "venue_id",
+    "venue_name",
+    "neighborhood",
+    "actual_time",
+    "time_zone",
+    "seating_types",
+    "party_min",
+    "party_max",
+    "booking",
+    "opened_at_ms",
+    "snapshot_id",
+    "closed_at_ms",
+    "open_seconds",
+    "v",
+    "kafka_partition",
+    "kafka_offset",
+)
+"""The keys of one feed item (``/feed``, ``/feed/stream``), in order."""
 
 STATS_COLUMNS: tuple[str, ...] = (
     "market",
@@ -89,6 +118,19 @@ def _u16(value: int) -> int:
     return max(0, min(int(value), 65535))
 
 
+def item_dict(ev: DropEvent, partition: int, offset: int) -> dict[str, Any]:
+    """The feed item of one drop record at its log position (keys :data:`ITEM_KEYS`)."""
+    d = ev.to_dict()
+    d["kafka_partition"] = partition
+    d["kafka_offset"] = offset
+    return {k: d.get(k) for k in ITEM_KEYS}
+
+
+def item_json(ev: DropEvent, partition: int, offset: int) -> bytes:
+    """The feed item as JSON bytes: stored per row (column ``item``) and sent as is."""
+    return orjson.dumps(item_dict(ev, partition, offset))
+
+
 def drop_row(ev: DropEvent, partition: int, offset: int) -> list[Any]:
     return [
         ev.event,
@@ -116,6 +158,7 @@ def drop_row(ev: DropEvent, partition: int, offset: int) -> list[Any]:
         orjson.dumps(ev.extra).decode() if ev.extra else "",
         partition,
         offset,
+        item_json(ev, partition, offset).decode(),
     ]
 
 

@@ -16,6 +16,10 @@ Layout (see ``docs/analytics.md``):
 - ``discovery_buckets``: one row per bucket fetch (``BucketStats``), for ``/buckets``.
 - ``venues``: the canonical venue list, last name and neighborhood seen (ReplacingMergeTree).
 - ``sink_progress``: per topic partition, the log position the sink has fully stored.
+
+Migration 2 adds ``drop_events.item``: the feed item as JSON, rendered once by the sink, so a
+feed page reads three columns and sends the stored bytes (no per-row conversion in Python).
+Rows stored before it have ``item = ''``; the API renders those from the columns.
 """
 
 from __future__ import annotations
@@ -127,6 +131,11 @@ CREATE TABLE IF NOT EXISTS sink_progress (
 ORDER BY (topic, kafka_partition)
 """,
         ),
+    ),
+    Migration(
+        2,
+        "drop_events.item: the feed item as stored JSON",
+        ("ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS item String DEFAULT ''",),
     ),
 )
 

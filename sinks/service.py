@@ -65,6 +65,7 @@ class Sink:
         self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
         self._saved_progress: dict[int, int] = {}
         self.paused = False
+        self.head: dict[int, int] = {}  # drops-topic positions stored in full (only grows)
         self.ready = threading.Event()  # set once the consumer has its assignment
         self.totals = BatchResult()
         self.consumer = Consumer(
@@ -176,6 +177,10 @@ class Sink:
         if changed:
             self.ch.save_progress(self.s.drops_topic, changed)
             self._saved_progress.update(changed)
+            head = dict(self.head)
+            for p, o in changed.items():
+                head[p] = max(head.get(p, -1), o)
+            self.head = head  # replaced whole: readers in other threads see old or new
         return res
 
     def _deadletter(self, bad: list[tuple[Message, str]]) -> None:

@@ -212,3 +212,20 @@ def test_api_keys_and_cors(kafka_settings: Settings) -> None:
 def test_cursor_encodes_a_log_position(api: Server) -> None:
     doc = httpx.get(api.url + "/feed").json()
     assert (doc["items"] == [] and C.decode(doc["next"]) == {0: -1}) or C.decode(doc["next"]) == {}
+
+
+def test_rows_stored_before_the_item_column_are_rendered_the_same(
+    api: Server, kafka_settings: Settings
+) -> None:
+    w = DropWriter(kafka_settings)
+    drops = [make_drop(i) for i in range(6)]
+    w.write([*drops, close_of(drops[0], drops[0].opened_at_ms + 1500)])
+    before = wait_for(lambda: (got := read_all(api.url, None, 100)[0]) and len(got) == 7 and got)
+    ch = api.app.state.drops.ch
+    ch.command(
+        "ALTER TABLE drop_events UPDATE item = '' WHERE kafka_offset % 2 = 0 "
+        "SETTINGS mutations_sync = 2"
+    )
+    assert ch.query("SELECT countIf(item = '') FROM drop_events")[0][0] > 0
+    assert read_all(api.url, None, 3)[0] == before
+    w.close()

@@ -6,7 +6,7 @@ import pytest
 
 from api import cursor as C
 from api.hub import LiveBatch, LiveEvent, render
-from api.items import item_from_event, sse_bytes
+from api.items import item_bytes, item_from_event, sse_bytes
 from api.params import Allowed, BadRequest, Filters, parse_feed, parse_stream
 from sinks.testdata import close_of, make_drop
 
@@ -101,7 +101,7 @@ def _batch(events: list[tuple[int, int, dict[str, object]]], before: C.Cursor) -
     out = []
     for p, o, item in events:
         pos[p] = o
-        out.append(LiveEvent(p, o, item, dict(pos), sse_bytes(item, pos)))
+        out.append(LiveEvent(p, o, item, item_bytes(item), dict(pos), sse_bytes(item, pos)))
     return LiveBatch(tuple(out), dict(before), dict(pos), b"".join(e.data for e in out), 0.0)
 
 

@@ -63,3 +63,22 @@ def test_derived_statements_refuse_bad_settings() -> None:
     with pytest.raises(ValueError):
         schema.view_statements("x'; DROP TABLE drop_events; --")
     assert any("INTERVAL 30 DAY" in s for s in schema.derived_statements(30, "UTC"))
+
+
+def test_stored_item_is_the_feed_item_of_the_row() -> None:
+    import orjson
+
+    from api.data import feed_body, parse_rows
+    from api.items import item_from_row
+
+    ev = make_drop(5, opened_at_ms=1_800_000_000_321)
+    for e in (ev, close_of(ev, ev.opened_at_ms + 2500)):
+        row = dict(zip(R.DROP_COLUMNS, R.drop_row(e, 1, 77), strict=True))
+        item = orjson.loads(row.pop("item"))
+        assert list(item) == list(R.ITEM_KEYS)
+        assert item == item_from_row(row)
+    raw = b"7\t1\t" + R.item_json(ev, 1, 7) + b"\n9\t0\t{}\n"
+    rows = parse_rows(raw)
+    assert [(o, p) for o, p, _ in rows] == [(7, 1), (9, 0)]
+    doc = orjson.loads(feed_body(rows, "AQ"))
+    assert doc["next"] == "AQ" and doc["items"][0]["kafka_offset"] == 7 and doc["items"][1] == {}
