@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
+import numpy as np
 import orjson
 
 from domain.calendar import Bucket, diff_windows
-from producers.providers.base import BucketQuery, FetchResult, SlotRow
+from producers.providers.base import BucketQuery, FetchResult, SlotTable
 from producers.windows import bucket_window
-from schemas import BucketStats, Snapshot, stream_key
+from schemas import BucketStats, Snapshot, encode, stream_key
+from schemas.records import pack_snapshot
 
 JobKind = Literal["baseline", "poll"]
 RECORD_MARGIN = 8_192  # bytes kept free under the broker's limit for the record envelope
@@ -73,29 +76,59 @@ def query_for(bucket: Bucket, time_slots: tuple[str, ...], party_size: int) -> B
     )
 
 
-def chunk_slots(slots: list[SlotRow], per_record: int, max_bytes: int) -> list[bytes]:
-    """The slots as JSON arrays of at most ``per_record`` slots and at most ``max_bytes``
-    (minus a margin for the envelope) each; at least one (possibly empty) chunk."""
-    limit = max_bytes - RECORD_MARGIN
+def chunk_ranges(
+    table: SlotTable, per_record: int, max_bytes: int, header_bytes: int = 0
+) -> list[tuple[int, int]]:
+    """Slot index ranges ``[a, b)`` of at most ``per_record`` slots whose v2 record stays
+    under ``max_bytes`` (minus a margin and the header); at least one (possibly empty)."""
+    limit = max_bytes - RECORD_MARGIN - header_bytes
     per_record = max(per_record, 1)
-    out: list[bytes] = []
+    n = len(table)
+    if n == 0:
+        return [(0, 0)]
+    # prefix sums: 16 bytes a slot (id, venue index, offset) plus its row; a venue's JSON
+    row_cum = [0, *accumulate(16 + len(r) for r in table.rows)]
+    ven_cum = [0, *accumulate(8 + sum(map(len, v)) + len(table.provider) for v in table.venues)]
+    venue_of = table.venue_of
+    out: list[tuple[int, int]] = []
 
-    def add(part: list[SlotRow]) -> None:
-        data = orjson.dumps(part)
-        if len(data) <= limit or len(part) <= 1:
-            if len(data) > limit:
-                raise ValueError(f"one slot is {len(data)} bytes, over the record limit")
-            out.append(data)
-            return
-        half = len(part) // 2
-        add(part[:half])
-        add(part[half:])
+    def size(a: int, b: int) -> int:
+        return row_cum[b] - row_cum[a] + ven_cum[venue_of[b - 1] + 1] - ven_cum[venue_of[a]]
 
-    if not slots:
-        return [b"[]"]
-    for i in range(0, len(slots), per_record):
-        add(slots[i : i + per_record])
+    def add(a: int, b: int) -> None:
+        if size(a, b) <= limit:
+            out.append((a, b))
+        elif b - a <= 1:
+            raise ValueError(f"one slot is {size(a, b)} bytes, over the record limit")
+        else:
+            mid = (a + b) // 2
+            add(a, mid)
+            add(mid, b)
+
+    for a in range(0, n, per_record):
+        add(a, min(a + per_record, n))
     return out
+
+
+def pack_part(header: Snapshot, table: SlotTable, a: int, b: int) -> bytes:
+    """Slots ``[a, b)`` of ``table`` as one snapshot v2 record (``schemas.pack_snapshot``)."""
+    if b <= a:
+        return encode(header)
+    j0, j1 = table.venue_of[a], table.venue_of[b - 1] + 1
+    venues = table.venues[j0:j1]
+    rows = table.rows[a:b]
+    offsets = np.zeros(b - a + 1, dtype=np.uint32)
+    offsets[1:] = np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=b - a))
+    return pack_snapshot(
+        header,
+        np.array(table.ids[a:b], dtype=np.uint64),
+        (np.array(table.venue_of[a:b], dtype=np.int64) - j0).astype(np.uint32),
+        orjson.dumps([v[0] for v in venues]),
+        orjson.dumps([(table.provider, v[1], v[2], v[3]) for v in venues]),
+        len(venues),
+        offsets,
+        b"".join(rows),
+    )
 
 
 def to_records(
@@ -107,16 +140,14 @@ def to_records(
     slots_per_record: int,
     max_bytes: int,
 ) -> list[tuple[Snapshot, bytes]]:
-    """One fetch as snapshot records: ``(header, value bytes)`` per part, in order.
+    """One fetch as snapshot v2 records: ``(header, value bytes)`` per part, in order.
 
-    Every part carries the ``complete`` flag and the failures of the whole fetch. The value is
-    the JSON of ``schemas.encode(snapshot)`` with the slots spliced in (encoded once, natively).
-    """
-    chunks = chunk_slots(result.slots, slots_per_record, max_bytes)
-    parts = len(chunks)
-    out = []
-    for i, slots_json in enumerate(chunks):
-        header = Snapshot(
+    Every part carries the ``complete`` flag and the failures of the whole fetch. The values
+    are built from the fetch's columns by ``schemas.pack_snapshot``, the one writer of the
+    layout (the same bytes ``schemas.encode`` writes for the same slots)."""
+
+    def header(part: int, parts: int) -> Snapshot:
+        return Snapshot(
             snapshot_id=snapshot_id,
             kind=job.kind,
             market=market,
@@ -126,37 +157,40 @@ def to_records(
             time_slot=job.bucket.time_slot,
             polled_at_ms=polled_at_ms,
             complete=result.complete,
-            part=i,
+            part=part,
             parts=parts,
             failures=tuple(result.failures),
         )
-        out.append((header, splice(header, slots_json)))
+
+    head = len(encode(header(0, 1)))
+    ranges = chunk_ranges(result.slots, slots_per_record, max_bytes, head)
+    out = []
+    for i, (a, b) in enumerate(ranges):
+        h = header(i, len(ranges))
+        value = pack_part(h, result.slots, a, b)
+        if len(value) > max_bytes:  # chunk_ranges' estimate is an upper bound: never here
+            raise ValueError(f"snapshot part of {len(value)} bytes is over {max_bytes}")
+        out.append((h, value))
     return out
-
-
-def splice(header: Snapshot, slots_json: bytes) -> bytes:
-    doc = header.to_dict()
-    doc.pop("slots")
-    head = orjson.dumps(doc)
-    return head[:-1] + b',"slots":' + slots_json + b"}"
 
 
 def close_record(
     bucket: Bucket, provider: str, market: str, snapshot_id: str, now_ms: int
 ) -> bytes:
     """``kind="close"``: the bucket left the window; the processor drops its state."""
-    snap = Snapshot(
-        snapshot_id=snapshot_id,
-        kind="close",
-        market=market,
-        provider=provider,
-        bucket_id=bucket.bucket_id,
-        date=bucket.date.isoformat(),
-        time_slot=bucket.time_slot,
-        polled_at_ms=now_ms,
-        complete=True,
+    return encode(
+        Snapshot(
+            snapshot_id=snapshot_id,
+            kind="close",
+            market=market,
+            provider=provider,
+            bucket_id=bucket.bucket_id,
+            date=bucket.date.isoformat(),
+            time_slot=bucket.time_slot,
+            polled_at_ms=now_ms,
+            complete=True,
+        )
     )
-    return splice(snap, b"[]")
 
 
 def stats_for(

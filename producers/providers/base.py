@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Protocol
 
+import orjson
+
 from schemas import Failure, Slot
 
 
@@ -27,16 +29,73 @@ class Counters:
     retries: int = 0
 
 
-SlotRow = dict[str, Any]  # a Slot in its wire form: Slot.to_dict(), keys in field order
+@dataclass(slots=True)
+class SlotTable:
+    """A fetch's slots as the columns of a snapshot v2 record (``schemas/SNAPSHOT_FORMAT.md``):
+    the client parses straight into what the record carries, with no object per slot.
+
+    ``venues`` are ``(venue_id, venue_name, time_zone, neighborhood)``; per slot, in venue
+    then start-time order: ``venue_of`` (index into ``venues``, non-decreasing), ``ids`` (the
+    slot id as an unsigned 64-bit integer) and ``rows`` (the JSON row
+    ``[actual_time, seating_types, party_min, party_max, booking]``)."""
+
+    provider: str
+    venues: list[tuple[str, str, str, str]] = field(default_factory=list)
+    venue_of: list[int] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    rows: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slots(self) -> list[Slot]:
+        """As contract ``Slot`` objects (tests and tools; the hot path keeps the columns)."""
+        out = []
+        for j, sid, row in zip(self.venue_of, self.ids, self.rows, strict=True):
+            vid, name, tz, hood = self.venues[j]
+            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            out.append(
+                Slot(
+                    self.provider,
+                    vid,
+                    name,
+                    actual,
+                    tz,
+                    hood,
+                    tuple(seating),
+                    pmin,
+                    pmax,
+                    booking,
+                    f"{sid:016x}",
+                )
+            )
+        return out
+
+    @classmethod
+    def of(cls, provider: str, slots: list[Slot]) -> SlotTable:
+        """From ``Slot`` objects sorted by venue (tests)."""
+        table = cls(provider)
+        index: dict[tuple[str, str, str, str], int] = {}
+        for s in slots:
+            vk = (s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+            j = index.get(vk)
+            if j is None:
+                j = index[vk] = len(table.venues)
+                table.venues.append(vk)
+            table.venue_of.append(j)
+            table.ids.append(int(s.slot_id, 16))
+            row = (s.actual_time, list(s.seating_types), s.party_min, s.party_max, s.booking)
+            table.rows.append(orjson.dumps(row))
+        return table
 
 
 @dataclass(slots=True)
 class FetchResult:
-    """One fetch of one bucket. ``slots`` are wire-form rows (``Slot.to_dict()``): the client
-    parses straight into what the snapshot record carries; :meth:`as_slots` gives ``Slot``s."""
+    """One fetch of one bucket: its slots (columns, see :class:`SlotTable`), whether every
+    page/venue was read, and what failed."""
 
     provider: str
-    slots: list[SlotRow]
+    slots: SlotTable
     complete: bool
     failures: list[Failure] = field(default_factory=list)
     venues: int = 0  # venues whose availability was read
@@ -44,7 +103,7 @@ class FetchResult:
     retries: int = 0
 
     def as_slots(self) -> list[Slot]:
-        return [to_slot(r) for r in self.slots]
+        return self.slots.slots()
 
 
 class Provider(Protocol):
@@ -139,37 +198,27 @@ class Collector:
     def discard(self, venue_id: str) -> None:
         self.venues.pop(venue_id, None)
 
-    def rows(self) -> list[SlotRow]:
-        """The slots in their wire form (``Slot.to_dict()``, same keys in the same order),
-        sorted by venue id and start time so the order is stable."""
-        out: list[SlotRow] = []
-        append, provider, hash_ = out.append, self.provider, blake2b
+    def table(self) -> SlotTable:
+        """The slots as record columns, sorted by venue id and start time (a stable order)."""
+        table = SlotTable(self.provider)
+        venues, venue_of, ids, rows = table.venues, table.venue_of, table.ids, table.rows
+        hash_, dumps, from_bytes = blake2b, orjson.dumps, int.from_bytes
         for vid in sorted(self.venues):
             v = self.venues[vid]
-            if not v.times:
-                continue
-            pre, name, tz, hood = self.ids.prefix(vid), v.name, v.time_zone, v.neighborhood
             times = v.times
+            if not times:
+                continue
+            j = len(venues)
+            venues.append((vid, v.name, v.time_zone, v.neighborhood))
+            pre = self.ids.prefix(vid)
             for actual in sorted(times):
                 seating, pmin, pmax, token = times[actual]
                 if len(seating) > 1:
                     seating.sort()
-                append(
-                    {
-                        "provider": provider,
-                        "venue_id": vid,
-                        "venue_name": name,
-                        "actual_time": actual,
-                        "time_zone": tz,
-                        "neighborhood": hood,
-                        "seating_types": seating,
-                        "party_min": pmin,
-                        "party_max": pmax,
-                        "booking": token,
-                        "slot_id": hash_(pre + actual.encode(), digest_size=8).hexdigest(),
-                    }
-                )
-        return out
+                venue_of.append(j)
+                ids.append(from_bytes(hash_(pre + actual.encode(), digest_size=8).digest()))
+                rows.append(dumps((actual, seating, pmin, pmax, token)))
+        return table
 
 
 def merge(provider: str, entries: list[SlotEntry]) -> list[Slot]:
@@ -179,12 +228,7 @@ def merge(provider: str, entries: list[SlotEntry]) -> list[Slot]:
     for e in entries:
         v = acc.venue(e.venue_id, e.venue_name, e.time_zone, e.neighborhood)
         v.add(e.actual_time, e.seating, e.party_min, e.party_max, e.booking)
-    return [to_slot(r) for r in acc.rows()]
-
-
-def to_slot(row: SlotRow) -> Slot:
-    """A wire-form slot row as the contract type (tests and readers; the hot path keeps rows)."""
-    return Slot(**{**row, "seating_types": tuple(row["seating_types"])})
+    return acc.table().slots()
 
 
 def start_minute(actual_time: str, date: str) -> int | None:

@@ -16,7 +16,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from producers.providers.base import BucketQuery, Collector, Counters, FetchResult, SlotIds
+from producers.providers.base import (
+    BucketQuery,
+    Collector,
+    Counters,
+    FetchResult,
+    SlotIds,
+    SlotTable,
+)
 from producers.providers.transport import Invalid, ProviderError, Transport
 from producers.windows import minutes
 from schemas import Failure
@@ -173,7 +180,7 @@ class OpenTableClient:
             directory = await self.venues(c)
         except ProviderError as err:
             failure = Failure("provider", "venues", str(err))
-            return FetchResult(NAME, [], False, [failure], 0, c.requests, c.retries)
+            return FetchResult(NAME, SlotTable(NAME), False, [failure], 0, c.requests, c.retries)
         ids = list(directory)
         batches = [ids[i : i + self.batch] for i in range(0, len(ids), self.batch)]
         results = await asyncio.gather(
@@ -202,5 +209,5 @@ class OpenTableClient:
                     failures.append(Failure("venue", vid, error))
                     continue
                 seen += 1
-        slots = acc.rows()
+        slots = acc.table()
         return FetchResult(NAME, slots, not failures, failures, seen, c.requests, c.retries)

@@ -19,6 +19,7 @@ from producers.providers.base import (
     Counters,
     FetchResult,
     SlotIds,
+    SlotTable,
 )
 from producers.providers.transport import Invalid, ProviderError, Transport
 from schemas import Failure
@@ -228,7 +229,7 @@ class ResyClient:
             first = await self._page(query, 1, self.per_page, None, c)
         except ProviderError as err:
             failures.append(Failure("provider", "search", str(err)))
-            return FetchResult(NAME, [], False, failures, 0, c.requests, c.retries)
+            return FetchResult(NAME, SlotTable(NAME), False, failures, 0, c.requests, c.retries)
         total = _total(first)
         size = take(first)
         del first
@@ -257,7 +258,7 @@ class ResyClient:
         for f in failures:  # the failed venues' slots are unknown: keep none of them
             if f.scope == "venue":
                 acc.discard(f.ref)
-        slots_out = acc.rows()
+        slots_out = acc.table()
         return FetchResult(
             NAME, slots_out, not failures, failures, len(seen), c.requests, c.retries
         )
@@ -360,4 +361,4 @@ class ResyClient:
                 failures.append(Failure("venue", vid, error))
                 continue
             seen += 1
-        return FetchResult(NAME, acc.rows(), not failures, failures, seen, c.requests, c.retries)
+        return FetchResult(NAME, acc.table(), not failures, failures, seen, c.requests, c.retries)

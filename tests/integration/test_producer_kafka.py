@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from domain.calendar import window
 from drops.settings import Settings
 from producers.kafka import Writer
 from producers.providers import factory
 from producers.service import ProducerService
-from schemas import Snapshot, decode_snapshot, decode_stats
+from schemas import SnapshotView, decode_snapshot, decode_stats
 from simulator.control import SimControl, serve
 from simulator.market import Market
 from simulator.server import create_app
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.kafka
 PORT = 28010
 
 
-def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30.0) -> list:
+def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30.0) -> list[Message]:
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -37,7 +37,7 @@ def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30.0)
         }
     )
     consumer.subscribe([topic])
-    out = []
+    out: list[Message] = []
     deadline = time.monotonic() + timeout
     idle_since = time.monotonic()
     try:
@@ -95,7 +95,7 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
         msgs = read_all(settings, settings.snapshot_topic, expect=10_000, timeout=8)
         stats = read_all(settings, settings.stats_topic, expect=8)
 
-    by_key: dict[str, list[tuple[int, Snapshot]]] = defaultdict(list)
+    by_key: dict[str, list[tuple[int, SnapshotView]]] = defaultdict(list)
     for m in msgs:
         snap = decode_snapshot(m.value())
         assert m.key().decode() == snap.key

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 
 from domain.calendar import Bucket, window
 from producers import core
-from producers.providers.base import FetchResult
+from producers.providers.base import FetchResult, SlotTable
 from schemas import Failure, Slot, decode_snapshot, decode_stats, encode
 
 NY = ZoneInfo("America/New_York")
@@ -52,12 +52,12 @@ def test_the_daily_slide_closes_two_and_baselines_two() -> None:
     )
 
 
-def slots(n: int) -> list[dict[str, object]]:
-    return [
+def slots(n: int) -> SlotTable:
+    return SlotTable.of("resy", [
         Slot("resy", str(1000 + i // 4), f"Venue {i}", f"2026-03-04 {17 + i % 4}:00:00",
-             "EST5EDT", "SoHo", ("Bar", "Dining Room"), 1, 4, "rgs://resy/" + "x" * 100).to_dict()
+             "EST5EDT", "SoHo", ("Bar", "Dining Room"), 1, 4, "rgs://resy/" + "x" * 100)
         for i in range(n)
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 JOB = core.Job(Bucket("nyc", date(2026, 3, 4), "19:00"), "resy", "poll")
@@ -72,10 +72,10 @@ def test_records_split_into_parts_that_each_carry_the_whole_fetch_status() -> No
     assert [len(s.slots) for s in snaps] == [2000, 2000, 500]
     assert all(not s.complete and s.failures == tuple(failures) for s in snaps)
     assert all(s.key == "nyc:2026-03-04:1900/resy" and s.polled_at_ms == 1_000 for s in snaps)
-    assert [sl for s in snaps for sl in s.slots] == FetchResult("resy", result.slots, True).as_slots()
-    # the spliced bytes decode to the same record schemas.encode would write
+    assert [sl for s in snaps for sl in s.slots] == result.as_slots()
+    # the bytes packed from columns are the bytes schemas.encode writes for the same slots
     header, value = records[1]
-    assert decode_snapshot(value) == decode_snapshot(encode(snaps[1]))
+    assert value == encode(replace(header, slots=snaps[1].slots))
     assert header.part == 1 and header.slots == ()
 
 
@@ -89,7 +89,7 @@ def test_parts_stay_under_the_record_limit() -> None:
 
 def test_an_empty_fetch_is_one_empty_part_and_close_records() -> None:
     ((_header, value),) = core.to_records(
-        FetchResult("resy", [], True), JOB, "nyc", "s", 5, 10, 10**6
+        FetchResult("resy", SlotTable("resy"), True), JOB, "nyc", "s", 5, 10, 10**6
     )
     snap = decode_snapshot(value)
     assert snap.complete and snap.slots == () and snap.parts == 1
@@ -107,5 +107,5 @@ def test_stats_record() -> None:
 
 def test_chunking_refuses_a_slot_that_cannot_fit() -> None:
     with pytest.raises(ValueError):
-        core.chunk_slots(slots(1), 10, core.RECORD_MARGIN + 10)
-    assert orjson.loads(core.chunk_slots([], 10, 10**6)[0]) == []
+        core.chunk_ranges(slots(1), 10, core.RECORD_MARGIN + 10)
+    assert core.chunk_ranges(SlotTable("resy"), 10, 10**6) == [(0, 0)]

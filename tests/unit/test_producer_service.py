@@ -7,7 +7,7 @@ import asyncio
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from producers.providers.base import BucketQuery, FetchResult
+from producers.providers.base import BucketQuery, FetchResult, SlotTable
 from producers.service import ProducerService
 from schemas import decode_snapshot
 from tests.conftest import base_settings
@@ -27,7 +27,7 @@ class SlowProvider:
         if query.date == "2026-03-02" and query.time_slot == "19:00":
             raise RuntimeError("bug")
         await self.gate.wait()
-        return FetchResult("resy", [], True)
+        return FetchResult("resy", SlotTable("resy"), True)
 
     async def aclose(self) -> None:
         return None

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from producers.providers.base import BucketQuery, SlotEntry, SlotIds, merge, to_slot
+from producers.providers.base import BucketQuery, SlotEntry, SlotIds, merge
 from producers.providers.opentable import OpenTableClient, OtVenue
 from producers.providers.resy import ResyClient
 from producers.providers.transport import Policy, Transport, backoff, parse_retry_after
@@ -119,7 +119,7 @@ def test_resy_area_search_paginates_normalizes_and_keeps_the_window() -> None:
 def test_resy_empty_area_is_a_complete_empty_answer() -> None:
     transport, _ = make(area_handler([]))
     result = run(resy(transport).fetch(Q19))
-    assert result.complete and result.slots == [] and result.requests == 1
+    assert result.complete and len(result.slots) == 0 and result.requests == 1
 
 
 def test_resy_failed_page_is_a_failure_not_an_empty_page() -> None:
@@ -142,7 +142,7 @@ def test_resy_failed_page_is_a_failure_not_an_empty_page() -> None:
 def test_resy_first_page_failure_is_a_provider_failure() -> None:
     transport, _ = make(lambda r: httpx.Response(500, text="oops"))
     result = run(resy(transport).fetch(Q19))
-    assert not result.complete and result.slots == []
+    assert not result.complete and len(result.slots) == 0
     assert result.failures[0].scope == "provider" and result.requests == 3
 
 
@@ -160,7 +160,7 @@ def test_resy_bad_answers_become_failures(
 ) -> None:
     transport, _ = make(lambda r: response())
     result = run(resy(transport).fetch(Q19))
-    assert not result.complete and result.slots == []
+    assert not result.complete and len(result.slots) == 0
     assert kind in result.failures[0].error
 
 
@@ -364,7 +364,7 @@ def test_opentable_empty_answer_is_complete_and_empty() -> None:
 
     client, _ = ot(handle)
     result = run(client.fetch(Q19))
-    assert result.complete and result.slots == [] and result.venues == 3
+    assert result.complete and len(result.slots) == 0 and result.venues == 3
 
 
 def test_merge_one_slot_per_venue_and_time() -> None:
@@ -381,13 +381,15 @@ def test_merge_one_slot_per_venue_and_time() -> None:
     ]
 
 
-def test_slot_rows_are_the_wire_form_of_the_contract_slot() -> None:
+def test_slot_columns_carry_the_contract_slot_ids() -> None:
     transport, _ = make(area_handler(AREA))
     result = run(resy(transport).fetch(Q19))
-    assert result.slots
-    for row in result.slots:
-        assert to_slot(row).to_dict() == row  # same keys, same order, same values
-        assert row["slot_id"] == slot_id("resy", row["venue_id"], row["actual_time"])
+    table = result.slots
+    assert len(table) == 3
+    for s in result.as_slots():  # Slot() would fill in the id: check the one the client made
+        assert s.slot_id == slot_id("resy", s.venue_id, s.actual_time)
+    assert [f"{i:016x}" for i in table.ids] == [s.slot_id for s in result.as_slots()]
+    assert table.venue_of == sorted(table.venue_of)  # venues contiguous, as parts assume
     ids = SlotIds("opentable")
     assert ids("200001", f"{DAY} 19:00:00") == slot_id("opentable", "200001", f"{DAY} 19:00:00")
 
@@ -423,7 +425,7 @@ def test_a_failed_page_is_read_venue_by_venue_when_its_venues_are_known() -> Non
     fail_pages.add(2)  # venues 3 and 4
     second = run(client.fetch(Q19))
     assert second.complete and second.failures == []  # every venue was read: complete
-    assert second.slots == first.slots
+    assert second.as_slots() == first.as_slots()
     assert second.requests == 1 + 3 + 1 + 2  # page 1, page 2 three times, page 3, two finds
 
 
