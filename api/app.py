@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import anyio
 import orjson
 from anyio import to_thread
-from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -45,6 +44,7 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
+from api.stream import LiveResponse
 from drops.log import get_log
 from drops.settings import Settings
 from sinks.clickhouse import ClickHouse
@@ -76,6 +76,7 @@ class State:
         self.hub: Hub | None = None
         self.sink: SinkThread | None = None
         self.closing = False
+        self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
 
     def db(self) -> Data:
         if self.data is None:
@@ -211,12 +212,7 @@ async def stream(request: Request) -> Response:
     client = hub.subscribe(filters)
     start = dict(hub.position) if since is None else dict(since)
     st.metrics.inc("drops_sse_connections_total", help_text="SSE connections accepted")
-    return EventSourceResponse(
-        _events(st, hub, client, start, since is not None, filters),
-        ping=st.s.sse_ping,
-        send_timeout=st.s.sse_send_timeout,
-        headers={"Cache-Control": "no-store"},
-    )
+    return LiveResponse(_events(st, hub, client, start, since is not None, filters), client)  # type: ignore[return-value]
 
 
 async def _events(
@@ -235,18 +231,25 @@ async def _events(
                     yield chunk
             pos = caught
         while not st.closing:
-            if not client.queue and not client.dropped and not client.closing:
+            if not client.busy():
+                client.wake.clear()
                 await client.wake.wait()
+            if client.closing:
+                return
             if client.dropped:
                 st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
-            if client.closing:
-                return
-            data, pos, n = render(client.drain(), pos, filters)
-            if data:
-                st.metrics.inc("drops_sse_events_sent_total", n, "SSE events sent")
-                yield data
+            out = b""
+            if client.queue:
+                out, pos, n = render(client.drain(), pos, filters)
+                if n:
+                    st.metrics.inc("drops_sse_events_sent_total", n, "SSE events sent")
+            if client.ping:
+                client.ping = False
+                out += b": ping\n\n"
+            if out:
+                yield out
     finally:
         hub.unsubscribe(client)
 
@@ -397,6 +400,7 @@ def create_app(
         )
         if live:
             st.hub = Hub(settings)
+            st.hub.exiting = lambda: st.exiting is not None and st.exiting()
             st.hub.start(asyncio.get_running_loop())
         _gauges(st)
         log.info("api_started", with_sink=with_sink, live=live, chdb=st.ch.is_chdb)
@@ -456,6 +460,11 @@ def _gauges(st: State) -> None:
         m.gauge("drops_sse_ring_events", lambda: len(hub.ring), "Events in the reconnect ring")
         m.gauge(
             "drops_sse_dropped_clients_total", lambda: hub.dropped_clients, "Slow clients dropped"
+        )
+        m.gauge(
+            "drops_sse_cut_clients_total",
+            lambda: hub.cut_clients,
+            "Clients disconnected because a send stalled",
         )
     if st.sink is not None:
         sink = st.sink.sink

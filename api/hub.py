@@ -55,7 +55,7 @@ class LiveBatch:
     received: float  # time.time() when the hub got it
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     filters: Filters
     limit: int
@@ -63,6 +63,10 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     closing: bool = False
+    ping: bool = False
+    cut: bool = False  # its task was cancelled by the hub (stalled send)
+    sending_since: float = 0.0  # monotonic time its current send started (0 = not sending)
+    task: asyncio.Task[None] | None = None
 
     def offer(self, batch: LiveBatch) -> None:
         if self.dropped:
@@ -73,6 +77,9 @@ class Client:
         else:
             self.queue.append(batch)
         self.wake.set()
+
+    def busy(self) -> bool:
+        return bool(self.queue) or self.dropped or self.closing or self.ping
 
     def drain(self) -> list[LiveBatch]:
         items = list(self.queue)
@@ -125,6 +132,12 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.delays: deque[float] = deque(maxlen=10_000)  # hub receive -> handed to clients
+        # (partition, offset, time.time() the consumer got it): for latency measurements
+        self.receipts: deque[tuple[int, int, float]] = deque(maxlen=200_000)
+        self.cut_clients = 0
+        self.exiting: Any = None  # optional () -> bool: the server is shutting down
+        self._last_ping = time.monotonic()
+        self._tick_handle: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------------------- clients
 
@@ -144,6 +157,7 @@ class Hub:
     def _publish(self, batch: LiveBatch) -> None:
         for ev in batch.events:
             self.ring.append(ev)
+            self.receipts.append((ev.partition, ev.offset, batch.received))
         while len(self.ring) > self.ring_max:
             old = self.ring.popleft()
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
@@ -163,14 +177,44 @@ class Hub:
             c.closing = True
             c.wake.set()
 
+    def _tick(self) -> None:
+        """Once a second on the loop: pings, cutting stalled clients, shutdown."""
+        assert self._loop is not None
+        now = time.monotonic()
+        if self.exiting is not None and self.exiting():
+            self.close_clients()
+        ping = now - self._last_ping >= self.s.sse_ping
+        if ping:
+            self._last_ping = now
+        for c in list(self.clients):
+            stalled = c.sending_since and now - c.sending_since > self.s.sse_send_timeout
+            if (stalled or (c.dropped and c.sending_since)) and c.task is not None and not c.cut:
+                c.cut = True
+                self.cut_clients += 1
+                log.info("sse_client_cut", dropped=c.dropped, stalled_s=now - c.sending_since)
+                c.task.cancel()
+            elif ping:
+                c.ping = True
+                c.wake.set()
+        if not self._stop.is_set():
+            self._tick_handle = self._loop.call_later(1.0, self._tick)
+
     # ----------------------------------------------------------------------------- Kafka
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._tick_handle = loop.call_later(1.0, self._tick)
         self._thread = threading.Thread(target=self._run, name="live-tail", daemon=True)
         self._thread.start()
 
+    def _cancel_tick(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
     def stop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel_tick)
         self._stop.set()
         if self._thread:
             self._thread.join(10)

@@ -7,6 +7,8 @@ server, the sink can run as its own process (``drops sink``) and any number of A
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from api.app import create_app
@@ -35,5 +37,14 @@ def run(settings: Settings, with_sink: bool = False) -> None:
         timeout_graceful_shutdown=5,
         backlog=4096,
     )
+    server = uvicorn.Server(config)
+    app.state.drops.exiting = lambda: bool(server.should_exit)
+    logging.getLogger("uvicorn.error").addFilter(quiet_cut_clients)
     log.info("api_listening", url=f"http://{settings.api_host}:{settings.api_port}/")
-    uvicorn.Server(config).run()
+    server.run()
+
+
+def quiet_cut_clients(record: logging.LogRecord) -> bool:
+    """A stalled SSE client is cut by ending its response unfinished (logged by the hub as
+    ``sse_client_cut``); uvicorn's error line for it is noise."""
+    return "returned without completing response" not in record.getMessage()

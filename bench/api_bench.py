@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,16 @@ def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> N
     if live or with_sink:
         broker.ensure_topics(s)
     app = create_app(s, with_sink=with_sink, live=live)
+
+    async def receipts(request: Any) -> Any:
+        from api.app import JSON
+
+        hub = app.state.drops.hub
+        return JSON(list(hub.receipts) if hub is not None else [])
+
+    from starlette.routing import Route
+
+    app.router.routes.insert(0, Route("/_bench/receipts", receipts))
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -254,12 +266,17 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
 # ----------------------------------------------------------------------------------- SSE
 
 
+_EVENT = re.compile(rb'"kafka_partition":(\d+),"kafka_offset":(\d+)\}')
+
+
 class _Clients:
-    def __init__(self, port: int, n: int, sampled: int) -> None:
-        self.port, self.n, self.sampled = port, n, sampled
-        self.latencies: list[float] = []
+    """SSE load clients (run in their own process): every client reads and discards; the
+    sampled ones note ``(partition, offset, arrival time)`` per event (one regex per read)."""
+
+    def __init__(self, port: int, n: int, sampled: int, query: str = "") -> None:
+        self.port, self.n, self.sampled, self.query = port, n, sampled, query
+        self.seen: list[tuple[int, int, float]] = []
         self.connected = 0
-        self.events = 0
         self.errors = 0
         self.stop = asyncio.Event()
 
@@ -269,53 +286,156 @@ class _Clients:
         except OSError:
             self.errors += 1
             return
-        writer.write(b"GET /feed/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        writer.write(
+            f"GET /feed/stream{self.query} HTTP/1.1\r\nHost: x\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
         await writer.drain()
         sample = i < self.sampled
         counted = False
-        buf = b""
+        tail = b""
+        seen = self.seen
         try:
             while not self.stop.is_set():
                 chunk = await reader.read(1 << 16)
                 if not chunk:
                     break
-                now = time.time() * 1000
                 if not counted:
                     counted = True
                     self.connected += 1
-                if not sample:
-                    continue
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if line.startswith(b'data: {"event"'):
-                        doc = orjson.loads(line[6:])
-                        self.latencies.append(now - doc["opened_at_ms"])
-                        self.events += 1
+                if sample:
+                    now = time.time()
+                    data = tail + chunk
+                    cut = data.rfind(b"\n")
+                    tail = data[cut + 1 :]
+                    for p, o in _EVENT.findall(data, 0, cut + 1):
+                        seen.append((int(p), int(o), now))
         except (OSError, asyncio.IncompleteReadError):
             self.errors += 1
         finally:
             writer.close()
 
-    async def run(self, connected: threading.Event, done: threading.Event) -> None:
+    async def run(self, out: Path) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         tasks = []
         for i in range(self.n):
             tasks.append(asyncio.create_task(self.one(i)))
             if i % 50 == 49:
-                await asyncio.sleep(0.05)
-        while self.connected < self.n and not done.is_set():
-            await asyncio.sleep(0.1)
-        connected.set()
-        while not done.is_set():
-            await asyncio.sleep(0.1)
-        self.stop.set()
+                await asyncio.sleep(0.02)
+        while self.connected + self.errors < self.n and not self.stop.is_set():
+            await asyncio.sleep(0.05)
+        print(f"connected {self.connected} errors {self.errors}", flush=True)
+        await self.stop.wait()
+        await asyncio.sleep(0)  # let readers note what they already have
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        out.write_bytes(orjson.dumps({"seen": self.seen, "errors": self.errors}))
 
 
-def bench_sse(clients: int, rate: int, seconds: float, port: int, root: Path) -> dict[str, Any]:
-    from sinks.testdata import DropWriter, make_drop
+def run_clients(port: int, n: int, sampled: int, out: Path, query: str) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_Clients(port, n, sampled, query).run(out))
+
+
+class _LoadClients:
+    """The client process, from the bench's side."""
+
+    def __init__(self, port: int, n: int, sampled: int, root: Path, query: str = "") -> None:
+        self.out = root / f"clients-{uuid.uuid4().hex[:6]}.json"
+        args = [PY, "-m", "bench.api_bench", "clients", "--port", str(port), "--n", str(n)]
+        args += ["--sampled", str(sampled), "--out", str(self.out), "--query", query]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+    def wait_connected(self, timeout: float = 120) -> str:
+        assert self.proc.stdout is not None
+        ready: list[str] = []
+        th = threading.Thread(target=lambda: ready.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+        th.start()
+        th.join(timeout)
+        if not ready or not ready[0].startswith("connected"):
+            self.proc.kill()
+            raise RuntimeError(f"load clients did not connect: {ready}")
+        return ready[0].strip()
+
+    def finish(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        doc: dict[str, Any] = orjson.loads(self.out.read_bytes())
+        return doc
+
+
+class _Writer:
+    """Transactional drops writer that notes each record's produce and commit times."""
+
+    def __init__(self, settings: Any) -> None:
+        from confluent_kafka import Producer
+
+        self.s = settings
+        self.p = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "transactional.id": f"bench-{uuid.uuid4().hex}",
+                "linger.ms": 2,
+                "partitioner": "murmur2_random",
+            }
+        )
+        self.p.init_transactions(30)
+        self.committed: dict[tuple[int, int], float] = {}
+        self.produced: dict[tuple[int, int], float] = {}
+
+    def write(self, events: list[Any]) -> None:
+        from schemas import encode
+
+        pending: list[tuple[int, int]] = []
+        t0 = time.time()
+
+        def done(err: Any, msg: Any) -> None:
+            if err is None:
+                pending.append((msg.partition(), msg.offset()))
+
+        self.p.begin_transaction()
+        for ev in events:
+            self.p.produce(self.s.drops_topic, encode(ev), ev.key.encode(), on_delivery=done)
+        self.p.commit_transaction(30)
+        t1 = time.time()
+        for k in pending:
+            self.produced[k] = t0
+            self.committed[k] = t1
+
+
+def _latencies(
+    seen: list[list[float]], stamps: dict[tuple[int, int], float]
+) -> tuple[list[float], int]:
+    out: list[float] = []
+    missing = 0
+    for p, o, t in seen:
+        at = stamps.get((int(p), int(o)))
+        if at is None:
+            missing += 1
+        else:
+            out.append((t - at) * 1000)
+    return out, missing
+
+
+def _stats(lat: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(_pct(lat, 0.5), 1),
+        "p99_ms": round(_pct(lat, 0.99), 1),
+        "max_ms": round(max(lat), 1) if lat else float("nan"),
+    }
+
+
+def bench_sse(
+    clients: int, rate: int, seconds: float, port: int, root: Path, sampled: int
+) -> dict[str, Any]:
+    from sinks.testdata import make_drop
 
     tag = uuid.uuid4().hex[:6]
     data_dir = root / "sse"
@@ -324,12 +444,8 @@ def bench_sse(clients: int, rate: int, seconds: float, port: int, root: Path) ->
     try:
         time.sleep(1.0)
         rss0 = _rss_kb(proc.pid)
-        cl = _Clients(port, clients, sampled=min(100, clients))
-        connected, done = threading.Event(), threading.Event()
-        th = threading.Thread(target=lambda: asyncio.run(cl.run(connected, done)), daemon=True)
-        th.start()
-        if not connected.wait(120):
-            raise RuntimeError(f"only {cl.connected} of {clients} clients connected")
+        load = _LoadClients(port, clients, min(sampled, clients), root)
+        print(load.wait_connected(), flush=True)
         time.sleep(2.0)
         rss1 = _rss_kb(proc.pid)
         out["idle_rss_kb_before"] = rss0
@@ -338,10 +454,10 @@ def bench_sse(clients: int, rate: int, seconds: float, port: int, root: Path) ->
         print(
             f"SSE idle: {clients} clients, {out['memory_per_idle_client_kb']} KB each", flush=True
         )
-        s = _settings(data_dir, tag, port)
-        w = DropWriter(s)
+        w = _Writer(_settings(data_dir, tag, port))
         per_tx = max(1, rate // 20)  # a transaction every 50 ms, like a processor checkpoint
         n = 0
+        cpu0 = _cpu_s(proc.pid)
         t_end = time.monotonic() + seconds
         next_t = time.monotonic()
         while time.monotonic() < t_end:
@@ -353,27 +469,41 @@ def bench_sse(clients: int, rate: int, seconds: float, port: int, root: Path) ->
             if delay > 0:
                 time.sleep(delay)
         time.sleep(3.0)
-        done.set()
-        th.join(30)
-        w.close()
-        lat = cl.latencies
+        cpu1 = _cpu_s(proc.pid)
+        receipts = {
+            (int(p), int(o)): float(t)
+            for p, o, t in httpx.get(f"http://127.0.0.1:{port}/_bench/receipts", timeout=30).json()
+        }
+        got = load.finish()
+        seen = got["seen"]
+        from_api, missing = _latencies(seen, receipts)
+        from_commit, _ = _latencies(seen, w.committed)
+        from_produce, _ = _latencies(seen, w.produced)
         out.update(
             {
                 "drops_written": n,
-                "sampled_clients": cl.sampled,
-                "events_measured": len(lat),
-                "expected_measured": n * cl.sampled,
-                "p50_delivery_ms": round(_pct(lat, 0.5), 1),
-                "p99_delivery_ms": round(_pct(lat, 0.99), 1),
-                "max_delivery_ms": round(max(lat), 1) if lat else None,
-                "client_errors": cl.errors,
+                "sampled_clients": min(sampled, clients),
+                "events_measured": len(seen),
+                "expected_measured": n * min(sampled, clients),
+                "events_without_receipt": missing,
+                "from_api_receipt": _stats(from_api),
+                "from_kafka_commit": _stats(from_commit),
+                "from_produce": _stats(from_produce),
+                "client_errors": got["errors"],
+                "api_cpu_percent": round(100 * (cpu1 - cpu0) / (seconds + 3.0), 1),
                 "server_rss_kb_end": _rss_kb(proc.pid),
+                "load_average": os.getloadavg()[0],
             }
         )
         print(f"SSE: {out}", flush=True)
     finally:
         _stop(proc)
     return out
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -389,6 +519,13 @@ def main() -> None:
     sv.add_argument("--port", type=int, required=True)
     sv.add_argument("--with-sink", action="store_true")
     sv.add_argument("--no-live", action="store_true")
+    cl = sub.add_parser("clients")
+    cl.add_argument("--port", type=int, required=True)
+    cl.add_argument("--n", type=int, required=True)
+    cl.add_argument("--sampled", type=int, required=True)
+    cl.add_argument("--out", type=Path, required=True)
+    cl.add_argument("--query", default="")
+    ap.add_argument("--sampled", type=int, default=100, help="SSE clients whose events are timed")
     ap.add_argument("--quick", action="store_true", help="fewer requests, shorter SSE run")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--clients", type=int, default=1000)
@@ -400,6 +537,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.data_dir, args.rows, args.tag)
+        return
+    if args.cmd == "clients":
+        run_clients(args.port, args.n, args.sampled, args.out, args.query)
         return
     if args.cmd == "serve":
         serve(args.data_dir, args.tag, args.port, args.with_sink, not args.no_live)
@@ -419,7 +559,9 @@ def main() -> None:
             results["feed"] = bench_feed(args.rows, 300 if args.quick else 2000, args.port, root)
         if not args.skip_sse:
             secs = args.seconds or (15.0 if args.quick else 60.0)
-            results["sse"] = bench_sse(args.clients, args.rate, secs, args.port + 1, root)
+            results["sse"] = bench_sse(
+                args.clients, args.rate, secs, args.port + 1, root, args.sampled
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())

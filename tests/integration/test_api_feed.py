@@ -36,6 +36,8 @@ class Server:
                 timeout_graceful_shutdown=2,
             )
         )
+        server = self.server
+        self.app.state.drops.exiting = lambda: bool(server.should_exit)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
