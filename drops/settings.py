@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,9 +41,16 @@ class Settings(BaseSettings):
     providers: str = Field("resy", description="Providers polled, comma separated")
 
     # --- producers -----------------------------------------------------------------------
+    config: Path | None = Field(
+        None,
+        description="TOML file of markets and providers (producers/markets.example.toml); "
+        "DROPS_* settings given explicitly and DROPS_CFG__<path> override it",
+    )
     poll_interval: float = Field(30.0, description="Seconds between polls of one bucket")
     resy_url: str = Field("http://127.0.0.1:8081", description="Base URL of the Resy API")
-    resy_api_key: str = Field("simulator", description="Resy API key (never logged)")
+    resy_api_key: SecretStr = Field(
+        SecretStr("simulator"), description="Resy API key (never logged)"
+    )
     request_timeout: float = Field(12.0, description="Timeout of one provider request, seconds")
     max_retries: int = Field(3, description="Retries of one provider request")
     concurrency: int = Field(8, description="Provider requests in flight per producer")

@@ -24,9 +24,10 @@ from zoneinfo import ZoneInfo
 from domain.calendar import Bucket, parse_slide_at, window
 from drops.log import get_log
 from drops.settings import Settings
-from producers import core
+from producers import config, core
+from producers.config import MarketConfig
 from producers.core import Job
-from producers.providers.base import Provider
+from producers.providers.base import Provider, merge_results
 from schemas import encode
 
 log = get_log("producer")
@@ -60,10 +61,12 @@ class ProducerService:
         settings: Settings,
         providers: dict[str, Provider],
         writer: RecordWriter,
+        market: MarketConfig | None = None,
     ) -> None:
         self.settings, self.providers, self.writer = settings, providers, writer
-        self.tz = ZoneInfo(settings.time_zone)
-        self.slide_at = parse_slide_at(settings.slide_at)
+        self.market = market or config.from_settings(settings).markets[0]
+        self.tz = ZoneInfo(self.market.time_zone)
+        self.slide_at = parse_slide_at(self.market.slide_at)
         self.window: list[Bucket] = []
         self.baselined: set[str] = set()
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -78,8 +81,8 @@ class ProducerService:
         return datetime.now(UTC)
 
     def plan(self, now: datetime) -> core.Plan:
-        s = self.settings
-        new_window = window(now, s.market, self.tz, s.days, s.slot_times, self.slide_at)
+        m = self.market
+        new_window = window(now, m.name, self.tz, m.days, m.time_slots, self.slide_at)
         plan = core.plan_cycle(
             self.window, new_window, tuple(self.providers), set(self.running), self.baselined
         )
@@ -95,9 +98,7 @@ class ProducerService:
         for bucket in plan.closed:
             for provider in self.providers:
                 key = f"{bucket.bucket_id}/{provider}"
-                value = core.close_record(
-                    bucket, provider, self.settings.market, _sid(now_ms), now_ms
-                )
+                value = core.close_record(bucket, provider, self.market.name, _sid(now_ms), now_ms)
                 self.writer.write(self.settings.snapshot_topic, key, value)
                 self.baselined.discard(key)
                 self.report.closed += 1
@@ -124,19 +125,24 @@ class ProducerService:
         started = time.monotonic()
         polled_at_ms = int(time.time() * 1000)  # when the fetch started
         sid = _sid(polled_at_ms)
+        m = self.market
         try:
-            query = core.query_for(job.bucket, s.slot_times, s.party_size)
-            result = await self.providers[job.provider].fetch(query)
+            provider = self.providers[job.provider]
+            queries = [core.query_for(job.bucket, m.time_slots, n) for n in m.party_sizes]
+            if len(queries) == 1:
+                result = await provider.fetch(queries[0])
+            else:  # one snapshot per bucket: the party sizes' slots merged
+                result = merge_results(await asyncio.gather(*map(provider.fetch, queries)))
             duration_ms = int((time.monotonic() - started) * 1000)
             if job.bucket not in self.window:  # closed while fetching: its state is gone
                 log.info("fetch_dropped", key=job.key, reason="bucket left the window")
                 return
             records = core.to_records(
-                result, job, s.market, sid, polled_at_ms, s.slots_per_record, s.max_message_bytes
+                result, job, m.name, sid, polled_at_ms, s.slots_per_record, s.max_message_bytes
             )
             for _, value in records:
                 self.writer.write(s.snapshot_topic, job.key, value)
-            stats = core.stats_for(result, job, s.market, sid, polled_at_ms, duration_ms)
+            stats = core.stats_for(result, job, m.name, sid, polled_at_ms, duration_ms)
             self.writer.write(s.stats_topic, job.key, encode(stats))
             if job.kind == "baseline":
                 self.baselined.add(job.key)
@@ -207,7 +213,7 @@ class ProducerService:
         self.report = CycleReport()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        interval = self.settings.poll_interval
+        interval = self.market.poll_interval
         while not stop.is_set():
             cycle_started = time.monotonic()
             if self.cycles:
@@ -248,32 +254,56 @@ def _sid(ms: int) -> str:
     return f"{ms:x}-{uuid.uuid4().hex[:12]}"
 
 
+def log_config(conf: config.Config, settings: Settings) -> None:
+    """What the producer polls, one line per provider and per market (never a key)."""
+    for p in conf.providers.values():
+        log.info(
+            "provider_config",
+            provider=p.name,
+            base_url=p.base_url,
+            concurrency=p.concurrency,
+            rate_limit=p.rate_limit,
+            key_from=p.api_key_env or "-",
+        )
+    for m in conf.markets:
+        log.info(
+            "producer_start",
+            market=m.name,
+            time_zone=m.time_zone,
+            providers=list(m.providers),
+            party_sizes=list(m.party_sizes),
+            buckets=m.days * len(m.time_slots),
+            poll_interval=m.poll_interval,
+            area=m.area is not None,
+            venues={k: len(v) for k, v in m.venues.items()},
+            config=conf.source,
+            topic=settings.snapshot_topic,
+        )
+
+
 async def _main(settings: Settings) -> None:
     from drops import broker
     from producers.kafka import Writer
     from producers.providers import factory
-    from producers.providers.transport import Transport
 
+    conf = config.load(settings)  # a ConfigError names the bad key and stops the start
     try:
         broker.ensure_topics(settings)
     except Exception as exc:
         log.warning("ensure_topics_failed", error=str(exc))
-    transport = Transport(factory.policy(settings))
-    providers = factory.build(settings, transport)
-    service = ProducerService(settings, providers, Writer(settings))
+    transport = factory.transport_for(settings, conf)
+    writer = Writer(settings)
+    services = [
+        ProducerService(settings, factory.build_market(settings, conf, m, transport), writer, m)
+        for m in conf.markets
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "producer_start",
-        providers=list(providers),
-        market=settings.market,
-        poll_interval=settings.poll_interval,
-        topic=settings.snapshot_topic,
-    )
+    log_config(conf, settings)
     try:
-        await service.run_forever(stop)
+        await asyncio.gather(*(svc.run_forever(stop) for svc in services))
     finally:
         await transport.aclose()
 

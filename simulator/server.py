@@ -645,7 +645,7 @@ def app_from_settings(settings: Settings) -> Starlette:
     kinds = tuple(k.strip() for k in settings.sim_fault_kinds.split(",") if k.strip())
     return create_app(
         market,
-        api_key=settings.resy_api_key,
+        api_key=settings.resy_api_key.get_secret_value(),
         time_slots=settings.slot_times,
         party_size=settings.party_size,
         scripted=settings.sim_scripted,

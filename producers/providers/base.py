@@ -221,6 +221,30 @@ class Collector:
         return table
 
 
+def merge_results(results: list[FetchResult]) -> FetchResult:
+    """Fetches of one bucket with different party sizes as one: a slot is in it when any
+    party size has it (seating types joined, party range widened). Complete only when every
+    fetch was; every failure is kept, so the processor keeps those venues' slots."""
+    first = results[0]
+    acc = Collector(first.provider)
+    for r in results:
+        t = r.slots
+        for j, row in zip(t.venue_of, t.rows, strict=True):
+            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            v = acc.venue(*t.venues[j])
+            for seat in seating or [""]:
+                v.add(actual, seat, pmin, pmax, booking)
+    return FetchResult(
+        first.provider,
+        acc.table(),
+        all(r.complete for r in results),
+        [f for r in results for f in r.failures],
+        max(r.venues for r in results),
+        sum(r.requests for r in results),
+        sum(r.retries for r in results),
+    )
+
+
 def merge(provider: str, entries: list[SlotEntry]) -> list[Slot]:
     """One slot per (provider, venue, start time): seating types merged, party sizes widened,
     the first booking token kept. Sorted by venue and time, so the order is stable."""

@@ -1,8 +1,16 @@
-"""Build the provider clients and their shared transport from settings."""
+"""Build the provider clients and their shared transport from settings and the market config.
+
+Keys are read here, from the env var a provider's config names (``api_key_env``), and go
+only into the client's request headers: never into a config object, a repr or a log line.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from drops.settings import Settings
+from producers import config as cfg
 from producers.providers.base import Provider
 from producers.providers.opentable import OpenTableClient, OtVenue
 from producers.providers.resy import ResyClient
@@ -23,28 +31,70 @@ def policy(settings: Settings) -> Policy:
     )
 
 
-def build(settings: Settings, transport: Transport | None = None) -> dict[str, Provider]:
-    """The clients of ``settings.providers`` sharing one transport (one pooled HTTP client)."""
-    transport = transport or Transport(policy(settings))
+def transport_for(settings: Settings, config: cfg.Config) -> Transport:
+    """One pooled transport for every market; one lane (limits, breaker) per provider."""
+    pool = sum(p.concurrency for p in config.providers.values()) * 2
+    transport = Transport(policy(settings), connections=pool)
+    for p in config.providers.values():
+        transport.configure(p.name, p.concurrency, p.rate_limit)
+    return transport
+
+
+def api_key(settings: Settings, provider: cfg.ProviderConfig, environ: Mapping[str, str]) -> str:
+    """The provider's key: the env var its config names, else ``DROPS_RESY_API_KEY``."""
+    if provider.api_key_env and provider.api_key_env in environ:
+        return environ[provider.api_key_env]
+    return settings.resy_api_key.get_secret_value()
+
+
+def build_market(
+    settings: Settings,
+    config: cfg.Config,
+    market: cfg.MarketConfig,
+    transport: Transport,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Provider]:
+    """The clients of one market's providers, sharing ``transport``."""
+    env = os.environ if environ is None else environ
     out: dict[str, Provider] = {}
-    for name in settings.provider_names:
+    for name in market.providers:
+        p = config.providers[name]
+        venues = tuple(market.venues.get(name, ()))
         if name == "resy":
+            geo = None
+            if market.area is not None:
+                lat, lng = market.area.center
+                a = market.area
+                geo = {
+                    "latitude": lat,
+                    "longitude": lng,
+                    "bounding_box": [a.south, a.west, a.north, a.east],
+                }
             out[name] = ResyClient(
                 transport,
-                settings.resy_url,
-                settings.resy_api_key,
+                p.base_url,
+                api_key(settings, p, env),
                 settings.user_agent,
-                per_page=settings.resy_per_page,
+                per_page=p.per_page,
+                venue_ids=venues if market.area is None else (),
+                geo=geo,
+                directory=venues,
             )
         elif name == "opentable":
-            ids = tuple(i.strip() for i in settings.opentable_venue_ids.split(",") if i.strip())
             out[name] = OpenTableClient(
                 transport,
-                settings.opentable_url,
+                p.base_url,
                 settings.user_agent,
-                venues=tuple(OtVenue(i, f"OpenTable {i}") for i in ids),
-                batch=settings.opentable_batch,
+                venues=tuple(OtVenue(i, f"OpenTable {i}") for i in venues),
+                batch=p.batch,
             )
-        else:
+        else:  # config.build refuses unknown providers; this guards a hand-made Config
             raise ValueError(f"unknown provider {name!r} (known: resy, opentable)")
     return out
+
+
+def build(settings: Settings, transport: Transport | None = None) -> dict[str, Provider]:
+    """The clients of the first market of the config (file or flat settings): tests, bench."""
+    config = cfg.load(settings)
+    transport = transport or transport_for(settings, config)
+    return build_market(settings, config, config.markets[0], transport)

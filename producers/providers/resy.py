@@ -144,6 +144,7 @@ class ResyClient:
         self.fallback_max = fallback_max
         self._ids = SlotIds(NAME)
         self.geo = geo or {"latitude": 40.7128, "longitude": -74.006, "radius": 35420}
+        transport.secret(api_key)
         self._headers = {
             "Authorization": f'ResyAPI api_key="{api_key}"',
             "User-Agent": user_agent,

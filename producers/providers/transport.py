@@ -118,25 +118,44 @@ class Transport:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        connections: int | None = None,
     ) -> None:
         self.policy = policy
-        limits = httpx.Limits(
-            max_connections=max(policy.concurrency * 2, 10),
-            max_keepalive_connections=max(policy.concurrency * 2, 10),
-        )
+        pool = max(connections or policy.concurrency * 2, 10)  # kept alive: no reconnects
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(policy.timeout), limits=limits, http2=False
         )
         self._sleep, self._rng, self._clock = sleep, rng or random.Random(), clock
         self._lanes: dict[str, Lane] = {}
+        self._limits: dict[str, tuple[int, float]] = {}
+        self._secrets: set[str] = set()
+
+    def secret(self, value: str) -> None:
+        """A credential sent by some client: scrubbed from every error text we make (an
+        answer that echoes it must not carry it into a log line or a snapshot record)."""
+        if len(value) >= 4:
+            self._secrets.add(value)
+
+    def scrub(self, text: str) -> str:
+        for value in self._secrets:
+            text = text.replace(value, "***")
+        return text
+
+    def configure(self, provider: str, concurrency: int, rate_limit: float) -> None:
+        """A provider's own limits (else the policy's), before its first request."""
+        self._limits[provider] = (max(concurrency, 1), max(rate_limit, 0.0))
 
     def lane(self, provider: str) -> Lane:
         lane = self._lanes.get(provider)
         if lane is None:
+            conc, rate = self._limits.get(
+                provider, (self.policy.concurrency, self.policy.rate_limit)
+            )
             lane = Lane(
-                semaphore=asyncio.Semaphore(self.policy.concurrency),
+                semaphore=asyncio.Semaphore(conc),
                 breaker=Breaker(self.policy.breaker_failures, self.policy.breaker_reset),
-                rate=self.policy.rate_limit,
+                rate=rate,
             )
             self._lanes[provider] = lane
         return lane
@@ -197,10 +216,13 @@ class Transport:
                 doc = self._check(resp, lane, validate)
             except ProviderError as err:
                 last = err
+                if self._secrets:
+                    last.detail = self.scrub(last.detail)
+                    last.args = (self.scrub(str(last)),)
             except httpx.TimeoutException as exc:
                 last = ProviderError("timeout", type(exc).__name__)
             except httpx.HTTPError as exc:
-                last = ProviderError("transport", f"{type(exc).__name__}: {exc}")
+                last = ProviderError("transport", self.scrub(f"{type(exc).__name__}: {exc}"))
             else:
                 lane.breaker.success()
                 return doc

@@ -69,7 +69,9 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
             "request_timeout": 5.0,
         }
     )
-    app = create_app(Market(seed=3, venues=120), api_key=settings.resy_api_key, scripted=True)
+    app = create_app(
+        Market(seed=3, venues=120), api_key=settings.resy_api_key.get_secret_value(), scripted=True
+    )
     with serve(app, port=PORT), SimControl(url) as sim:
         sim.fault("5xx", count=10_000, provider="opentable")  # OpenTable is down
 
