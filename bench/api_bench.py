@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,9 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
 # ----------------------------------------------------------------------------------- SSE
 
 
-_EVENT = re.compile(rb'"kafka_partition":(\d+),"kafka_offset":(\d+)\}')
+_EVENT = re.compile(
+    rb'"snapshot_id":"([^"]*)"[^\n]*?"kafka_partition":(\d+),"kafka_offset":(\d+)\}'
+)
 
 
 class _Clients:
@@ -275,7 +278,7 @@ class _Clients:
 
     def __init__(self, port: int, n: int, sampled: int, query: str = "") -> None:
         self.port, self.n, self.sampled, self.query = port, n, sampled, query
-        self.seen: list[tuple[int, int, float]] = []
+        self.seen: list[tuple[int, int, float, str]] = []
         self.connected = 0
         self.errors = 0
         self.stop = asyncio.Event()
@@ -308,8 +311,8 @@ class _Clients:
                     data = tail + chunk
                     cut = data.rfind(b"\n")
                     tail = data[cut + 1 :]
-                    for p, o in _EVENT.findall(data, 0, cut + 1):
-                        seen.append((int(p), int(o), now))
+                    for sid, p, o in _EVENT.findall(data, 0, cut + 1):
+                        seen.append((int(p), int(o), now, sid.decode()))
         except (OSError, asyncio.IncompleteReadError):
             self.errors += 1
         finally:
@@ -411,11 +414,11 @@ class _Writer:
 
 
 def _latencies(
-    seen: list[list[float]], stamps: dict[tuple[int, int], float]
+    seen: list[list[Any]], stamps: dict[tuple[int, int], float]
 ) -> tuple[list[float], int]:
     out: list[float] = []
     missing = 0
-    for p, o, t in seen:
+    for p, o, t, _ in seen:
         at = stamps.get((int(p), int(o)))
         if at is None:
             missing += 1
@@ -501,6 +504,99 @@ def bench_sse(
     return out
 
 
+def _env(settings: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"DROPS_{name.upper()}"] = str(value)
+    return env
+
+
+def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[str, Any]:
+    """Snapshot record -> real processor (child) -> drops topic -> API (sink + live tail) ->
+    SSE clients: from the snapshot's produce to each client's receipt of its drop."""
+    from confluent_kafka import Producer
+
+    from drops import broker
+    from schemas import Slot, Snapshot, bucket_id, encode
+
+    tag = uuid.uuid4().hex[:6]
+    data_dir = root / "e2e"
+    s = _settings(data_dir, tag, port, processor_group=f"bench{tag}-processor",
+                  state_path=data_dir / "state")  # fmt: skip
+    broker.ensure_topics(s)
+    log_file = (root / "processor.log").open("wb")
+    processor = subprocess.Popen([PY, "-m", "processors"], env=_env(s), stdout=log_file,
+                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    api = _start_server(data_dir, tag, port, sink=True, live=True)
+    out: dict[str, Any] = {"samples": samples, "clients": clients}
+    try:
+        load = _LoadClients(port, clients, clients, root)
+        load.wait_connected()
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random",
+                      "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
+        day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+        bid = bucket_id("nyc", day, "19:00")
+
+        def slot(k: int) -> Slot:
+            return Slot("resy", str(5000 + k), f"Venue {k}", f"{day} 19:{k % 60:02d}:00",
+                        "EST5EDT", "SoHo", ("Dining Room",), 2, 4, "")  # fmt: skip
+
+        base = tuple(slot(k) for k in range(40))
+        produced: dict[str, float] = {}
+
+        def send(i: int, kind: str, slots: tuple[Slot, ...]) -> None:
+            sid = f"bench-{tag}-{i}"
+            snap = Snapshot(sid, kind, "nyc", "resy", bid, day, "19:00",  # type: ignore[arg-type]
+                            int(time.time() * 1000), True, slots=slots)  # fmt: skip
+            value = encode(snap)
+            produced[sid] = time.time()
+            p.produce(s.snapshot_topic, key=snap.key.encode(), value=value)
+            p.flush(10)
+
+        send(0, "baseline", base)
+        rnd = random.Random(3)
+        # warm-up: until the processor is running and a drop reaches the clients
+        i = 1
+        deadline = time.monotonic() + 120
+        while not _metric(port, "drops_sse_events_sent_total"):
+            if time.monotonic() > deadline or processor.poll() is not None:
+                raise RuntimeError("no drop reached the clients (processor log in the bench dir)")
+            send(i, "poll", (*base, slot(1000 + i)))
+            i += 1
+            time.sleep(0.5)
+        time.sleep(2.0)
+        first = i
+        for _ in range(samples):
+            send(i, "poll", (*base, slot(1000 + i)))  # opens slot i, closes slot i - 1
+            i += 1
+            time.sleep(rnd.uniform(0.2, 0.6))
+        time.sleep(4.0)
+        got = load.finish()
+        lat = [(t - produced[sid]) * 1000 for _, _, t, sid in got["seen"]
+               if sid in produced and int(sid.rsplit("-", 1)[1]) >= first]  # fmt: skip
+        out.update({"events_measured": len(lat), "expected": 2 * samples * clients,
+                    **_stats(lat), "commit_interval_s": s.commit_interval})  # fmt: skip
+        print(f"snapshot -> SSE: {out}", flush=True)
+    finally:
+        _stop(api)
+        processor.terminate()
+        try:
+            processor.wait(30)
+        except subprocess.TimeoutExpired:
+            processor.kill()
+        log_file.close()
+    return out
+
+
+def _metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -534,6 +630,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=48090)
     ap.add_argument("--skip-feed", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
+    ap.add_argument("--skip-snapshot", action="store_true")
+    ap.add_argument("--samples", type=int, default=None, help="snapshot -> SSE samples")
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.data_dir, args.rows, args.tag)
@@ -562,6 +660,9 @@ def main() -> None:
             results["sse"] = bench_sse(
                 args.clients, args.rate, secs, args.port + 1, root, args.sampled
             )
+        if not args.skip_snapshot:
+            n = args.samples or (30 if args.quick else 100)
+            results["snapshot_to_sse"] = bench_snapshot(n, 10, args.port + 2, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
