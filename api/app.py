@@ -40,6 +40,8 @@ from api.params import (
     BadRequest,
     Filters,
     check_known,
+    int_param,
+    one_param,
     parse_feed,
     parse_just_opened,
     parse_stream,
@@ -134,13 +136,11 @@ async def venue(request: Request) -> Response:
     vid = request.path_params["venue_id"]
     if not 0 < len(vid) <= 64 or not all(c.isalnum() or c in "_.:-" for c in vid):
         raise BadRequest("venue_id", "not a venue id")
-    provider = q["provider"][0] if q.get("provider") else None
+    provider = one_param(q, "provider")
     if provider is not None and provider not in st.allowed.providers:
         raise BadRequest("provider", f"unknown provider {provider[:40]!r}")
-    raw_h = (q.get("history") or ["50"])[0]
-    if not raw_h.isdigit() or not 0 <= int(raw_h) <= 1000:
-        raise BadRequest("history", "must be between 0 and 1000")
-    doc = await _db(st.db().venue, vid, provider, int(raw_h))
+    history = int_param(q, "history", 0, 1000, 50)
+    doc = await _db(st.db().venue, vid, provider, history)
     if doc is None:
         return JSON({"error": "not_found", "param": "venue_id", "message": "no such venue"}, 404)
     return JSON(doc)
@@ -150,10 +150,8 @@ async def by_hour(request: Request) -> Response:
     st = _st(request)
     q = _q(request)
     check_known(q, ("hours",))
-    raw = (q.get("hours") or ["24"])[0]
-    if not raw.isdigit() or not 1 <= int(raw) <= 24 * 14:
-        raise BadRequest("hours", "must be between 1 and 336")
-    return JSON({"hours": await _db(st.db().by_hour, int(raw)), "time_zone": st.s.time_zone})
+    hours = int_param(q, "hours", 1, 24 * 14, 24)
+    return JSON({"hours": await _db(st.db().by_hour, hours), "time_zone": st.s.time_zone})
 
 
 async def healthz(request: Request) -> Response:
@@ -347,6 +345,12 @@ class Guard:
                 )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "status_code", 404)
+    name = "not_found" if code == 404 else "method_not_allowed"
+    return JSON({"error": name, "param": "", "message": str(getattr(exc, "detail", name))}, code)
+
+
 def _open(path: str) -> bool:
     return path == "/" or any(path.startswith(p) for p in OPEN_PATHS[1:])
 
@@ -430,6 +434,7 @@ def create_app(
             ),
         )
     app = Starlette(
+        exception_handlers={404: _http_error, 405: _http_error},
         routes=[
             Route("/", index),
             Route("/feed", feed),

@@ -177,6 +177,16 @@ def _int(q: Query, name: str, lo: int, hi: int, default: int | None) -> int | No
     return value
 
 
+def int_param(q: Query, name: str, lo: int, hi: int, default: int) -> int:
+    value = _int(q, name, lo, hi, default)
+    assert value is not None
+    return value
+
+
+def one_param(q: Query, name: str) -> str | None:
+    return _one(q, name)
+
+
 def parse_filters(q: Query, allowed: Allowed) -> Filters:
     market = _list(q, "market")
     for m in market:
