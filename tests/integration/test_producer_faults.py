@@ -1,0 +1,100 @@
+"""Unknown is never empty, end to end: for each fault a provider can produce, the simulator
+(scripted: the market never changes, nothing is opened) → the real producer → the real
+broker → the real processor (``python -m processors``) → the drops topic (read_committed).
+The market does not change, so every drop would be a false one: there must be none, while
+the faults really did make some snapshots incomplete, baseline builds included (a failed
+baseline page read as "no slots" would make the venues' slots drop at the next poll)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from drops.settings import Settings
+from producers.kafka import Writer
+from producers.providers import factory
+from producers.service import ProducerService
+from schemas import decode_snapshot
+from simulator.control import SimControl, serve
+from simulator.market import Market
+from simulator.server import create_app
+from tests.integration.test_processor_harness import ProcessorProc, read_all, wait_processed
+
+pytestmark = pytest.mark.kafka
+
+PORTS = {"5xx": 28021, "timeout": 28022, "429": 28023, "malformed": 28024, "truncated": 28025,
+         "slow": 28026}  # fmt: skip
+FAULT = {  # the fault, at a set rate, on every Resy request (search pages and finds)
+    "5xx": {"rate": 0.4},
+    "timeout": {"rate": 0.4, "delay_ms": 1000},  # longer than the request timeout (0.5 s)
+    "429": {"rate": 0.4, "retry_after": 0.2},
+    "malformed": {"rate": 0.4},
+    "truncated": {"rate": 0.4},
+    "slow": {"rate": 0.35, "delay_ms": 300},  # slow but within the timeout (2 s): no failure
+}
+CYCLES = 4  # a baseline build and three polls
+BUCKETS = 4  # two days
+
+
+@pytest.mark.parametrize("kind", list(FAULT))
+def test_faults_never_make_a_drop(kind: str, kafka_settings: Settings, tmp_path: Path) -> None:
+    tz = ZoneInfo("America/New_York")
+    now = datetime.now(tz).replace(hour=11, minute=0, second=0, microsecond=0)
+    url = f"http://127.0.0.1:{PORTS[kind]}"
+    settings = kafka_settings.model_copy(
+        update={
+            "resy_url": url,
+            "providers": "resy",
+            "days": BUCKETS // 2,
+            "resy_per_page": 25,  # twelve pages a bucket: faults hit the baselines too
+            "request_timeout": 0.5 if kind == "timeout" else 2.0,
+            "max_retries": 1,  # so that some pages and fetches do fail for good
+            "retry_base": 0.05,
+            "retry_max_delay": 0.2,
+            "breaker_failures": 1000,
+        }
+    )
+    key = settings.resy_api_key.get_secret_value()
+    app = create_app(Market(seed=11, venues=300), api_key=key, scripted=True)
+    with serve(app, port=PORTS[kind]), SimControl(url) as sim:
+        sim.freeze(int(now.timestamp() * 1000))
+        sim.fault(kind, provider="resy", **FAULT[kind])  # type: ignore[arg-type]
+
+        async def produce() -> list[int]:
+            writer = Writer(settings)
+            service = ProducerService(settings, factory.build(settings), writer)
+            incomplete = []
+            for _ in range(CYCLES):
+                report = await service.run_once(now)
+                assert report.errors == 0 and report.finished == BUCKETS
+                incomplete.append(report.incomplete)
+            await service.shutdown(grace=1.0)
+            assert writer.errors == 0
+            return incomplete
+
+        incomplete = asyncio.run(produce())
+        counts = sim.stats()["counts"]
+    assert counts.get(f"fault_{kind}", 0) > 0, counts
+
+    snaps = [decode_snapshot(v) for _, v, _ in read_all(settings, settings.snapshot_topic)]
+    assert len({s.snapshot_id for s in snaps}) == BUCKETS * CYCLES
+    assert all(len(s) > 0 for s in snaps if s.complete)  # the market has slots
+    failed = [s for s in snaps if not s.complete]
+    if kind == "slow":
+        assert failed == [] and sum(incomplete) == 0
+    else:  # the faults did make fetches fail, baseline builds too: their snapshots say so
+        assert sum(incomplete) > 0 and all(s.failures for s in failed)
+        assert any(s.kind == "baseline" for s in failed), "no baseline build was hit"
+
+    proc = ProcessorProc(settings, tmp_path / "processor.log")
+    try:
+        wait_processed(settings, proc, deadline_s=90)
+    finally:
+        assert proc.stop() == 0, proc.log()[-3000:]
+    events = read_all(settings, settings.drops_topic)
+    assert events == [], f"{len(events)} false drops after {kind} faults"
+    assert read_all(settings, settings.deadletter_topic) == []  # nothing was rejected either
