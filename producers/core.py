@@ -43,6 +43,45 @@ class Plan:
     entered: list[Bucket] = field(default_factory=list)  # new in the window: baseline builds
 
 
+@dataclass(slots=True)
+class BaselineProgress:
+    """Progress of a round of baseline builds (28 per provider at start, 2 a day after): a
+    round starts when builds are planned while none is pending and ends when every one has
+    finished, written or not (a crashed or dropped build counts as done and failed)."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0  # incomplete, crashed or dropped
+    slots: int = 0
+    started: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.done < self.total
+
+    def planned(self, jobs: int, now: float) -> None:
+        if not self.active:
+            self.total = self.done = self.failed = self.slots = 0
+            self.started = now
+        self.total += jobs
+
+    def finished(self, slots: int, ok: bool) -> None:
+        self.done += 1
+        self.slots += slots
+        self.failed += 0 if ok else 1
+
+    def fields(self, now: float) -> dict[str, object]:
+        elapsed = now - self.started
+        return {
+            "progress": f"{self.done}/{self.total}",
+            "line": f"baseline {self.done}/{self.total} done, {self.slots:,} slots, "
+            f"{self.failed} incomplete, {elapsed:.1f}s",
+            "slots_total": self.slots,
+            "incomplete": self.failed,
+            "elapsed_s": round(elapsed, 2),
+        }
+
+
 def plan_cycle(
     previous: list[Bucket],
     window: list[Bucket],

@@ -72,8 +72,7 @@ class ProducerService:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.report = CycleReport()  # jobs finished since the last heartbeat
         self.cycles = 0
-        self._baseline_total = 0
-        self._baseline_done = 0
+        self.progress = core.BaselineProgress()
 
     # ------------------------------------------------------------------ one cycle
 
@@ -105,12 +104,14 @@ class ProducerService:
             log.info("bucket_closed", bucket_id=bucket.bucket_id)
         baselines = [j for j in plan.jobs if j.kind == "baseline"]
         if baselines:
-            self._baseline_total += len(baselines)
+            self.progress.planned(len(baselines), time.monotonic())
             log.info(
                 "baseline_start",
+                market=self.market.name,
                 buckets=len({j.bucket for j in baselines}),
                 jobs=len(baselines),
                 entered=len(plan.entered),
+                round_total=self.progress.total,
             )
         for job in plan.jobs:
             self.running[job.key] = asyncio.create_task(self._run_job(job), name=job.key)
@@ -136,6 +137,8 @@ class ProducerService:
             duration_ms = int((time.monotonic() - started) * 1000)
             if job.bucket not in self.window:  # closed while fetching: its state is gone
                 log.info("fetch_dropped", key=job.key, reason="bucket left the window")
+                if job.kind == "baseline":
+                    self._baseline_finished(job, 0, False)
                 return
             records = core.to_records(
                 result, job, m.name, sid, polled_at_ms, s.slots_per_record, s.max_message_bytes
@@ -146,15 +149,11 @@ class ProducerService:
             self.writer.write(s.stats_topic, job.key, encode(stats))
             if job.kind == "baseline":
                 self.baselined.add(job.key)
-                self._baseline_done += 1
-                log.info(
-                    "baseline_progress",
-                    key=job.key,
-                    done=self._baseline_done,
-                    total=self._baseline_total,
+                self._baseline_finished(
+                    job,
+                    len(result.slots),
+                    result.complete,
                     venues=result.venues,
-                    slots=len(result.slots),
-                    complete=result.complete,
                     failures=len(result.failures),
                     duration_ms=duration_ms,
                 )
@@ -178,8 +177,24 @@ class ProducerService:
         except Exception:
             self.report.errors += 1
             log.exception("job_failed", key=job.key)  # nothing written: unknown, never empty
+            if job.kind == "baseline":
+                self._baseline_finished(job, 0, False)
         finally:
             self.running.pop(job.key, None)
+
+    def _baseline_finished(self, job: Job, slots: int, ok: bool, **fields: object) -> None:
+        """One progress line per finished baseline build, and a summary when a round ends.
+        (Each build's stats also go to the stats topic, as every fetch's do.)"""
+        p = self.progress
+        if not p.active:
+            return
+        p.finished(slots, ok)
+        now = time.monotonic()
+        log.info(
+            "baseline_progress", key=job.key, slots=slots, complete=ok, **fields, **p.fields(now)
+        )
+        if not p.active:
+            log.info("baseline_complete", market=self.market.name, **p.fields(now))
 
     async def run_once(self, now: datetime | None = None) -> CycleReport:
         """One whole cycle, waiting for every job (tests and the benchmark)."""

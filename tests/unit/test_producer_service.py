@@ -4,12 +4,15 @@ while its fetch runs writes nothing; a crashed fetch writes nothing (unknown, ne
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from producers.providers.base import BucketQuery, FetchResult, SlotTable
 from producers.service import ProducerService
-from schemas import decode_snapshot
+from schemas import Slot, decode_snapshot, decode_stats
 from tests.conftest import base_settings
 
 NY = ZoneInfo("America/New_York")
@@ -76,3 +79,44 @@ def test_skip_if_running_close_while_fetching_and_crashes() -> None:
         await service.shutdown(grace=0.1)
 
     asyncio.run(scenario())
+
+
+class OneSlotProvider:
+    """Every bucket has one slot; one bucket crashes (its build still ends the round)."""
+
+    name = "resy"
+
+    async def fetch(self, query: BucketQuery) -> FetchResult:
+        if query.date == "2026-03-05" and query.time_slot == "15:00":
+            raise RuntimeError("bug")
+        slot = Slot("resy", "7", "V", f"{query.date} {query.time_slot}:00", "EST5EDT")
+        return FetchResult("resy", SlotTable.of("resy", [slot]), True, venues=1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_bootstrap_progress_lines_and_baseline_stats(caplog: pytest.LogCaptureFixture) -> None:
+    settings = base_settings(providers="resy")
+    writer = Recording()
+    service = ProducerService(settings, {"resy": OneSlotProvider()}, writer)
+    with caplog.at_level(logging.INFO, logger="drops.producer"):
+        report = asyncio.run(service.run_once(datetime(2026, 3, 2, 12, tzinfo=NY)))
+    assert report.finished == 27 and report.errors == 1
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "baseline_progress"]
+    assert [ln["progress"] for ln in lines] == [f"{n}/28" for n in range(1, 29)]
+    assert lines[-1]["slots_total"] == 27 and lines[-1]["incomplete"] == 1
+    assert lines[-1]["line"].startswith("baseline 28/28 done, 27 slots, 1 incomplete, ")
+    assert all(ln["elapsed_s"] >= 0 for ln in lines)
+    (done,) = [r.__dict__ for r in caplog.records if r.getMessage() == "baseline_complete"]
+    assert done["progress"] == "28/28"
+    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.stats_topic]
+    assert len(stats) == 27 and all(s.kind == "baseline" and s.slots == 1 for s in stats)
+    # the crashed bucket is built again next cycle: a new round of one
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="drops.producer"):
+        asyncio.run(service.run_once(datetime(2026, 3, 2, 12, 1, tzinfo=NY)))
+    again = [
+        r.__dict__["progress"] for r in caplog.records if r.getMessage() == "baseline_progress"
+    ]
+    assert again == ["1/1"]
