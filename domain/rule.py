@@ -64,6 +64,11 @@ class BucketState:
     baseline_partial: bool = False  # the baseline's coverage is unknown (page/provider failed)
     unknown_venues: set[str] = field(default_factory=set)  # venues the baseline could not see
     prev: IdArray = field(default_factory=lambda: EMPTY)
+    # how baseline and prev were built: arrays (snapshot parts, absorbed ids) whose union they
+    # are, so a store can keep them as references to parts it already holds instead of
+    # writing them again when a snapshot ends (see processors/state.py); never mutated
+    baseline_parts: list[IdArray] = field(default_factory=list)
+    prev_parts: list[IdArray] = field(default_factory=list)
     seen_ids: IdArray = field(default_factory=lambda: EMPTY)  # sorted; seen_at is aligned with it
     seen_at: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     open: dict[str, OpenSlot] = field(default_factory=dict)
@@ -72,7 +77,7 @@ class BucketState:
     acc_id: str = ""
     acc_mode: Mode = "poll"
     acc: list[IdArray] = field(default_factory=list)  # the ids of each part so far
-    acc_venues: set[str] = field(default_factory=set)
+    acc_venues: list[set[str]] = field(default_factory=list)  # the venues of each part so far
     acc_complete: bool = True  # every part so far says complete
     acc_gap: bool = False  # a part is missing
     acc_next: int = 0  # the part expected next
@@ -138,7 +143,7 @@ def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -
     curr = slotsets.from_array(raw)
     venues = snap.venue_ids()
     state.acc.append(curr)
-    state.acc_venues |= venues
+    state.acc_venues.append(venues)
 
     # a baseline build: its parts become the baseline when the snapshot ends (_finish)
     if state.acc_mode == "poll":
@@ -179,7 +184,9 @@ def _report(
         state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now)
     if absorbed:
         assert state.baseline is not None
-        state.baseline = slotsets.union(state.baseline, slotsets.from_ints(absorbed))
+        extra = slotsets.from_ints(absorbed)
+        state.baseline = slotsets.union(state.baseline, extra)
+        state.baseline_parts = _parts(state.baseline, [*state.baseline_parts, extra])
         out.absorbed += len(absorbed)
     if reported:
         _remember_seen(state, slotsets.from_ints(reported), now)
@@ -189,7 +196,7 @@ def _start(state: BucketState, snap: SnapshotView, seen_ttl_ms: int) -> None:
     state.acc_id = snap.snapshot_id
     state.acc_mode = "baseline" if snap.kind == "baseline" or state.baseline is None else "poll"
     state.acc = []
-    state.acc_venues = set()
+    state.acc_venues = []
     state.acc_complete = True
     state.acc_gap = False
     state.acc_next = 0
@@ -199,6 +206,7 @@ def _start(state: BucketState, snap: SnapshotView, seen_ttl_ms: int) -> None:
     state.last_polled_ms = snap.polled_at_ms
     if state.acc_mode == "baseline":
         state.baseline = EMPTY
+        state.baseline_parts = []
     keep = state.seen_at > snap.polled_at_ms - seen_ttl_ms
     if not keep.all():
         state.seen_ids, state.seen_at = state.seen_ids[keep], state.seen_at[keep]
@@ -216,18 +224,20 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
     """End the snapshot being assembled; ``whole``: its last part arrived."""
     state.acc_done = True
     ids = slotsets.union_all(state.acc)
+    venues: set[str] = set().union(*state.acc_venues)
     all_parts = whole and not state.acc_gap
     complete = all_parts and state.acc_complete
     if state.acc_mode == "baseline":
         state.baseline = ids
-        state.baseline_venues = set(state.acc_venues)
-        state.unknown_venues = state.acc_failed_venues - state.acc_venues
+        state.baseline_parts = list(state.acc)
+        state.baseline_venues = venues
+        state.unknown_venues = state.acc_failed_venues - venues
         # every part here and only venues failed: the unseen venues are exactly those
         known = all_parts and not state.acc_wide_failure and bool(state.acc_failed_venues)
         state.baseline_partial = not complete and not known
     else:
-        state.baseline_venues |= state.acc_venues
-        state.unknown_venues -= state.acc_venues
+        state.baseline_venues |= venues
+        state.unknown_venues -= venues
     if complete:
         state.baseline_partial = False
         state.unknown_venues = set()
@@ -239,11 +249,26 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
                 if not here:
                     out.closed.append((state.open.pop(sid), state.last_polled_ms))
         state.prev = ids
+        state.prev_parts = list(state.acc)
     else:
-        state.prev = slotsets.union(state.prev, ids)  # unknown is never empty
+        prev = slotsets.union(state.prev, ids)  # unknown is never empty
+        if prev is not state.prev:  # (the same object: nothing new)
+            state.prev = prev
+            state.prev_parts = _parts(prev, [*state.prev_parts, *state.acc])
     state.acc = []
-    state.acc_venues = set()
+    state.acc_venues = []
     state.acc_failed_venues = set()
+
+
+MAX_PARTS = 64
+
+
+def _parts(whole: IdArray, parts: list[IdArray]) -> list[IdArray]:
+    """``parts`` (whose union is ``whole``), or ``[whole]`` once they hold too many or too much
+    (incomplete snapshots add parts; a complete one starts over)."""
+    if len(parts) > MAX_PARTS or sum(len(p) for p in parts) > 2 * len(whole) + 65_536:
+        return [whole]
+    return parts
 
 
 def events(snap: SnapshotView | Snapshot, out: Outcome) -> list[DropEvent]:

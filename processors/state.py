@@ -4,15 +4,23 @@ Layout, under each message key (the stream key ``<bucket_id>/<provider>``); ever
 raw bytes (``get_bytes``/``set_bytes``: no JSON of Python sets), no per-write TTL:
 
 =============  ===============================================================================
-``m``          meta, orjson: layout version, a random write token, flags, counters, and how many
-               chunks each array below has
-``b/<i>``      baseline ids, packed little-endian uint64, sorted; chunk ``i`` of 65,536 ids
-``p/<i>``      prev ids (same encoding)
-``s/<i>``      seen ids (same encoding); ``t/<i>`` the matching reported-at times (int64 ms)
-``a/<n>/<i>``  ids of part ``n`` of the snapshot being assembled
+``m``          meta, orjson: layout version, a random write token, flags, counters, the parts
+               lists below (``base``, ``prev``, ``acc``, ``acc_venues``: names of ``x/<k>`` and
+               ``v/<k>`` objects) and how many chunks each stored value has
+``x/<k>/<i>``  id array ``k``: packed little-endian uint64, sorted; chunk ``i`` of 65,536 ids.
+               Written once, when the array first appears (a snapshot part, absorbed ids, a
+               compacted prev), never rewritten; deleted when no list references it
+``v/<k>/<i>``  venue set ``k`` (the venues of one part of the snapshot being assembled), orjson
+``s/<i>``      seen ids (same encoding as ``x``); ``t/<i>`` the matching reported-at times
 ``o/<i>``      ids of the reported slots still open; ``O/<slot_id>`` the payload of one, orjson
-``V/<name>``   a venue set (``base``, ``unknown``, ``acc``, ``failed``), orjson list, chunked
+``V/<name>``   a venue set (``base``, ``unknown``, ``failed``), orjson list, chunked
 =============  ===============================================================================
+
+The baseline is the union of the arrays in ``base``, prev of those in ``prev``
+(:attr:`BucketState.baseline_parts`, :attr:`BucketState.prev_parts`); ``acc`` are the parts
+of the snapshot being assembled. A part is written once, when it arrives; when its snapshot
+ends complete, prev becomes a reference to the parts already stored (a meta write, not 1.6 MB
+of ids again) and the previous prev's arrays are deleted.
 
 A chunk is at most 512 KB, so no changelog record nears Kafka's 1 MB default, whatever the
 bucket's size. A key is written only when its bytes changed; chunks past the new end are
@@ -34,12 +42,12 @@ import numpy.typing as npt
 import orjson
 
 from domain.rule import BucketState, OpenSlot
-from domain.slotsets import EMPTY, IdArray
+from domain.slotsets import EMPTY, IdArray, union_all
 
-LAYOUT = 1
+LAYOUT = 2
 CHUNK = 65_536  # values per chunk: 512 KB of uint64 / int64
 BLOB_CHUNK = 512 * 1024
-_VENUES = ("base", "unknown", "acc", "failed")
+_VENUES = ("base", "unknown", "failed")
 
 
 class ByteStore(Protocol):
@@ -57,9 +65,13 @@ class _Saved:
     """What the store holds for one key, as this process last wrote or read it."""
 
     meta: bytes = b""
-    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)  # s, t, o
     blobs: dict[str, bytes] = field(default_factory=dict)
     chunks: dict[str, int] = field(default_factory=dict)  # key prefix -> chunks written
+    # the stored immutable objects (id arrays ``x/<k>``, venue sets ``v/<k>``) by identity:
+    # id(obj) -> (name, obj); holding obj keeps its id from being reused
+    objs: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    next: int = 0  # the next object number
     open_ids: set[str] = field(default_factory=set)
     venue_refs: dict[str, tuple[set[str], int]] = field(default_factory=dict)
 
@@ -74,6 +86,10 @@ class Stats:
 
 def _chunks(n: int, size: int) -> int:
     return (n + size - 1) // size
+
+
+def _le(arr: npt.NDArray[Any]) -> bytes:
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 class StateStore:
@@ -113,14 +129,36 @@ class StateStore:
             raise RuntimeError("save() of a state that load() did not return")
         saved = cached[0]
         changed = False
-        arrays: dict[str, npt.NDArray[Any]] = {
-            "b": state.baseline if state.baseline is not None else EMPTY,
-            "p": state.prev,
-            "s": state.seen_ids,
-            "t": state.seen_at,
+        used: set[str] = set()
+
+        def ref(obj: Any, kind: str) -> str:
+            nonlocal changed
+            hit = saved.objs.get(id(obj))
+            if hit is None:
+                name = f"{kind}/{saved.next}"
+                saved.next += 1
+                if kind == "x":
+                    self._write_array(store, saved, name, obj)
+                else:
+                    self._put_blob(store, saved, name, orjson.dumps(list(obj)))
+                hit = saved.objs[id(obj)] = (name, obj)
+                changed = True
+            used.add(hit[0])
+            return hit[0]
+
+        refs = {
+            "base": None if state.baseline is None else [ref(a, "x") for a in state.baseline_parts],
+            "prev": [ref(a, "x") for a in state.prev_parts],
+            "acc": [ref(a, "x") for a in state.acc],
+            "acc_venues": [ref(v, "v") for v in state.acc_venues],
         }
-        for n, part in enumerate(state.acc):
-            arrays[f"a/{n}"] = part
+        for oid, (name, _) in list(saved.objs.items()):
+            if name not in used:  # no longer part of anything: its keys go
+                self._drop_chunks(store, saved, name, 0)
+                saved.blobs.pop(name, None)
+                del saved.objs[oid]
+                changed = True
+        arrays: dict[str, npt.NDArray[Any]] = {"s": state.seen_ids, "t": state.seen_at}
         open_ids = set(state.open)
         if open_ids == saved.open_ids and "o" in saved.arrays:
             arrays["o"] = saved.arrays["o"]
@@ -128,22 +166,17 @@ class StateStore:
             arrays["o"] = np.array(sorted(int(k, 16) for k in open_ids), dtype=np.uint64)
         for name, arr in arrays.items():
             changed |= self._put_array(store, saved, name, arr)
-        for name in [n for n in saved.arrays if n not in arrays]:  # acc parts of a past snapshot
-            self._drop_chunks(store, saved, name, 0)
-            del saved.arrays[name]
-            changed = True
         venues = {
             "base": state.baseline_venues,
             "unknown": state.unknown_venues,
-            "acc": state.acc_venues,
             "failed": state.acc_failed_venues,
         }
         for name, values in venues.items():
             # the rule only adds to or only removes from one venue set between two saves (or
             # replaces it): the same object with the same size is the same set, no need to
             # serialize 20,000 venue ids again (the reference keeps the object alive)
-            ref = saved.venue_refs.get(name)
-            if ref is not None and ref[0] is values and ref[1] == len(values):
+            vref = saved.venue_refs.get(name)
+            if vref is not None and vref[0] is values and vref[1] == len(values):
                 continue
             changed |= self._put_blob(store, saved, f"V/{name}", orjson.dumps(list(values)))
             saved.venue_refs[name] = (values, len(values))
@@ -155,7 +188,7 @@ class StateStore:
             self.stats.deletes += 1
         changed |= open_ids != saved.open_ids
         saved.open_ids = open_ids
-        body = _meta(state, saved)
+        body = _meta(state, saved, refs)
         if changed or body != saved.meta[: len(body)]:
             saved.meta = body + secrets.token_hex(8).encode() + b'"}'
             self._set(store, "m", saved.meta)
@@ -164,10 +197,8 @@ class StateStore:
         """Remove every key of this stream (the bucket left the window)."""
         state = self.load(key, store)
         saved = self._cache.pop(key)[0]
-        for name in list(saved.arrays):
+        for name in list(saved.chunks):
             self._drop_chunks(store, saved, name, 0)
-        for name in _VENUES:
-            self._drop_chunks(store, saved, f"V/{name}", 0)
         for sid in state.open:
             store.delete(f"O/{sid}")
         store.delete("m")
@@ -179,6 +210,15 @@ class StateStore:
         self.stats.writes += 1
         self.stats.bytes_written += len(value)
 
+    def _write_array(
+        self, store: ByteStore, saved: _Saved, name: str, arr: npt.NDArray[Any]
+    ) -> None:
+        n = _chunks(len(arr), CHUNK)
+        for i in range(n):
+            self._set(store, f"{name}/{i}", _le(arr[i * CHUNK : (i + 1) * CHUNK]))
+        if n:
+            saved.chunks[name] = n
+
     def _put_array(self, store: ByteStore, saved: _Saved, name: str, arr: npt.NDArray[Any]) -> bool:
         old = saved.arrays.get(name)
         if old is arr:
@@ -189,9 +229,7 @@ class StateStore:
             new_chunk = arr[i * CHUNK : (i + 1) * CHUNK]
             if old is not None and np.array_equal(new_chunk, old[i * CHUNK : (i + 1) * CHUNK]):
                 continue
-            self._set(
-                store, f"{name}/{i}", new_chunk.astype(new_chunk.dtype.newbyteorder("<")).tobytes()
-            )
+            self._set(store, f"{name}/{i}", _le(new_chunk))
             changed = True
         self._drop_chunks(store, saved, name, n)
         saved.arrays[name] = arr
@@ -220,11 +258,10 @@ class StateStore:
             saved.chunks.pop(name, None)
 
 
-def _meta(state: BucketState, saved: _Saved) -> bytes:
+def _meta(state: BucketState, saved: _Saved, refs: dict[str, list[str] | None]) -> bytes:
     """The meta record without its closing token (``...,"token":"`` is the end)."""
     doc = {
         "layout": LAYOUT,
-        "has_baseline": state.baseline is not None,
         "baseline_partial": state.baseline_partial,
         "last_polled_ms": state.last_polled_ms,
         "acc_id": state.acc_id,
@@ -234,8 +271,9 @@ def _meta(state: BucketState, saved: _Saved) -> bytes:
         "acc_next": state.acc_next,
         "acc_done": state.acc_done,
         "acc_wide_failure": state.acc_wide_failure,
-        "acc_parts": len(state.acc),
         "chunks": saved.chunks,
+        "next": saved.next,
+        **refs,
     }
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)[:-1] + b',"token":"'
 
@@ -245,40 +283,54 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
     if doc.get("layout") != LAYOUT:
         raise ValueError(f"state layout {doc.get('layout')} is not {LAYOUT}")
     chunks: dict[str, int] = doc["chunks"]
-    saved = _Saved(meta=meta_bytes, chunks=dict(chunks))
+    saved = _Saved(meta=meta_bytes, chunks=dict(chunks), next=doc["next"])
 
-    def array(name: str, dtype: str) -> npt.NDArray[Any]:
+    def raw(name: str) -> bytes:
         parts = [store.get_bytes(f"{name}/{i}") for i in range(chunks.get(name, 0))]
         if any(p is None for p in parts):
             raise ValueError(f"state chunk of {name!r} missing")
-        data = b"".join(parts)
+        return b"".join(parts)
+
+    def array(name: str, dtype: str) -> npt.NDArray[Any]:
+        data = raw(name)
         arr = np.frombuffer(data, dtype=dtype).astype(dtype[1:], copy=False) if data else None
         if arr is None:
             arr = EMPTY if dtype == "<u8" else np.zeros(0, dtype=np.int64)
-        saved.arrays[name] = arr
         return arr
 
     def blob(name: str) -> list[str]:
-        n = chunks.get(name, 0)
-        data = b"".join(store.get_bytes(f"{name}/{i}") or b"" for i in range(n)) or b"[]"
+        data = raw(name) or b"[]"
         saved.blobs[name] = data
         values: list[str] = orjson.loads(data)
         return values
 
-    baseline = array("b", "<u8")
+    objs: dict[str, Any] = {}
+
+    def obj(name: str) -> Any:
+        if name not in objs:
+            objs[name] = array(name, "<u8") if name[0] == "x" else set(blob(name))
+            saved.objs[id(objs[name])] = (name, objs[name])
+        return objs[name]
+
+    base = None if doc["base"] is None else [obj(n) for n in doc["base"]]
+    prev = [obj(n) for n in doc["prev"]]
+    for name in ("s", "t", "o"):
+        saved.arrays[name] = array(name, "<i8" if name == "t" else "<u8")
     state = BucketState(
-        baseline=baseline if doc["has_baseline"] else None,
+        baseline=None if base is None else union_all(base),
+        baseline_parts=base or [],
         baseline_venues=set(blob("V/base")),
         baseline_partial=doc["baseline_partial"],
         unknown_venues=set(blob("V/unknown")),
-        prev=array("p", "<u8"),
-        seen_ids=array("s", "<u8"),
-        seen_at=array("t", "<i8"),
+        prev=union_all(prev),
+        prev_parts=prev,
+        seen_ids=saved.arrays["s"],
+        seen_at=saved.arrays["t"],
         last_polled_ms=doc["last_polled_ms"],
         acc_id=doc["acc_id"],
         acc_mode=doc["acc_mode"],
-        acc=[array(f"a/{n}", "<u8") for n in range(doc["acc_parts"])],
-        acc_venues=set(blob("V/acc")),
+        acc=[obj(n) for n in doc["acc"]],
+        acc_venues=[obj(n) for n in doc["acc_venues"]],
         acc_complete=doc["acc_complete"],
         acc_gap=doc["acc_gap"],
         acc_next=doc["acc_next"],
@@ -286,12 +338,18 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
         acc_failed_venues=set(blob("V/failed")),
         acc_wide_failure=doc["acc_wide_failure"],
     )
-    for sid_int in array("o", "<u8").tolist():
+    for name, values in (
+        ("base", state.baseline_venues),
+        ("unknown", state.unknown_venues),
+        ("failed", state.acc_failed_venues),
+    ):
+        saved.venue_refs[name] = (values, len(values))
+    for sid_int in saved.arrays["o"].tolist():
         sid = f"{sid_int:016x}"
-        raw = store.get_bytes(f"O/{sid}")
-        if raw is None:
+        raw_slot = store.get_bytes(f"O/{sid}")
+        if raw_slot is None:
             raise ValueError(f"state of open slot {sid} missing")
-        slot, opened_at = orjson.loads(raw)
+        slot, opened_at = orjson.loads(raw_slot)
         state.open[sid] = OpenSlot(slot, opened_at)
     saved.open_ids = set(state.open)
     return saved, state

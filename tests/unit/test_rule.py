@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain import rule
+from domain import rule, slotsets
 from schemas import Failure, Slot, Snapshot, bucket_id, decode_snapshot, encode
 
 TTL = 7_200_000
@@ -214,6 +214,11 @@ class Pair:
             expected[2],
         ), f"part {snap.snapshot_id}#{snap.part}"
         assert len(set(opens)) == len(opens)
+        # the parts the store keeps instead of the merged arrays say the same
+        bs = self.state
+        assert slotsets.union_all(bs.prev_parts).tolist() == bs.prev.tolist()
+        if bs.baseline is not None:
+            assert slotsets.union_all(bs.baseline_parts).tolist() == bs.baseline.tolist()
         events = rule.events(snap, out)
         assert [e.event for e in events] == ["open"] * len(opens) + ["close"] * len(closes)
         return opens, closes, out.delete
