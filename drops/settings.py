@@ -111,13 +111,16 @@ class Settings(BaseSettings):
     sse_ping: float = Field(15.0, description="SSE: seconds between ping comments")
     sse_retry_ms: int = Field(2000, description="SSE: reconnection delay hint sent to clients")
     sse_queue: int = Field(256, description="SSE: pending batches per client before it is dropped")
+    sse_send_timeout: float = Field(10.0, description="SSE: seconds one send may take")
+    sse_ring: int = Field(20000, description="SSE: recent live events kept for reconnects")
+    sse_flush_ms: int = Field(
+        100, description="SSE: live events are handed to clients at most this often, ms"
+    )
     api_head_cache_ms: int = Field(
         100,
         description="Feed: ms an API without the in-process sink reuses the stored head "
         "(sink_progress); with --with-sink the sink hands it over exactly",
     )
-    sse_send_timeout: float = Field(10.0, description="SSE: seconds one send may take")
-    sse_ring: int = Field(20000, description="SSE: recent live events kept for reconnects")
 
     # --- simulator -----------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulator bind address")
