@@ -44,6 +44,7 @@ class LiveEvent:
     json: bytes  # the item's JSON
     after: C.Cursor  # the hub's position just after this event
     data: bytes  # SSE bytes with id = encode(after)
+    received: float = 0.0  # time.time() when the consumer read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +96,16 @@ def render(
     chunks: list[bytes] = []
     sent = 0
     pos = delivered
+    plain = filters.empty
     for b in batches:
+        if plain and pos == b.before:  # the common case: exactly where this batch starts
+            chunks.append(b.joined)
+            sent += len(b.events)
+            pos = b.after
+            continue
         if C.covers(pos, b.after):
             continue
-        if filters.empty and C.covers(b.before, pos):
+        if plain and C.covers(b.before, pos):
             chunks.append(b.joined)
             sent += len(b.events)
             pos = C.merge(pos, b.after)
@@ -157,12 +164,14 @@ class Hub:
     def _publish(self, batch: LiveBatch) -> None:
         for ev in batch.events:
             self.ring.append(ev)
-            self.receipts.append((ev.partition, ev.offset, batch.received))
+            self.receipts.append((ev.partition, ev.offset, ev.received))
         while len(self.ring) > self.ring_max:
             old = self.ring.popleft()
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
         self.position = C.merge(self.position, batch.after)
         self.events_in += len(batch.events)
+        if not batch.events:
+            return  # only the position moved (transaction markers): no client needs waking
         for c in list(self.clients):
             was = c.dropped
             c.offer(batch)
@@ -277,13 +286,18 @@ class Hub:
         self._loop.call_soon_threadsafe(fn, *args)
 
     def _consume(self, consumer: Consumer, start: C.Cursor, beat: Heartbeat) -> None:
+        """Read, encode each event once, and hand batches to the loop at most every
+        ``sse_flush_ms`` (one wake-up per client per batch, however many transactions)."""
         pos = dict(start)
         assignment = consumer.assignment()
+        flush = max(0.0, self.s.sse_flush_ms / 1000)
+        before = dict(pos)
+        events: list[LiveEvent] = []
+        first = 0.0  # when the oldest pending event was read
         while not self._stop.is_set():
-            msgs = consumer.consume(num_messages=1000, timeout=0.05)
+            wait = 0.05 if not events else max(0.001, first + flush - time.time())
+            msgs = consumer.consume(num_messages=1000, timeout=min(0.05, wait))
             received = time.time()
-            before = dict(pos)
-            events: list[LiveEvent] = []
             for m in msgs:
                 if m.error() is not None:
                     log.warning("live_tail_consume_error", error=str(m.error()))
@@ -299,18 +313,23 @@ class Hub:
                 after = dict(pos)
                 item = item_from_event(ev, p, o)
                 js = orjson.dumps(item)
-                events.append(LiveEvent(p, o, item, js, after, sse_raw(js, after)))
+                if not events:
+                    first = received
+                events.append(LiveEvent(p, o, item, js, after, sse_raw(js, after), received))
             for tp in consumer.position(assignment):
                 if tp.offset >= 0 and tp.offset - 1 > pos.get(tp.partition, -1):
                     pos[tp.partition] = tp.offset - 1
-            if events or pos != before:
+            due = bool(events) and (time.time() - first >= flush or len(events) >= 2000)
+            if due or (not events and pos != before):
                 batch = LiveBatch(
                     events=tuple(events),
                     before=before,
                     after=dict(pos),
                     joined=b"".join(e.data for e in events),
-                    received=received,
+                    received=first if events else received,
                 )
                 self._call(self._publish, batch)
-            beat.add(events=len(events))
+                beat.add(events=len(events))
+                before = dict(pos)
+                events = []
             beat.tick(clients=len(self.clients), ring=len(self.ring))

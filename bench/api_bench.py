@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,7 +104,17 @@ SETTINGS max_partitions_per_insert_block = 0, async_insert = 0,
     output_format_json_quote_64bit_integers = 0, output_format_json_escape_forward_slashes = 0
 """
         )
+    ch.command(
+        "INSERT INTO venues (market, provider, venue_id, venue_name, neighborhood, time_zone, "
+        "last_seen) SELECT any(market), provider, venue_id, any(venue_name), any(neighborhood), "
+        "any(time_zone), max(opened_at) FROM drop_events GROUP BY provider, venue_id "
+        "SETTINGS async_insert = 0"
+    )
     ch.save_progress(s.drops_topic, {0: rows - 1})
+    # let background merges settle, as in a running system (else they run during the bench)
+    deadline = time.time() + 180
+    while time.time() < deadline and ch.query("SELECT count() FROM system.merges")[0][0]:
+        time.sleep(1.0)
     n = ch.query("SELECT count() FROM drop_events")[0][0]
     parts = ch.query("SELECT count() FROM system.parts WHERE table = 'drop_events' AND active")
     print(f"built {n} rows in {time.time() - t0:.1f}s, active parts {parts[0][0]}", flush=True)
@@ -259,6 +270,21 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
                     "short_pages": short,
                 }
                 print(f"/feed {name}: {out[name]}", flush=True)
+            lat = []
+            for _ in range(max(20, requests // 5)):
+                vid = 1000 + rnd.randrange(5000)
+                t = time.perf_counter()
+                r = client.get(f"http://127.0.0.1:{port}/venues/{vid}")
+                lat.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    raise RuntimeError(f"/venues answered {r.status_code}: {r.text[:200]}")
+            out["venue"] = {
+                "p50_ms": round(_pct(lat, 0.5), 2),
+                "p99_ms": round(_pct(lat, 0.99), 2),
+                "max_ms": round(max(lat), 2),
+                "requests": len(lat),
+            }
+            print(f"/venues/{{id}}: {out['venue']}", flush=True)
     finally:
         _stop(proc)
     return out
@@ -602,6 +628,56 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured figure, for ``drops bench`` (goal ``None``: no target)."""
+    out: list[dict[str, Any]] = []
+
+    def add(metric: str, value: float, unit: str, goal: str | None, ok: bool | None) -> None:
+        out.append(
+            {"area": "api", "metric": metric, "value": value, "unit": unit, "goal": goal, "ok": ok}
+        )
+
+    feed = results.get("feed")
+    if feed:
+        rows = f"{feed['rows'] / 1e6:g}M rows"
+        for name, doc in feed.items():
+            if not isinstance(doc, dict):
+                continue
+            label = "/venues/{id}" if name == "venue" else f"/feed page of 100, {name}"
+            goal = "p99 <= 25 ms" if name == "unfiltered" else None
+            add(f"{label}, {rows}: p50", doc["p50_ms"], "ms", None, None)
+            p99 = doc["p99_ms"]
+            add(f"{label}, {rows}: p99", p99, "ms", goal, p99 <= 25 if goal else None)
+    sse = results.get("sse")
+    if sse:
+        load = f"{sse['clients']} clients, {sse['rate_per_s']} drops/s"
+        api = sse["from_api_receipt"]
+        add(f"SSE delivery from API receipt, {load}: p50", api["p50_ms"], "ms", None, None)
+        add(
+            f"SSE delivery from API receipt, {load}: p99",
+            api["p99_ms"],
+            "ms",
+            "p99 <= 500 ms",
+            api["p99_ms"] <= 500 and sse["events_measured"] == sse["expected_measured"],
+        )
+        commit = sse["from_kafka_commit"]
+        add(f"SSE delivery from Kafka commit, {load}: p50", commit["p50_ms"], "ms", None, None)
+        add(f"SSE delivery from Kafka commit, {load}: p99", commit["p99_ms"], "ms", None, None)
+        mem = sse["memory_per_idle_client_kb"]
+        add("SSE memory per idle client", mem, "KB", "<= 50 KB", mem <= 50)
+    e2e = results.get("snapshot_to_sse")
+    if e2e:
+        add("snapshot record -> SSE client: p50", e2e["p50_ms"], "ms", None, None)
+        add(
+            "snapshot record -> SSE client: p99",
+            e2e["p99_ms"],
+            "ms",
+            "p99 <= 2000 ms",
+            e2e["p99_ms"] <= 2000 and e2e["events_measured"] == e2e["expected"],
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.api_bench")
     sub = ap.add_subparsers(dest="cmd")
@@ -631,6 +707,9 @@ def main() -> None:
     ap.add_argument("--skip-feed", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
     ap.add_argument("--skip-snapshot", action="store_true")
+    ap.add_argument(
+        "--json", action="store_true", help='last stdout line: {"figures": [...]} for drops bench'
+    )
     ap.add_argument("--samples", type=int, default=None, help="snapshot -> SSE samples")
     args = ap.parse_args()
     if args.cmd == "build":
@@ -652,20 +731,38 @@ def main() -> None:
         )
     )
     results: dict[str, Any] = {}
+    failed: list[dict[str, Any]] = []
+
+    def stage(name: str, fn: Any) -> None:
+        try:
+            results[name] = fn()
+        except Exception as exc:  # a failed stage is reported, the others still run
+            traceback.print_exc()
+            failed.append(
+                {"area": "api", "metric": f"{name} failed: {str(exc)[:200]}", "value": None,
+                 "unit": "", "goal": None, "ok": False}
+            )  # fmt: skip
+
     try:
         if not args.skip_feed:
-            results["feed"] = bench_feed(args.rows, 300 if args.quick else 2000, args.port, root)
+            stage(
+                "feed",
+                lambda: bench_feed(args.rows, 300 if args.quick else 2000, args.port, root),
+            )
         if not args.skip_sse:
             secs = args.seconds or (15.0 if args.quick else 60.0)
-            results["sse"] = bench_sse(
-                args.clients, args.rate, secs, args.port + 1, root, args.sampled
+            stage(
+                "sse",
+                lambda: bench_sse(args.clients, args.rate, secs, args.port + 1, root, args.sampled),
             )
         if not args.skip_snapshot:
             n = args.samples or (30 if args.quick else 100)
-            results["snapshot_to_sse"] = bench_snapshot(n, 10, args.port + 2, root)
+            stage("snapshot_to_sse", lambda: bench_snapshot(n, 10, args.port + 2, root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    if args.json:
+        print(orjson.dumps({"figures": figures(results) + failed}).decode(), flush=True)
 
 
 if __name__ == "__main__":
