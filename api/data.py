@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from api import cursor as C
 from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
@@ -204,11 +206,14 @@ class Data:
             + (" AND provider = %(p)s" if provider else ""),
             params,
         )[0][0]
-        recent = self.ch.query_dicts(
-            f"SELECT {SELECT_COLUMNS} FROM drop_events WHERE venue_id = %(v)s{pf} "
-            f"ORDER BY kafka_offset DESC LIMIT {int(history)}",
+        recent = self.ch.query(
+            "SELECT kafka_offset, kafka_partition, item FROM drop_events "
+            f"WHERE venue_id = %(v)s{pf} ORDER BY kafka_offset DESC LIMIT {int(history)}",
             params,
         )
+        rows = [(int(o), int(p), str(i).encode()) for o, p, i in recent]
+        if any(not i for _, _, i in rows):
+            rows = self._render_legacy(rows)
         by_day = self.ch.query(
             f"SELECT toDate(opened_at, '{self.tz}') AS day, count() FROM drop_events "
             f"WHERE venue_id = %(v)s{pf} AND event = 'open' GROUP BY day ORDER BY day DESC "
@@ -232,7 +237,7 @@ class Data:
                 "last_drop_at_ms": _ms(_aware(stats["last_drop_at"])) if drops else None,
             },
             "drops_per_day": [{"day": d.isoformat(), "drops": int(n)} for d, n in by_day],
-            "history": [item_from_row(r) for r in recent],
+            "history": [orjson.loads(i) for _, _, i in rows],
         }
 
     def by_hour(self, hours: int = 24) -> list[dict[str, Any]]:

@@ -20,6 +20,8 @@ Layout (see ``docs/analytics.md``):
 Migration 2 adds ``drop_events.item``: the feed item as JSON, rendered once by the sink, so a
 feed page reads three columns and sends the stored bytes (no per-row conversion in Python).
 Rows stored before it have ``item = ''``; the API renders those from the columns.
+Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` reads, ordered
+by venue), so a venue's history is a short range read instead of a scan of every row.
 """
 
 from __future__ import annotations
@@ -136,6 +138,19 @@ ORDER BY (topic, kafka_partition)
         2,
         "drop_events.item: the feed item as stored JSON",
         ("ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS item String DEFAULT ''",),
+    ),
+    Migration(
+        3,
+        "drop_events projection by venue (GET /venues/{id} without a full scan)",
+        (
+            """
+ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
+    SELECT venue_id, provider, event, date, opened_at, open_seconds, kafka_partition,
+           kafka_offset, item
+    ORDER BY venue_id, kafka_offset
+)""",
+            "ALTER TABLE drop_events MATERIALIZE PROJECTION by_venue",
+        ),
     ),
 )
 
