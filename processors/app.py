@@ -14,13 +14,21 @@ the feed live (the producers poll every 30 s) at the price of one transaction a 
 
 from __future__ import annotations
 
+import gc
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from quixstreams import Application, State, message_context
+from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
+from quixstreams.exceptions import KafkaPartitionError, PartitionAssignmentError
+from quixstreams.internal_producer import KafkaProducerTransactionCommitFailed
+from quixstreams.kafka.exceptions import BaseKafkaException, KafkaBrokerUnavailableError
 from quixstreams.models.serializers import SerializationContext, Serializer
+from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
@@ -162,8 +170,8 @@ class Processor:
         )
 
 
-def build_app(settings: Settings) -> tuple[Application, Processor]:
-    """The application and its processor, ready for ``app.run()``."""
+def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Application, Processor]:
+    """The application and its processor (``proc``, or a new one), ready for ``app.run()``."""
     broker.ensure_topics(settings)  # our topics, with our settings, before Quix sees them
     app = Application(
         broker_address=settings.kafka_bootstrap,
@@ -178,6 +186,7 @@ def build_app(settings: Settings) -> tuple[Application, Processor]:
             # instead of waiting for the crashed member's session to time out
             "group.instance.id": f"{settings.processor_group}-{settings.processor_instance}",
             "session.timeout.ms": 15_000,
+            "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
             **CONSUMER_TUNING,
         },
         producer_extra_config={
@@ -187,6 +196,7 @@ def build_app(settings: Settings) -> tuple[Application, Processor]:
             # read_committed readers of the drops and changelog topics, until it times out)
             "transactional.id": f"{settings.processor_group}-{settings.processor_instance}",
             "transaction.timeout.ms": 30_000,
+            "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
         },
         rocksdb_options=ROCKSDB,
         loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
@@ -198,7 +208,8 @@ def build_app(settings: Settings) -> tuple[Application, Processor]:
     dead = app.topic(
         settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
     )
-    proc = Processor(settings)
+    proc = proc or Processor(settings)
+    proc.states.forget()  # a new application may start from another state: read it again
     sdf = app.dataframe(snapshots)
     out = sdf.apply(proc.process, stateful=True, expand=True, metadata=True)
     out = out.set_headers(lambda value, key, ts, headers: list(value.headers))
@@ -210,16 +221,58 @@ def _key(value: Out) -> bytes | None:
     return value.key
 
 
-def _ticker(proc: Processor, stop: threading.Event) -> None:
+def _ticker(current: list[Processor], stop: threading.Event) -> None:
     while not stop.wait(1.0):
-        proc.tick()
+        current[0].tick()
+
+
+# Errors of a broker that went away or is coming back (connection, coordinator not ready,
+# assignment callbacks failing on either, a transaction that could not commit). The
+# application is rebuilt: exactly-once holds as after a crash (the open transaction is aborted
+# and fenced by the stable transactional.id, consumption resumes at the committed offsets, the
+# store catches up from the changelog).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    KafkaException,
+    BaseKafkaException,
+    PartitionAssignmentError,
+    KafkaPartitionError,
+    KafkaBrokerUnavailableError,
+    KafkaProducerTransactionCommitFailed,
+    CheckpointProducerTimeout,
+    ChangelogFlushError,
+)
+# ... except a consumer fenced for its group.instance.id: another replica runs with this
+# replica's id (a configuration error; restarting would only fence the other one in turn).
+# A fenced producer is ridden out: after an outage longer than transaction.timeout.ms the
+# coordinator aborts the open transaction and fences its epoch, and a new producer is due.
+FATAL_CODES = frozenset({KafkaError.FENCED_INSTANCE_ID})
+RECONNECT_MAX_MS = 1_000  # librdkafka's default 10 s leaves a restarted broker unused
+BACKOFF_S = (0.5, 30.0)  # first and longest wait before rebuilding the application
+CALM_S = 120.0  # an application that ran this long before failing: backoff starts over
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is a broker outage to ride out."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        err = e.args[0] if isinstance(e, KafkaException) and e.args else None
+        if isinstance(err, KafkaError) and err.code() in FATAL_CODES:
+            return False
+    return any(isinstance(e, TRANSIENT) for e in chain)
 
 
 def run(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT (Quix handles both and commits the last checkpoint)."""
-    app, proc = build_app(settings)
+    """Run until SIGTERM/SIGINT (Quix handles both and commits the last checkpoint).
+
+    A broker outage does not end the process: the application is rebuilt with backoff
+    (``processor_restarting`` in the log) until the broker answers again."""
     stop = threading.Event()
-    threading.Thread(target=_ticker, args=(proc, stop), daemon=True, name="heartbeat").start()
+    current: list[Processor] = [Processor(settings)]
+    threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
     log.info(
         "processor_started",
         topic=settings.snapshot_topic,
@@ -228,8 +281,44 @@ def run(settings: Settings) -> None:
         state_dir=str(settings.state_dir),
         commit_interval=settings.commit_interval,
     )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:  # between two applications
+        stopping.set()
+
+    restarts = streak = 0
+    delay = BACKOFF_S[0]
     try:
-        app.run()
+        while not stopping.is_set():
+            began = time.monotonic()
+            app: Application | None = None
+            try:
+                app, _ = build_app(settings, current[0])
+                if stopping.is_set():  # a signal while it was being built
+                    return
+                if restarts:
+                    log.info("processor_resumed", restarts=restarts)
+                app.run()  # installs Quix's signal handlers: they stop it, and it returns
+                return
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                restarts += 1
+                streak = 0 if time.monotonic() - began > CALM_S else min(streak + 1, 16)
+                delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**streak)
+                log.warning(
+                    "processor_restarting",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                    cause=repr(exc.__cause__)[:300] if exc.__cause__ else None,
+                    restarts=restarts,
+                    backoff_s=delay,
+                )
+            finally:
+                del app
+                gc.collect()  # the old application's Kafka clients go now, not at some later GC
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            stopping.wait(delay)
     finally:
         stop.set()
-        log.info("processor_stopped", **proc.totals)
+        log.info("processor_stopped", restarts=restarts, **current[0].totals)
