@@ -5,7 +5,10 @@
 
 For each market size it starts ``drops simulate`` (scripted, seeded) on ``--port``, runs a
 baseline cycle and (without ``--quick``) a poll cycle, and prints cycle time, requests/s,
-slots, and the CPU seconds of the producer and of the simulator. With ``--kafka`` the records
+slots, and the CPU seconds of the producer and of the simulator during that cycle (the
+simulator caches pages while its scripted market is unchanged, so a poll cycle costs it
+less than a baseline cycle). The 1-minute load average is printed: other work on the same
+cores stretches wall times, CPU seconds less so. With ``--kafka`` the records
 go to a fresh topic on that broker; without it they are encoded but not sent.
 """
 
@@ -42,7 +45,7 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def cycles(settings: Settings, n: int, kafka: bool) -> list[dict[str, float]]:
+async def cycles(settings: Settings, n: int, kafka: bool, sim_pid: int) -> list[dict[str, float]]:
     writer: RecordWriter
     if kafka:
         from drops import broker
@@ -57,7 +60,7 @@ async def cycles(settings: Settings, n: int, kafka: bool) -> list[dict[str, floa
     service = ProducerService(settings, providers, writer)
     out = []
     for _ in range(n):
-        cpu0, t0 = time.process_time(), time.monotonic()
+        cpu0, sim0, t0 = time.process_time(), proc_cpu(sim_pid), time.monotonic()
         report = await service.run_once()
         if kafka:
             writer.flush(60.0)
@@ -66,6 +69,7 @@ async def cycles(settings: Settings, n: int, kafka: bool) -> list[dict[str, floa
             {
                 "wall": wall,
                 "cpu": time.process_time() - cpu0,
+                "sim_cpu": proc_cpu(sim_pid) - sim0,
                 "requests": report.requests,
                 "slots": report.slots,
                 "records": report.records,
@@ -105,9 +109,7 @@ def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
             deadletter_topic=f"bench{tag}.deadletter",
             log_level="WARNING",
         )
-        sim_cpu0 = proc_cpu(sim.pid)
-        rows = asyncio.run(cycles(settings, 1 if args.quick else 2, bool(args.kafka)))
-        rows[-1]["sim_cpu"] = proc_cpu(sim.pid) - sim_cpu0
+        rows = asyncio.run(cycles(settings, 1 if args.quick else 2, bool(args.kafka), sim.pid))
         for r in rows:
             r["venues"] = venues
         return rows
@@ -133,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'records':>7} {'prod CPU s':>10} {'sim CPU s':>9} {'incompl':>7}"
     )
     print(f"providers={args.providers} concurrency={args.concurrency} "
-          f"kafka={args.kafka or 'off (encoded, not sent)'} cores={os.cpu_count()}")  # fmt: skip
+          f"kafka={args.kafka or 'off (encoded, not sent)'} cores={os.cpu_count()} "
+          f"load={os.getloadavg()[0]:.1f}")  # fmt: skip
     print(header)
     for venues in args.venues:
         rows = bench_size(venues, args)
         for i, r in enumerate(rows):
             kind = "baseline" if i == 0 else "poll"
-            sim_cpu = f"{r['sim_cpu']:9.1f}" if "sim_cpu" in r else f"{'':>9}"
+            sim_cpu = f"{r['sim_cpu']:9.1f}"
             print(
                 f"{venues:>7} {kind:>8} {r['wall']:7.2f} {int(r['requests']):>6} "
                 f"{r['requests'] / r['wall']:7.0f} {int(r['slots']):>8} {int(r['records']):>7} "

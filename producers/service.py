@@ -211,6 +211,7 @@ class ProducerService:
         r = self.report
         log.info(
             "cycle",
+            market=self.market.name,
             cycle=self.cycles,
             polled=r.finished,
             started=r.started,

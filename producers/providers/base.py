@@ -202,21 +202,22 @@ class Collector:
         """The slots as record columns, sorted by venue id and start time (a stable order)."""
         table = SlotTable(self.provider)
         venues, venue_of, ids, rows = table.venues, table.venue_of, table.ids, table.rows
-        hash_, dumps, from_bytes = blake2b, orjson.dumps, int.from_bytes
+        dumps, from_bytes = orjson.dumps, int.from_bytes
         for vid in sorted(self.venues):
             v = self.venues[vid]
             times = v.times
             if not times:
                 continue
-            j = len(venues)
+            venue_of.extend([len(venues)] * len(times))
             venues.append((vid, v.name, v.time_zone, v.neighborhood))
-            pre = self.ids.prefix(vid)
+            head = blake2b(self.ids.prefix(vid), digest_size=8)  # the venue's prefix, hashed once
             for actual in sorted(times):
                 seating, pmin, pmax, token = times[actual]
                 if len(seating) > 1:
                     seating.sort()
-                venue_of.append(j)
-                ids.append(from_bytes(hash_(pre + actual.encode(), digest_size=8).digest()))
+                h = head.copy()
+                h.update(actual.encode())
+                ids.append(from_bytes(h.digest()))
                 rows.append(dumps((actual, seating, pmin, pmax, token)))
         return table
 
