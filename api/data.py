@@ -70,7 +70,11 @@ class Data:
         sql = (
             "SELECT kafka_offset, kafka_partition, item FROM drop_events "
             f"WHERE {C.range_sql(start, head)} AND {where} "
-            f"ORDER BY kafka_offset, kafka_partition LIMIT {int(limit)}"
+            f"ORDER BY kafka_offset, kafka_partition LIMIT {int(limit)} "
+            # a primary-key range read: projections and (unless a venue is asked for) the
+            # skip indexes cannot help it, and weighing them costs planning time per part
+            "SETTINGS optimize_use_projections = 0"
+            + ("" if filters.venue else ", use_skip_indexes = 0")
         )
         rows = parse_rows(self.ch.raw(sql, params, "TabSeparatedRaw"))
         if any(not item for _, _, item in rows):
