@@ -68,6 +68,7 @@ class ProviderConfig:
     api_key_env: str = ""  # the env var holding the key (Resy); never the key itself
     per_page: int = 100  # Resy search page size
     batch: int = 50  # OpenTable restaurants per query
+    fallback_max: int = 500  # Resy: most venues read by find when a search page failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,9 @@ def _check_keys(doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 _PRODUCER_KEYS = {"poll_interval", "days", "time_slots", "party_sizes", "slide_at"}
-_PROVIDER_KEYS = {"base_url", "concurrency", "rate_limit", "api_key_env", "per_page", "batch"}
+_PROVIDER_KEYS = {
+    "base_url", "concurrency", "rate_limit", "api_key_env", "per_page", "batch", "fallback_max"
+}  # fmt: skip
 _MARKET_KEYS = _PRODUCER_KEYS | {"name", "time_zone", "providers", "area", "venues"}
 
 
@@ -202,6 +205,7 @@ def _provider_defaults(settings: Settings, name: str) -> dict[str, Any]:
         "api_key_env": "DROPS_RESY_API_KEY" if name == "resy" else "",
         "per_page": settings.resy_per_page,
         "batch": settings.opentable_batch,
+        "fallback_max": 500,
     }
 
 
@@ -315,6 +319,7 @@ def build(
             api_key_env=str(merged["api_key_env"] or ""),
             per_page=_int(merged["per_page"], f"{where}.per_page", 1, 100),
             batch=_int(merged["batch"], f"{where}.batch", 1, 500),
+            fallback_max=_int(merged["fallback_max"], f"{where}.fallback_max", 0, 100_000),
         )
         if not providers[name].base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.base_url: must start with http:// or https://")

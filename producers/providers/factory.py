@@ -79,6 +79,7 @@ def build_market(
                 venue_ids=venues if market.area is None else (),
                 geo=geo,
                 directory=venues,
+                fallback_max=p.fallback_max,
             )
         elif name == "opentable":
             out[name] = OpenTableClient(
