@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pydantic import SecretStr
 
 from drops.settings import Settings
 
@@ -30,13 +31,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a child process that reads exactly ``settings`` (secrets included)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPS_")}
-    for name, value in settings.model_dump().items():
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
         if value is None:
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         env[f"DROPS_{name.upper()}"] = text
+    env.update(extra)
     return env
 
 
