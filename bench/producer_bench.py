@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
+
 from drops.settings import Settings
 from producers.providers import factory
 from producers.service import ProducerService, RecordWriter, tune_gc
@@ -126,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", default="resy")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--kafka", default="", help="bootstrap servers; records are sent there")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = p.parse_args(argv)
+    if args.json and not args.kafka and os.environ.get("DROPS_KAFKA_BOOTSTRAP"):
+        args.kafka = os.environ["DROPS_KAFKA_BOOTSTRAP"]  # `drops bench` passes its broker
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -138,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
           f"kafka={args.kafka or 'off (encoded, not sent)'} cores={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.1f}")  # fmt: skip
     print(header)
+    figures: list[dict[str, object]] = []
     for venues in args.venues:
         rows = bench_size(venues, args)
+        figures += figures_of(venues, rows)
         for i, r in enumerate(rows):
             kind = "baseline" if i == 0 else "poll"
             sim_cpu = f"{r['sim_cpu']:9.1f}"
@@ -149,7 +156,41 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['cpu']:10.1f} {sim_cpu} {int(r['incomplete']):>7}",
                 flush=True,
             )
+    if args.json:
+        print(orjson.dumps({"figures": figures}).decode())
     return 0
+
+
+def figures_of(venues: int, rows: list[dict[str, float]]) -> list[dict[str, object]]:
+    """The ``drops bench`` figures of one market size: the slowest cycle decides."""
+    worst = max(rows, key=lambda r: r["wall"])
+    goal = "<= 30 s (the poll interval)" if venues <= 10_000 else ""
+    return [
+        {
+            "area": "producer",
+            "metric": f"28-bucket cycle, {venues:,} venues",
+            "value": round(worst["wall"], 2),
+            "unit": "s",
+            "goal": goal,
+            "ok": worst["wall"] <= 30 if goal else None,
+        },
+        {
+            "area": "producer",
+            "metric": f"requests per second, {venues:,} venues",
+            "value": round(worst["requests"] / worst["wall"], 1),
+            "unit": "req/s",
+            "goal": "",
+            "ok": None,
+        },
+        {
+            "area": "producer",
+            "metric": f"producer CPU per cycle, {venues:,} venues",
+            "value": round(worst["cpu"], 2),
+            "unit": "s",
+            "goal": "",
+            "ok": None,
+        },
+    ]
 
 
 if __name__ == "__main__":
