@@ -85,6 +85,7 @@ class Processor:
         self.heartbeat = Heartbeat(log, "processor_heartbeat", every=settings.heartbeat_interval)
         self._lock = threading.Lock()
         self.last_polled_ms = 0
+        self.first_record = True  # log the moment this run starts consuming
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
 
     def _count(self, **counts: int) -> None:
@@ -107,6 +108,9 @@ class Processor:
     def process(
         self, value: Any, key: Any, timestamp: int, headers: Any, state: State[Any, Any]
     ) -> list[Out]:
+        if self.first_record:
+            self.first_record = False
+            log.info("first_record", at_ms=int(time.time() * 1000))
         try:
             snap = decode_snapshot(value)
             if key != snap.key.encode():
@@ -270,6 +274,12 @@ def run(settings: Settings) -> None:
 
     A broker outage does not end the process: the application is rebuilt with backoff
     (``processor_restarting`` in the log) until the broker answers again."""
+    # the modules and the application's long-lived objects are never garbage: out of the
+    # collector's sight; each record allocates thousands of small objects (venue keys, rows),
+    # so collect the young generation less often
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     stop = threading.Event()
     current: list[Processor] = [Processor(settings)]
     threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
