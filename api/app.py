@@ -19,7 +19,10 @@ from zoneinfo import ZoneInfo
 import anyio
 import orjson
 from anyio import to_thread
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -46,7 +49,6 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
-from api.stream import LiveResponse
 from drops.log import get_log
 from drops.settings import Settings
 from sinks.clickhouse import ClickHouse
@@ -79,6 +81,8 @@ class State:
         self.sink: SinkThread | None = None
         self.closing = False
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
+        # set by sse-starlette when it sees the server shut down (shared by every stream)
+        self.sse_shutdown: anyio.Event | None = None
 
     def db(self) -> Data:
         if self.data is None:
@@ -210,7 +214,49 @@ async def stream(request: Request) -> Response:
     client = hub.subscribe(filters)
     start = dict(hub.position) if since is None else dict(since)
     st.metrics.inc("drops_sse_connections_total", help_text="SSE connections accepted")
-    return LiveResponse(_events(st, hub, client, start, since is not None, filters), client)  # type: ignore[return-value]
+    return LiveStream(st, hub, client, _events(st, hub, client, start, since is not None, filters))
+
+
+_PING = ServerSentEvent(comment="ping", sep="\n")
+SHUTDOWN_GRACE_S = 2.0  # below uvicorn's graceful shutdown timeout (5 s in api.server)
+
+
+class LiveStream(EventSourceResponse):
+    """sse-starlette's response for one client of the live tail.
+
+    The generator yields the hub's pre-encoded bytes (one shared bytes object per batch for
+    clients without filters; sse-starlette sends bytes as they are). sse-starlette does the
+    rest: a ping comment every ``sse_ping`` seconds, ``send_timeout`` on every send (a client
+    that stopped reading is cut; it resumes with Last-Event-ID), the disconnect listener, and
+    shutdown. The one addition: its ``SendTimeoutError`` is caught here, counted and logged,
+    so a cut client is an info line and a metric rather than an application error; the
+    response is left incomplete, so the server closes the connection.
+    """
+
+    def __init__(self, st: State, hub: Hub, client: Client, body: AsyncIterator[bytes]) -> None:
+        super().__init__(
+            body,
+            ping=st.s.sse_ping,
+            send_timeout=st.s.sse_send_timeout,
+            sep="\n",
+            ping_message_factory=lambda: _PING,
+            shutdown_event=st.sse_shutdown,
+            # the hub's tick ends every stream within a second of shutdown: let the
+            # generators return so each response completes, instead of being cancelled
+            shutdown_grace_period=SHUTDOWN_GRACE_S,
+            # a HEAD request never starts the generator: unsubscribe here too
+            background=BackgroundTask(hub.unsubscribe, client),
+        )
+        self.hub = hub
+        self.client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            self.hub.cut_clients += 1
+            self.hub.unsubscribe(self.client)
+            log.info("sse_client_cut", dropped=self.client.dropped)
 
 
 async def _events(
@@ -238,16 +284,11 @@ async def _events(
                 st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
-            out = b""
             if client.queue:
                 out, pos, n = render(client.drain(), pos, filters)
                 if n:
                     st.metrics.inc("drops_sse_events_sent_total", n, "SSE events sent")
-            if client.ping:
-                client.ping = False
-                out += b": ping\n\n"
-            if out:
-                yield out
+                    yield out
     finally:
         hub.unsubscribe(client)
 
@@ -404,7 +445,8 @@ def create_app(
         )
         if live:
             st.hub = Hub(settings)
-            st.hub.exiting = lambda: st.exiting is not None and st.exiting()
+            st.sse_shutdown = shutdown = anyio.Event()
+            st.hub.exiting = lambda: shutdown.is_set() or (st.exiting is not None and st.exiting())
             st.hub.start(asyncio.get_running_loop())
         _gauges(st)
         log.info("api_started", with_sink=with_sink, live=live, chdb=st.ch.is_chdb)

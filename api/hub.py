@@ -10,6 +10,8 @@ so a reconnecting client can join the live tail exactly where its ClickHouse cat
 
 Each batch is encoded once (SSE bytes, one cursor id per event) and shared by every client
 without filters; a client whose queue is full is dropped (it reconnects and resumes).
+Sending is sse-starlette's job (``api.app``: pings, send timeouts); the hub's one-second tick
+only ends every client's stream when the server begins to shut down.
 """
 
 from __future__ import annotations
@@ -64,10 +66,6 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     closing: bool = False
-    ping: bool = False
-    cut: bool = False  # its task was cancelled by the hub (stalled send)
-    sending_since: float = 0.0  # monotonic time its current send started (0 = not sending)
-    task: asyncio.Task[None] | None = None
 
     def offer(self, batch: LiveBatch) -> None:
         if self.dropped:
@@ -80,7 +78,7 @@ class Client:
         self.wake.set()
 
     def busy(self) -> bool:
-        return bool(self.queue) or self.dropped or self.closing or self.ping
+        return bool(self.queue) or self.dropped or self.closing
 
     def drain(self) -> list[LiveBatch]:
         items = list(self.queue)
@@ -141,9 +139,8 @@ class Hub:
         self.delays: deque[float] = deque(maxlen=10_000)  # hub receive -> handed to clients
         # (partition, offset, time.time() the consumer got it): for latency measurements
         self.receipts: deque[tuple[int, int, float]] = deque(maxlen=200_000)
-        self.cut_clients = 0
+        self.cut_clients = 0  # streams ended because a send stalled (counted by api.app)
         self.exiting: Any = None  # optional () -> bool: the server is shutting down
-        self._last_ping = time.monotonic()
         self._tick_handle: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------------------- clients
@@ -187,24 +184,11 @@ class Hub:
             c.wake.set()
 
     def _tick(self) -> None:
-        """Once a second on the loop: pings, cutting stalled clients, shutdown."""
+        """Once a second on the loop: when the server shuts down, end every client's stream
+        (each generator returns, so sse-starlette completes the response cleanly)."""
         assert self._loop is not None
-        now = time.monotonic()
-        if self.exiting is not None and self.exiting():
+        if self.exiting is not None and self.exiting() and self.clients:
             self.close_clients()
-        ping = now - self._last_ping >= self.s.sse_ping
-        if ping:
-            self._last_ping = now
-        for c in list(self.clients):
-            stalled = c.sending_since and now - c.sending_since > self.s.sse_send_timeout
-            if (stalled or (c.dropped and c.sending_since)) and c.task is not None and not c.cut:
-                c.cut = True
-                self.cut_clients += 1
-                log.info("sse_client_cut", dropped=c.dropped, stalled_s=now - c.sending_since)
-                c.task.cancel()
-            elif ping:
-                c.ping = True
-                c.wake.set()
         if not self._stop.is_set():
             self._tick_handle = self._loop.call_later(1.0, self._tick)
 

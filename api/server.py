@@ -45,6 +45,7 @@ def run(settings: Settings, with_sink: bool = False) -> None:
 
 
 def quiet_cut_clients(record: logging.LogRecord) -> bool:
-    """A stalled SSE client is cut by ending its response unfinished (logged by the hub as
-    ``sse_client_cut``); uvicorn's error line for it is noise."""
+    """A stalled SSE client is cut by ending its response unfinished (sse-starlette's send
+    timeout, logged by ``api.app.LiveStream`` as ``sse_client_cut``); uvicorn's error line for
+    it is noise."""
     return "returned without completing response" not in record.getMessage()
