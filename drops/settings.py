@@ -56,9 +56,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(8, description="Provider requests in flight per producer")
     slots_per_record: int = Field(2000, description="Slots per snapshot record part")
     slide_at: str = Field("02:05", description="Local time at which the bucket window slides")
-    opentable_url: str = Field(
-        "http://127.0.0.1:8081", description="Base URL of the OpenTable API"
-    )
+    opentable_url: str = Field("http://127.0.0.1:8081", description="Base URL of the OpenTable API")
     opentable_venue_ids: str = Field(
         "", description="OpenTable restaurant ids, comma separated (empty: the simulator's list)"
     )
