@@ -77,7 +77,8 @@ class BucketState:
     acc_id: str = ""
     acc_mode: Mode = "poll"
     acc: list[IdArray] = field(default_factory=list)  # the ids of each part so far
-    acc_venues: list[set[str]] = field(default_factory=list)  # the venues of each part so far
+    # the venues of each part so far (in a poll, only those the baseline has not seen)
+    acc_venues: list[set[str]] = field(default_factory=list)
     acc_complete: bool = True  # every part so far says complete
     acc_gap: bool = False  # a part is missing
     acc_next: int = 0  # the part expected next
@@ -143,7 +144,12 @@ def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -
     curr = slotsets.from_array(raw)
     venues = snap.venue_ids()
     state.acc.append(curr)
-    state.acc_venues.append(venues)
+    # a poll needs only the venues the baseline has not seen (baseline_venues gains them at the
+    # end; unknown_venues, disjoint from baseline_venues, loses those among them): a few, not
+    # the thousands of a part, for the store to keep
+    state.acc_venues.append(
+        venues if state.acc_mode == "baseline" else venues - state.baseline_venues
+    )
 
     # a baseline build: its parts become the baseline when the snapshot ends (_finish)
     if state.acc_mode == "poll":

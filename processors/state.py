@@ -42,12 +42,15 @@ import numpy.typing as npt
 import orjson
 
 from domain.rule import BucketState, OpenSlot
-from domain.slotsets import EMPTY, IdArray, union_all
+from domain.slotsets import EMPTY, IdArray, minus, union, union_all
 
 LAYOUT = 2
 CHUNK = 65_536  # values per chunk: 512 KB of uint64 / int64
 BLOB_CHUNK = 512 * 1024
 _VENUES = ("base", "unknown", "failed")
+MAX_DEPTH = 6  # changes on changes before an array is written whole again
+DELTA_RATIO = 8  # written as a change when it adds and removes under 1/8 of its ids
+MIN_DELTA = 1024  # smaller arrays are written whole
 
 
 class ByteStore(Protocol):
@@ -72,6 +75,11 @@ class _Saved:
     # id(obj) -> (name, obj); holding obj keeps its id from being reused
     objs: dict[int, tuple[str, Any]] = field(default_factory=dict)
     next: int = 0  # the next object number
+    # stored id arrays written as a change of another (name -> its base's name); a base stays
+    # stored while anything stored depends on it, even when the state no longer holds it
+    deltas: dict[str, str] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)  # every stored object name
+    last_prev: list[Any] = field(default_factory=list)  # prev's parts at the last save
     open_ids: set[str] = field(default_factory=set)
     venue_refs: dict[str, tuple[set[str], int]] = field(default_factory=dict)
 
@@ -131,33 +139,53 @@ class StateStore:
         changed = False
         used: set[str] = set()
 
-        def ref(obj: Any, kind: str) -> str:
+        def ref(obj: Any, kind: str, like: Any = None) -> str:
             nonlocal changed
             hit = saved.objs.get(id(obj))
             if hit is None:
                 name = f"{kind}/{saved.next}"
                 saved.next += 1
-                if kind == "x":
-                    self._write_array(store, saved, name, obj)
-                else:
+                if kind == "v":
                     self._put_blob(store, saved, name, orjson.dumps(list(obj)))
+                elif not self._write_delta(store, saved, name, obj, like):
+                    self._write_array(store, saved, name, obj)
+                saved.stored.add(name)
                 hit = saved.objs[id(obj)] = (name, obj)
                 changed = True
             used.add(hit[0])
             return hit[0]
 
+        # a part is most like the same part of the snapshot before (same venues, in order):
+        # a new part of the snapshot being assembled is written as a change of that one, and
+        # so is the last part (new when its snapshot ends) of the prev it becomes
+        prev_parts, last = state.prev_parts, saved.last_prev
         refs = {
             "base": None if state.baseline is None else [ref(a, "x") for a in state.baseline_parts],
-            "prev": [ref(a, "x") for a in state.prev_parts],
-            "acc": [ref(a, "x") for a in state.acc],
+            "prev": [
+                ref(a, "x", last[n] if n < len(last) else None) for n, a in enumerate(prev_parts)
+            ],
+            "acc": [
+                ref(a, "x", prev_parts[n] if n < len(prev_parts) else None)
+                for n, a in enumerate(state.acc)
+            ],
             "acc_venues": [ref(v, "v") for v in state.acc_venues],
         }
+        saved.last_prev = list(prev_parts)
         for oid, (name, _) in list(saved.objs.items()):
-            if name not in used:  # no longer part of anything: its keys go
-                self._drop_chunks(store, saved, name, 0)
-                saved.blobs.pop(name, None)
+            if name not in used:  # the state no longer holds it (it may stay stored as a base)
                 del saved.objs[oid]
-                changed = True
+        keep = set(used)
+        for name in used:
+            while name in saved.deltas:
+                name = saved.deltas[name]
+                keep.add(name)
+        for name in saved.stored - keep:  # no longer part of anything: its keys go
+            for key in (name, f"{name}+", f"{name}-"):
+                self._drop_chunks(store, saved, key, 0)
+            saved.blobs.pop(name, None)
+            saved.deltas.pop(name, None)
+            saved.stored.discard(name)
+            changed = True
         arrays: dict[str, npt.NDArray[Any]] = {"s": state.seen_ids, "t": state.seen_at}
         open_ids = set(state.open)
         if open_ids == saved.open_ids and "o" in saved.arrays:
@@ -219,6 +247,28 @@ class StateStore:
         if n:
             saved.chunks[name] = n
 
+    def _write_delta(
+        self, store: ByteStore, saved: _Saved, name: str, arr: IdArray, like: Any
+    ) -> bool:
+        """Write ``arr`` as the ids it adds to and removes from ``like`` (a stored array), when
+        that is much smaller than ``arr`` and the chain of changes is short."""
+        hit = None if like is None else saved.objs.get(id(like))
+        if hit is None or len(arr) < MIN_DELTA:
+            return False
+        base, depth = hit[0], 1
+        b = base
+        while b in saved.deltas:
+            b, depth = saved.deltas[b], depth + 1
+        if depth > MAX_DEPTH:
+            return False
+        added, removed = minus(arr, like), minus(like, arr)
+        if len(added) + len(removed) > len(arr) // DELTA_RATIO:
+            return False
+        self._write_array(store, saved, f"{name}+", added)
+        self._write_array(store, saved, f"{name}-", removed)
+        saved.deltas[name] = base
+        return True
+
     def _put_array(self, store: ByteStore, saved: _Saved, name: str, arr: npt.NDArray[Any]) -> bool:
         old = saved.arrays.get(name)
         if old is arr:
@@ -273,6 +323,7 @@ def _meta(state: BucketState, saved: _Saved, refs: dict[str, list[str] | None]) 
         "acc_wide_failure": state.acc_wide_failure,
         "chunks": saved.chunks,
         "next": saved.next,
+        "deltas": saved.deltas,
         **refs,
     }
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)[:-1] + b',"token":"'
@@ -283,7 +334,8 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
     if doc.get("layout") != LAYOUT:
         raise ValueError(f"state layout {doc.get('layout')} is not {LAYOUT}")
     chunks: dict[str, int] = doc["chunks"]
-    saved = _Saved(meta=meta_bytes, chunks=dict(chunks), next=doc["next"])
+    deltas: dict[str, str] = doc["deltas"]
+    saved = _Saved(meta=meta_bytes, chunks=dict(chunks), next=doc["next"], deltas=dict(deltas))
 
     def raw(name: str) -> bytes:
         parts = [store.get_bytes(f"{name}/{i}") for i in range(chunks.get(name, 0))]
@@ -304,16 +356,32 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
         values: list[str] = orjson.loads(data)
         return values
 
-    objs: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
 
-    def obj(name: str) -> Any:
-        if name not in objs:
-            objs[name] = array(name, "<u8") if name[0] == "x" else set(blob(name))
-            saved.objs[id(objs[name])] = (name, objs[name])
-        return objs[name]
+    def resolve(name: str) -> Any:
+        if name not in resolved:
+            if name[0] == "v":
+                resolved[name] = set(blob(name))
+            elif name in deltas:
+                base = resolve(deltas[name])
+                arr = union(minus(base, array(f"{name}-", "<u8")), array(f"{name}+", "<u8"))
+                resolved[name] = arr.copy() if arr is base else arr  # one object, one name
+            else:
+                resolved[name] = array(name, "<u8")
+        return resolved[name]
 
+    def obj(name: str) -> Any:  # an object the state holds
+        value = resolve(name)
+        saved.objs[id(value)] = (name, value)
+        return value
+
+    for name in ("base", "prev", "acc", "acc_venues"):
+        saved.stored.update(doc[name] or ())
+    for name, base_name in deltas.items():
+        saved.stored.update((name, base_name))
     base = None if doc["base"] is None else [obj(n) for n in doc["base"]]
     prev = [obj(n) for n in doc["prev"]]
+    saved.last_prev = list(prev)
     for name in ("s", "t", "o"):
         saved.arrays[name] = array(name, "<i8" if name == "t" else "<u8")
     state = BucketState(
