@@ -159,3 +159,38 @@ def test_resume_with_last_event_id_has_no_gap_and_no_repeat(
     assert len(keys) == len(set(keys)), "a repeated event"
     assert keys == written, "a gap or a reordering"
     w.close()
+
+
+def _clients(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("drops_sse_clients "):
+            return float(line.split()[1])
+    raise AssertionError("no drops_sse_clients gauge")
+
+
+def test_ping_retry_hint_and_head(kafka_settings: Settings) -> None:
+    """sse-starlette's ping comment arrives every ``sse_ping`` seconds on an idle stream, the
+    first event carries the ``retry:`` hint, and a HEAD request (whose body never starts)
+    leaves no client subscribed to the hub."""
+    s = kafka_settings.model_copy(update={"sse_ping": 0.3, "sse_retry_ms": 1234})
+    with Server(s) as srv:
+        head = httpx.head(srv.url + "/feed/stream", timeout=10)
+        assert head.status_code == 200
+        assert head.headers["content-type"].startswith("text/event-stream")
+        assert head.headers["cache-control"] == "no-store"
+        lines: list[str] = []
+        with httpx.stream("GET", srv.url + "/feed/stream", timeout=10) as r:
+            assert r.headers["x-accel-buffering"] == "no"
+            assert _clients(srv.url) == 1
+            started = time.monotonic()
+            for line in r.iter_lines():
+                lines.append(line)
+                if sum(x.startswith(": ping") for x in lines) >= 2:
+                    break
+            waited = time.monotonic() - started
+        assert lines[0] == "retry: 1234"
+        assert waited >= 0.5, "two pings came sooner than the interval allows"
+        deadline = time.monotonic() + 10
+        while _clients(srv.url) != 0:
+            assert time.monotonic() < deadline, "a client stayed subscribed"
+            time.sleep(0.1)
