@@ -261,8 +261,18 @@ class StateStore:
             b, depth = saved.deltas[b], depth + 1
         if depth > MAX_DEPTH:
             return False
-        added, removed = minus(arr, like), minus(like, arr)
-        if len(added) + len(removed) > len(arr) // DELTA_RATIO:
+        limit = len(arr) // DELTA_RATIO
+        if not len(like) or abs(len(arr) - len(like)) > limit:
+            return False
+        # one binary search of the (sorted) part in its base gives both sides of the change
+        at = np.searchsorted(like, arr)
+        at[at >= len(like)] = 0
+        found = like[at] == arr
+        added = arr[~found]
+        kept = np.zeros(len(like), dtype=bool)
+        kept[at[found]] = True
+        removed = like[~kept]
+        if len(added) + len(removed) > limit:
             return False
         self._write_array(store, saved, f"{name}+", added)
         self._write_array(store, saved, f"{name}-", removed)
