@@ -6,11 +6,14 @@ raw bytes (``get_bytes``/``set_bytes``: no JSON of Python sets), no per-write TT
 =============  ===============================================================================
 ``m``          meta, orjson: layout version, a random write token, flags, counters, the parts
                lists below (``base``, ``prev``, ``acc``, ``acc_venues``: names of ``x/<k>`` and
-               ``v/<k>`` objects) and how many chunks each stored value has
-``x/<k>/<i>``  id array ``k``: packed little-endian uint64, sorted; chunk ``i`` of 65,536 ids.
-               Written once, when the array first appears (a snapshot part, absorbed ids, a
-               compacted prev), never rewritten; deleted when no list references it
-``v/<k>/<i>``  venue set ``k`` (the venues of one part of the snapshot being assembled), orjson
+               ``v/<k>`` objects), ``deltas`` (name -> base name of the arrays written as a
+               change) and how many chunks each stored value has
+``x/<k>/<i>``  id array ``k`` written whole: packed little-endian uint64, sorted; chunk ``i``
+               of 65,536 ids
+``x/<k>+/<i>`` id array ``k`` written as a change of its base (``deltas``): the ids it adds
+``x/<k>-/<i>`` ... and the ids of the base it drops (same encoding)
+``v/<k>/<i>``  venue set ``k``: the venues of one part of the snapshot being assembled (of a
+               poll: only those the baseline has not seen), orjson list
 ``s/<i>``      seen ids (same encoding as ``x``); ``t/<i>`` the matching reported-at times
 ``o/<i>``      ids of the reported slots still open; ``O/<slot_id>`` the payload of one, orjson
 ``V/<name>``   a venue set (``base``, ``unknown``, ``failed``), orjson list, chunked
@@ -18,9 +21,13 @@ raw bytes (``get_bytes``/``set_bytes``: no JSON of Python sets), no per-write TT
 
 The baseline is the union of the arrays in ``base``, prev of those in ``prev``
 (:attr:`BucketState.baseline_parts`, :attr:`BucketState.prev_parts`); ``acc`` are the parts
-of the snapshot being assembled. A part is written once, when it arrives; when its snapshot
-ends complete, prev becomes a reference to the parts already stored (a meta write, not 1.6 MB
-of ids again) and the previous prev's arrays are deleted.
+of the snapshot being assembled. An array is written once, when it first appears (a part as
+it arrives, absorbed ids, a compacted prev), never rewritten; when its snapshot ends
+complete, prev becomes a reference to the parts already stored (a meta write, not 1.6 MB of
+ids again). A new part is written as a change of the same part of the snapshot before (same
+venues in the same order: a few hundred ids instead of 25,000) when the change is under 1/8
+of it and the chain of changes is at most ``MAX_DEPTH`` long; otherwise whole. An array is
+deleted when no list references it and no stored array is a change of it.
 
 A chunk is at most 512 KB, so no changelog record nears Kafka's 1 MB default, whatever the
 bucket's size. A key is written only when its bytes changed; chunks past the new end are
