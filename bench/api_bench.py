@@ -2,9 +2,11 @@
 
 1. ``/feed`` page of 100 with N drop rows (default 10 million) in ClickHouse (chDB): p50/p99
    of pages read at random cursors, unfiltered and filtered.
-2. SSE: C concurrent clients (default 1,000) while drops arrive at R a second (default 200):
-   p99 delivery (from the Kafka commit of the drop to its arrival at a client, which bounds
-   the time from the API receiving it) and the API's memory per idle client.
+2. SSE (``GET /feed/stream``, sse-starlette's ``EventSourceResponse``): C concurrent clients
+   (default 1,000) while drops arrive at R a second (default 200): p50/p99 delivery from the
+   API's receipt of the drop (the live tail's read), from its Kafka commit and from its
+   produce; the API's memory per idle client, its CPU, and its garbage-collector pauses
+   (``server_gc``: collections, total ms, full collections and the longest one).
 
 Uses the Kafka broker of the settings (``DROPS_KAFKA_BOOTSTRAP``) with topics of its own. The
 API runs in a child process (chDB: one process owns the data folder); the data set is built
@@ -137,9 +139,38 @@ def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> N
         hub = app.state.drops.hub
         return JSON(list(hub.receipts) if hub is not None else [])
 
+    import gc
+
+    pauses: list[tuple[int, float]] = []  # (generation, ms) of each collection while serving
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], (time.perf_counter() - began[0]) * 1000))
+
+    async def gc_stats(request: Any) -> Any:
+        from api.app import JSON
+
+        full = [ms for g, ms in pauses if g == 2]
+        return JSON(
+            {
+                "collections": len(pauses),
+                "total_ms": round(sum(ms for _, ms in pauses), 1),
+                "full": len(full),
+                "full_max_ms": round(max(full), 1) if full else 0.0,
+            }
+        )
+
     from starlette.routing import Route
 
     app.router.routes.insert(0, Route("/_bench/receipts", receipts))
+    app.router.routes.insert(0, Route("/_bench/gc", gc_stats))
+    from api.server import tune_gc
+
+    tune_gc()  # as api.server.run does
+    gc.callbacks.append(on_gc)
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -502,6 +533,7 @@ def bench_sse(
             (int(p), int(o)): float(t)
             for p, o, t in httpx.get(f"http://127.0.0.1:{port}/_bench/receipts", timeout=30).json()
         }
+        gc_doc = httpx.get(f"http://127.0.0.1:{port}/_bench/gc", timeout=30).json()
         got = load.finish()
         seen = got["seen"]
         from_api, missing = _latencies(seen, receipts)
@@ -520,6 +552,7 @@ def bench_sse(
                 "client_errors": got["errors"],
                 "api_cpu_percent": round(100 * (cpu1 - cpu0) / (seconds + 3.0), 1),
                 "server_rss_kb_end": _rss_kb(proc.pid),
+                "server_gc": gc_doc,
                 "load_average": os.getloadavg()[0],
             }
         )
