@@ -76,14 +76,24 @@ def wait_coordinator(settings: Settings, deadline_s: float = 60) -> None:
 
 
 def test_processor_rides_out_a_broker_restart(own_broker: Settings, tmp_path: Path) -> None:
+    """Started with the broker away, the processor retries until it answers; later the broker
+    restarts under it. One process throughout, and the drops topic is exactly the reference."""
     settings = own_broker
     hist = random_history(seed=11, streams=4, polls=30)
     third = len(hist) // 3
     write(settings, hist[:third])
+    broker.stop(settings)  # the processor starts while the broker is away: it waits for it
     proc = ProcessorProc(settings, tmp_path / "processor.log")
     try:
-        wait_processed(settings, proc, 90)
-        broker.stop(settings)
+        deadline = time.monotonic() + 90
+        while "processor_restarting" not in proc.log():
+            assert proc.alive() and time.monotonic() < deadline, proc.log()[-4000:]
+            time.sleep(0.2)
+        broker.start(settings)
+        wait_coordinator(settings)
+        wait_processed(settings, proc, 120)
+        assert "processor_resumed" in proc.log()
+        broker.stop(settings)  # and goes away while it runs
         time.sleep(5)  # the consumer, producer and group notice
         assert proc.alive(), proc.log()[-4000:]
         broker.start(settings)
