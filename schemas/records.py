@@ -192,16 +192,24 @@ class BucketStats:
         return asdict(self)
 
 
-def stats_from_dict(doc: Any) -> BucketStats:
-    w = "bucket_stats"
+def _versioned(
+    doc: Any, w: str, version: int, name: str, allowed: tuple[str, ...]
+) -> tuple[int, Any]:
+    """Check the object, its version ``v`` and its kind field (one of ``allowed``)."""
     if not isinstance(doc, dict):
         raise SchemaError(f"{w}: not an object")
     v = _req(doc, "v", int, w)
-    if v != STATS_VERSION:
-        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {STATS_VERSION}")
-    kind = _req(doc, "kind", str, w)
-    if kind not in ("baseline", "poll", "close"):
-        raise SchemaError(f"{w}: field 'kind' is {kind!r}")
+    if v != version:
+        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {version}")
+    value = _req(doc, name, str, w)
+    if value not in allowed:
+        raise SchemaError(f"{w}: field {name!r} is {value!r}")
+    return v, value
+
+
+def stats_from_dict(doc: Any) -> BucketStats:
+    w = "bucket_stats"
+    v, kind = _versioned(doc, w, STATS_VERSION, "kind", ("baseline", "poll", "close"))
     return BucketStats(
         v=v,
         market=_req(doc, "market", str, w),
@@ -283,14 +291,7 @@ _DROP_FIELDS = {f for f in DropEvent.__dataclass_fields__ if f != "extra"}
 
 def drop_from_dict(doc: Any) -> DropEvent:
     w = "drop"
-    if not isinstance(doc, dict):
-        raise SchemaError(f"{w}: not an object")
-    v = _req(doc, "v", int, w)
-    if v != DROP_VERSION:
-        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {DROP_VERSION}")
-    event = _req(doc, "event", str, w)
-    if event not in ("open", "close"):
-        raise SchemaError(f"{w}: field 'event' is {event!r}")
+    v, event = _versioned(doc, w, DROP_VERSION, "event", ("open", "close"))
     return DropEvent(
         v=v,
         event=event,
@@ -632,14 +633,7 @@ _HEADER = (
 
 def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
     """The snapshot fields of a v1 document or a v2 header, checked."""
-    if not isinstance(doc, dict):
-        raise SchemaError(f"{w}: not an object")
-    v = _req(doc, "v", int, w)
-    if v != version:
-        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {version}")
-    kind = _req(doc, "kind", str, w)
-    if kind not in ("baseline", "poll", "close"):
-        raise SchemaError(f"{w}: field 'kind' is {kind!r}")
+    v, kind = _versioned(doc, w, version, "kind", ("baseline", "poll", "close"))
     part, parts = _opt(doc, "part", int, 0, w), _opt(doc, "parts", int, 1, w)
     if not 0 <= part < parts:
         raise SchemaError(f"{w}: field 'part' is {part} of {parts}")
