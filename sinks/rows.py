@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,61 +12,19 @@ import orjson
 
 from schemas import BucketStats, DropEvent
 
+_RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DropEvent) if f.name != "extra")
+_AS_DATETIME = {"opened_at_ms": "opened_at", "closed_at_ms": "closed_at"}
+
 DROP_COLUMNS: tuple[str, ...] = (
-    "event",
-    "dedupe_key",
-    "bucket_id",
-    "market",
-    "provider",
-    "date",
-    "time_slot",
-    "slot_id",
-    "venue_id",
-    "venue_name",
-    "neighborhood",
-    "actual_time",
-    "time_zone",
-    "seating_types",
-    "party_min",
-    "party_max",
-    "booking",
-    "opened_at",
-    "snapshot_id",
-    "closed_at",
-    "open_seconds",
-    "v",
+    *(_AS_DATETIME.get(name, name) for name in _RECORD_FIELDS),
     "extra",
     "kafka_partition",
     "kafka_offset",
     "item",
 )
+"""The columns of ``drop_events``: the drop record's fields (times as DateTime64), then ours."""
 
-ITEM_KEYS: tuple[str, ...] = (
-    "event",
-    "dedupe_key",
-    "bucket_id",
-    "market",
-    "provider",
-    "date",
-    "time_slot",
-    "slot_id",
-    "venue_id",
-    "venue_name",
-    "neighborhood",
-    "actual_time",
-    "time_zone",
-    "seating_types",
-    "party_min",
-    "party_max",
-    "booking",
-    "opened_at_ms",
-    "snapshot_id",
-    "closed_at_ms",
-    "open_seconds",
-    "v",
-    "kafka_partition",
-    "kafka_offset",
-)
+ITEM_KEYS: tuple[str, ...] = (*_RECORD_FIELDS, "kafka_partition", "kafka_offset")
 """The keys of one feed item (``/feed``, ``/feed/stream``), in order."""
 
 STATS_COLUMNS: tuple[str, ...] = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,17 +13,16 @@ import uvicorn
 
 from api import cursor as C
 from api.app import create_app
+from drops.pipeline import free_port
 from drops.settings import Settings
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
 
 pytestmark = pytest.mark.kafka
 
-_ports = itertools.count(48000)
-
 
 class Server:
     def __init__(self, settings: Settings, **kw: Any) -> None:
-        self.port = next(_ports)
+        self.port = free_port()
         self.settings = settings.model_copy(update={"api_port": self.port})
         self.app = create_app(self.settings, **kw)
         self.server = uvicorn.Server(
