@@ -15,21 +15,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from drops.pipeline import settings_env
 from drops.settings import Settings
 from schemas import DropEvent, Snapshot, decode_drop, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 
 Event = tuple[str, str, str, int, int | None]  # (event, bucket, slot, opened_at, closed_at)
-
-
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"DROPS_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
 
 
 def producer(settings: Settings) -> Producer:
