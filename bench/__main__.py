@@ -68,7 +68,7 @@ def parse_figures(stdout: str) -> list[Figure]:
                     metric=f["metric"],
                     value=float(f["value"]),
                     unit=f.get("unit", ""),
-                    goal=f.get("goal", ""),
+                    goal=f.get("goal") or "",
                     ok=f.get("ok"),
                 )
                 for f in doc["figures"]
