@@ -435,12 +435,12 @@ def create_app(
         st.ch = ch if ch is not None else await to_thread.run_sync(prepare, settings)
         if with_sink:
             st.sink = SinkThread(settings, st.ch).start()
-        sink = st.sink.sink if st.sink is not None else None
+        thread = st.sink  # its sink is replaced if it fails: always read it through the thread
         st.data = Data(
             st.ch,
             settings.drops_topic,
             settings.time_zone,
-            live_head=(lambda: sink.head) if sink is not None else None,
+            live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
         )
         if live:
@@ -514,11 +514,14 @@ def _gauges(st: State) -> None:
             "Clients disconnected because a send stalled",
         )
     if st.sink is not None:
-        sink = st.sink.sink
-        m.gauge("drops_sink_rows_total", lambda: sink.totals.drops, "Drop rows stored")
-        m.gauge("drops_sink_skipped_total", lambda: sink.totals.skipped, "Duplicates skipped")
-        m.gauge("drops_sink_deadletters_total", lambda: sink.totals.deadletters, "Records rejected")
-        m.gauge("drops_sink_paused", lambda: int(sink.paused), "1 while ClickHouse is failing")
+        t = st.sink  # read the sink through its thread: a failed sink is replaced
+        m.gauge("drops_sink_rows_total", lambda: t.sink.totals.drops, "Drop rows stored")
+        m.gauge("drops_sink_skipped_total", lambda: t.sink.totals.skipped, "Duplicates skipped")
+        m.gauge(
+            "drops_sink_deadletters_total", lambda: t.sink.totals.deadletters, "Records rejected"
+        )
+        m.gauge("drops_sink_paused", lambda: int(t.sink.paused), "1 while ClickHouse is failing")
+        m.gauge("drops_sink_restarts_total", lambda: t.restarts, "Sink restarts after failures")
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from drops.log import Heartbeat, configure, get_log
 from drops.settings import Settings
@@ -234,10 +234,19 @@ class Sink:
         parsed = self._parse(good)
         res = self._store_with_retry(parsed, drops_pos)
         if tps:
-            self.consumer.commit(offsets=tps, asynchronous=False)
+            self._commit(tps)
         for k in ("drops", "stats", "skipped", "deadletters"):
             setattr(self.totals, k, getattr(self.totals, k) + getattr(res, k))
         return res
+
+    def _commit(self, tps: list[TopicPartition]) -> None:
+        """Commit what is stored. A failed commit (the group rebalanced while the broker was
+        away: "Unknown member") loses nothing: the records come again and are skipped as
+        already stored, so log it and go on; the consumer rejoins on its next poll."""
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit_failed", error=str(exc)[:300], hint="records will be re-read")
 
     def _store_with_retry(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
         delay = 0.5
@@ -293,20 +302,44 @@ class SinkStopped(Exception):
 
 
 class SinkThread:
-    """The sink in a thread of another process (the API, with chDB), sharing its ClickHouse."""
+    """The sink in a thread of another process (the API, with chDB), sharing its ClickHouse.
+
+    If the sink fails (Kafka errors the consumer cannot ride out), the thread builds a new one
+    after a back-off and goes on: what was stored is skipped when it comes again.
+    """
 
     def __init__(self, settings: Settings, ch: ClickHouse) -> None:
+        self.settings = settings
+        self.ch = ch
         self.stop = threading.Event()
         self.sink = Sink(settings, ch, self.stop)
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.error: BaseException | None = None
+        self.restarts = 0
 
     def _run(self) -> None:
-        try:
-            self.sink.run()
-        except BaseException as exc:
-            self.error = exc
-            log.exception("sink_crashed")
+        delay = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.sink.run()
+                return
+            except Exception as exc:
+                self.error = exc
+                self.restarts += 1
+                if time.monotonic() - started > 120:
+                    delay = 1.0  # it ran a while: a fresh failure, not a loop
+                log.exception("sink_crashed", restart_in_s=delay, restarts=self.restarts)
+            if self.stop.wait(delay):
+                return
+            delay = min(delay * 2, 30.0)
+            try:
+                self.sink = Sink(self.settings, self.ch, self.stop)
+                self.error = None
+                log.info("sink_restarted", restarts=self.restarts)
+            except Exception as exc:
+                self.error = exc
+                log.exception("sink_restart_failed")
 
     def start(self) -> SinkThread:
         self.thread.start()
@@ -318,7 +351,7 @@ class SinkThread:
 
     @property
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return self.thread.is_alive() and self.error is None
 
 
 def prepare(settings: Settings) -> ClickHouse:
