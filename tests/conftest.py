@@ -42,20 +42,25 @@ def kafka_broker() -> Iterator[Settings]:
         broker.stop(settings)
 
 
+def isolated_settings(root: Path, tag: str, **overrides: object) -> Settings:
+    """Settings whose topics, groups, chDB and state folders are ``tag``'s own, under ``root``."""
+    values: dict[str, object] = {
+        "snapshot_topic": f"{tag}.snapshots",
+        "drops_topic": f"{tag}.events",
+        "deadletter_topic": f"{tag}.deadletter",
+        "stats_topic": f"{tag}.buckets",
+        "processor_group": f"{tag}-processor",
+        "sink_group": f"{tag}-sink",
+        "clickhouse_dsn": f"chdb://{root / 'clickhouse'}",
+        "state_path": root / "state",
+    }
+    values.update(overrides)
+    return base_settings(**values)
+
+
 @pytest.fixture
 def kafka_settings(kafka_broker: Settings, tmp_path: Path) -> Settings:
     """Settings with topics, groups and folders of this test's own, on the real broker."""
-    tag = uuid.uuid4().hex[:8]
-    settings = base_settings(
-        snapshot_topic=f"t{tag}.snapshots",
-        drops_topic=f"t{tag}.events",
-        deadletter_topic=f"t{tag}.deadletter",
-        stats_topic=f"t{tag}.buckets",
-        processor_group=f"t{tag}-processor",
-        sink_group=f"t{tag}-sink",
-        clickhouse_dsn=f"chdb://{tmp_path / 'clickhouse'}",
-        snapshot_partitions=2,
-        state_path=tmp_path / "state",
-    )
+    settings = isolated_settings(tmp_path, f"t{uuid.uuid4().hex[:8]}", snapshot_partitions=2)
     broker.ensure_topics(settings)
     return settings

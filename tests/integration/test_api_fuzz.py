@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from schemathesis.checks import (
 from drops import broker
 from drops.settings import Settings
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
-from tests.conftest import base_settings
+from tests.conftest import isolated_settings
 from tests.integration.test_api_feed import Server, read_all, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -41,18 +40,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzz_api(kafka_broker: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tag = uuid.uuid4().hex[:8]
-    root: Path = tmp_path_factory.mktemp("fuzz")
-    s = base_settings(
-        snapshot_topic=f"f{tag}.snapshots",
-        drops_topic=f"f{tag}.events",
-        deadletter_topic=f"f{tag}.deadletter",
-        stats_topic=f"f{tag}.buckets",
-        processor_group=f"f{tag}-processor",
-        sink_group=f"f{tag}-sink",
-        clickhouse_dsn=f"chdb://{root / 'clickhouse'}",
-        state_path=root / "state",
-    )
+    s = isolated_settings(tmp_path_factory.mktemp("fuzz"), f"f{uuid.uuid4().hex[:8]}")
     broker.ensure_topics(s)
     w = DropWriter(s)
     drops = [make_drop(i, provider="resy" if i % 2 else "opentable") for i in range(30)]
