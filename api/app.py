@@ -155,7 +155,8 @@ async def by_hour(request: Request) -> Response:
     q = _q(request)
     check_known(q, ("hours",))
     hours = int_param(q, "hours", 1, 24 * 14, 24)
-    return JSON({"hours": await _db(st.db().by_hour, hours), "time_zone": st.s.time_zone})
+    rows = await _db(st.db().by_hour, hours)
+    return JSON({"hours": rows, "time_zone": st.s.time_zone, "as_of_ms": st.clock.now_ms()})
 
 
 async def healthz(request: Request) -> Response:

@@ -132,8 +132,8 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
     w.write([*fresh, old, close_of(fresh[1], now)])
     w.write_stats(
         [
-            make_stats(kind="baseline", slots=300, date="2099-01-01"),
-            make_stats(slots=310, date="2099-01-01"),
+            make_stats(kind="baseline", slots=300, date="2099-01-01", polled_at_ms=now),
+            make_stats(slots=310, date="2099-01-01", polled_at_ms=now),
         ]
     )
     wait_for(lambda: len(read_all(api.url, None, 100)[0]) == 6)
