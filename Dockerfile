@@ -9,6 +9,8 @@ COPY processors processors
 COPY sinks sinks
 COPY api api
 COPY simulator simulator
+COPY store store
+COPY shell shell
 COPY drops drops
 RUN pip install --no-cache-dir .
 ENTRYPOINT ["drops"]

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -51,12 +51,42 @@ from api.params import (
 )
 from drops.log import get_log
 from drops.settings import Settings
-from sinks.clickhouse import ClickHouse
-from sinks.service import SinkThread, prepare
+from store.clickhouse import ClickHouse, prepare
 
 log = get_log("api")
 STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = ("/", "/healthz", "/readyz", "/static", "/openapi.json")
+
+
+class SinkView(Protocol):
+    """What the API reads of a sink running in this process."""
+
+    head: dict[int, int]
+    paused: bool
+
+    @property
+    def totals(self) -> Any: ...
+
+
+class InProcessSink(Protocol):
+    """A sink run by a thread of this process (``drops api --with-sink``; required with chDB,
+    where one process owns the data folder). The shell builds it (``sinks.service.SinkThread``):
+    the API starts it, reads it and stops it, and never imports the sink stage."""
+
+    restarts: int
+
+    @property
+    def sink(self) -> SinkView: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> InProcessSink: ...
+
+    def close(self, timeout: float = 30.0) -> None: ...
+
+
+SinkFactory = Callable[[Settings, ClickHouse], InProcessSink]
 
 
 class JSON(JSONResponse):
@@ -78,7 +108,7 @@ class State:
         self.ch: ClickHouse | None = None
         self.data: Data | None = None
         self.hub: Hub | None = None
-        self.sink: SinkThread | None = None
+        self.sink: InProcessSink | None = None
         self.closing = False
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
         # set by sse-starlette when it sees the server shut down (shared by every stream)
@@ -422,19 +452,19 @@ def create_app(
     settings: Settings,
     *,
     ch: ClickHouse | None = None,
-    with_sink: bool = False,
+    sink: SinkFactory | None = None,
     live: bool = True,
 ) -> Starlette:
     """The API. ``ch``: an open ClickHouse (else opened and migrated here, closed at the end);
-    ``with_sink``: run the sink in this process; ``live``: run the Kafka live tail for SSE."""
+    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE."""
     st = State(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = ch is None
         st.ch = ch if ch is not None else await to_thread.run_sync(prepare, settings)
-        if with_sink:
-            st.sink = SinkThread(settings, st.ch).start()
+        if sink is not None:
+            st.sink = sink(settings, st.ch).start()
         thread = st.sink  # its sink is replaced if it fails: always read it through the thread
         st.data = Data(
             st.ch,
@@ -449,7 +479,7 @@ def create_app(
             st.hub.exiting = lambda: shutdown.is_set() or (st.exiting is not None and st.exiting())
             st.hub.start(asyncio.get_running_loop())
         _gauges(st)
-        log.info("api_started", with_sink=with_sink, live=live, chdb=st.ch.is_chdb)
+        log.info("api_started", with_sink=sink is not None, live=live, chdb=st.ch.is_chdb)
         try:
             yield
         finally:

@@ -15,7 +15,7 @@ import orjson
 from api import cursor as C
 from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
-from sinks.clickhouse import ClickHouse
+from store.clickhouse import ClickHouse
 
 FeedRow = tuple[int, int, bytes]
 """One feed row: ``(kafka_offset, kafka_partition, item JSON bytes)``."""

@@ -1,8 +1,9 @@
 """``drops api``: serve the app with uvicorn until SIGTERM/SIGINT.
 
 With the embedded chDB engine only one process may open the data folder, so the sink must
-run inside this process (``with_sink=True``, ``drops api --with-sink``); with a ClickHouse
-server, the sink can run as its own process (``drops sink``) and any number of API replicas.
+run inside this process (``drops api --with-sink``: the shell passes ``sink=SinkThread``); with
+a ClickHouse server, the sink can run as its own process (``drops sink``) and any number of
+API replicas.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ import logging
 
 import uvicorn
 
-from api.app import create_app
-from drops import broker
+from api.app import SinkFactory, create_app
 from drops.log import configure, get_log
 from drops.settings import Settings
+from drops.topics import ensure_topics
 
 log = get_log("api")
 
 
-def run(settings: Settings, with_sink: bool = False) -> None:
+def run(settings: Settings, sink: SinkFactory | None = None) -> None:
     configure(settings.log_level, settings.log_format)
-    if settings.uses_chdb and not with_sink:
+    if settings.uses_chdb and sink is None:
         log.warning(
             "chdb_without_sink",
             hint="with chDB the sink cannot run in another process: use --with-sink",
         )
-    broker.ensure_topics(settings)
-    app = create_app(settings, with_sink=with_sink)
+    ensure_topics(settings)
+    app = create_app(settings, sink=sink)
     config = uvicorn.Config(
         app,
         host=settings.api_host,

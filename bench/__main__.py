@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from drops import broker
 from drops.log import get_log
 from drops.settings import Settings
+from shell import broker
 
 log = get_log("bench")
 

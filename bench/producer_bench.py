@@ -50,8 +50,8 @@ def proc_cpu(pid: int) -> float:
 async def cycles(settings: Settings, n: int, kafka: bool, sim_pid: int) -> list[dict[str, float]]:
     writer: RecordWriter
     if kafka:
-        from drops import broker
         from producers.kafka import Writer
+        from shell import broker
 
         broker.ensure_topics(settings)
         writer = Writer(settings)
@@ -92,7 +92,7 @@ def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
         "DROPS_LOG_LEVEL": "WARNING",
     }
     sim = subprocess.Popen(
-        [sys.executable, "-m", "drops.cli", "simulate"], env=env, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "shell.cli", "simulate"], env=env, stdin=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{args.port}"
     try:

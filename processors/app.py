@@ -32,9 +32,9 @@ from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
-from drops import broker
 from drops.log import Heartbeat, get_log
 from drops.settings import Settings
+from drops.topics import ensure_topics
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
 
@@ -178,7 +178,7 @@ class Processor:
 
 def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Application, Processor]:
     """The application and its processor (``proc``, or a new one), ready for ``app.run()``."""
-    broker.ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    ensure_topics(settings)  # our topics, with our settings, before Quix sees them
     app = Application(
         broker_address=settings.kafka_bootstrap,
         consumer_group=settings.processor_group,

@@ -298,13 +298,13 @@ def log_config(conf: config.Config, settings: Settings) -> None:
 
 
 async def _main(settings: Settings) -> None:
-    from drops import broker
+    from drops.topics import ensure_topics
     from producers.kafka import Writer
     from producers.providers import factory
 
     conf = config.load(settings)  # a ConfigError names the bad key and stops the start
     try:
-        broker.ensure_topics(settings)
+        ensure_topics(settings)
     except Exception as exc:
         log.warning("ensure_topics_failed", error=str(exc))
     transport = factory.transport_for(settings, conf)

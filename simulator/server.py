@@ -677,3 +677,16 @@ def run(settings: Settings) -> None:
         app, host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False
     )
     log.info("simulator_stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``drops simulate``: serve the simulator until SIGTERM/SIGINT."""
+    import argparse
+
+    from drops.settings import get_settings
+
+    argparse.ArgumentParser(prog="drops simulate", description="the provider simulator").parse_args(
+        argv
+    )
+    run(get_settings())
+    return 0

@@ -30,8 +30,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from drops.log import Heartbeat, configure, get_log
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
-from sinks import rows as R
-from sinks.clickhouse import ClickHouse
+from store import rows as R
+from store.clickhouse import ClickHouse, prepare
 
 log = get_log("sink")
 
@@ -354,29 +354,12 @@ class SinkThread:
         return self.thread.is_alive() and self.error is None
 
 
-def prepare(settings: Settings) -> ClickHouse:
-    """Open ClickHouse and bring its schema up to date (idempotent)."""
-    ch = ClickHouse(settings.clickhouse_url)
-    delay = 0.5
-    while True:
-        try:
-            ch.migrate(settings.retention_days, settings.time_zone)
-            return ch
-        except Exception as exc:
-            if ch.is_chdb:
-                ch.close()
-                raise
-            log.warning("clickhouse_unavailable", error=str(exc)[:300], retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, settings.sink_backoff_max)
-
-
 def run(settings: Settings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
     configure(settings.log_level, settings.log_format)
-    from drops import broker
+    from drops.topics import ensure_topics
 
-    broker.ensure_topics(settings)
+    ensure_topics(settings)
     ch = prepare(settings)
     stop = threading.Event()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from drops import broker
 from drops.settings import Settings
+from shell import broker
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_BOOTSTRAP = os.environ.get("DROPS_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19192")

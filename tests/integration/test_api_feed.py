@@ -13,8 +13,9 @@ import uvicorn
 
 from api import cursor as C
 from api.app import create_app
-from drops.pipeline import free_port
+from bench.pipeline import free_port
 from drops.settings import Settings
+from sinks.service import SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
 
 pytestmark = pytest.mark.kafka
@@ -24,6 +25,8 @@ class Server:
     def __init__(self, settings: Settings, **kw: Any) -> None:
         self.port = free_port()
         self.settings = settings.model_copy(update={"api_port": self.port})
+        if kw.pop("with_sink", False):
+            kw["sink"] = SinkThread
         self.app = create_app(self.settings, **kw)
         self.server = uvicorn.Server(
             uvicorn.Config(

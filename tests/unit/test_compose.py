@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from drops.cli import COMMANDS
 from drops.settings import Settings
+from shell.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drops import broker
 from drops.log import get_log
 from drops.settings import Settings
+from shell import broker
 
 log = get_log("up")
 
@@ -31,7 +31,7 @@ class Child:
     started_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "drops.cli", *self.args]
+        cmd = [sys.executable, "-m", "shell.cli", *self.args]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         log.info("stage_started", stage=self.name, pid=self.proc.pid)

@@ -26,13 +26,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
+from bench.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from domain.calendar import Bucket, window
-from drops import broker
 from drops.log import get_log
-from drops.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from drops.settings import Settings
 from producers.windows import bucket_window
 from schemas import slot_id
+from shell import broker
 from simulator.control import SimControl
 
 log = get_log("chaos")
