@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import orjson
 from anyio import to_thread
+from prometheus_client.core import Metric
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.applications import Starlette
@@ -26,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +36,7 @@ from api import cursor as C
 from api.data import Data, feed_body
 from api.hub import Client, Hub, render
 from api.items import sse_raw
+from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
 from api.openapi import openapi
 from api.params import (
@@ -71,9 +73,12 @@ class SinkView(Protocol):
 class InProcessSink(Protocol):
     """A sink run by a thread of this process (``drops api --with-sink``; required with chDB,
     where one process owns the data folder). The shell builds it (``sinks.service.SinkThread``):
-    the API starts it, reads it and stops it, and never imports the sink stage."""
+    the API starts it, reads it, serves its metrics (``collect``) and stops it, and never
+    imports the sink stage."""
 
     restarts: int
+
+    def collect(self) -> Iterable[Metric]: ...
 
     @property
     def sink(self) -> SinkView: ...
@@ -217,7 +222,7 @@ def _kafka_ok(bootstrap: str) -> bool:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(_st(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(_st(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def openapi_json(request: Request) -> Response:
@@ -310,8 +315,7 @@ async def _events(
                 await client.wake.wait()
             if client.closing:
                 return
-            if client.dropped:
-                st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
+            if client.dropped:  # counted by the hub (drops_sse_dropped_clients_total)
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
             if client.queue:
@@ -533,25 +537,18 @@ def _gauges(st: State) -> None:
     if st.hub is not None:
         hub = st.hub
         m.gauge("drops_sse_clients", lambda: len(hub.clients), "Connected SSE clients")
-        m.gauge("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
+        m.counter("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
         m.gauge("drops_sse_ring_events", lambda: len(hub.ring), "Events in the reconnect ring")
-        m.gauge(
+        m.counter(
             "drops_sse_dropped_clients_total", lambda: hub.dropped_clients, "Slow clients dropped"
         )
-        m.gauge(
+        m.counter(
             "drops_sse_cut_clients_total",
             lambda: hub.cut_clients,
             "Clients disconnected because a send stalled",
         )
     if st.sink is not None:
-        t = st.sink  # read the sink through its thread: a failed sink is replaced
-        m.gauge("drops_sink_rows_total", lambda: t.sink.totals.drops, "Drop rows stored")
-        m.gauge("drops_sink_skipped_total", lambda: t.sink.totals.skipped, "Duplicates skipped")
-        m.gauge(
-            "drops_sink_deadletters_total", lambda: t.sink.totals.deadletters, "Records rejected"
-        )
-        m.gauge("drops_sink_paused", lambda: int(t.sink.paused), "1 while ClickHouse is failing")
-        m.gauge("drops_sink_restarts_total", lambda: t.restarts, "Sink restarts after failures")
+        m.register(st.sink)  # the sink's own metrics (sinks.service.sink_readings)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

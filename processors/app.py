@@ -18,10 +18,12 @@ import gc
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import Counter
 from quixstreams import Application, State, message_context
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
 from quixstreams.exceptions import KafkaPartitionError, PartitionAssignmentError
@@ -33,6 +35,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
 from drops.log import Heartbeat, get_log
+from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
 from drops.topics import ensure_topics
 from processors.state import StateStore
@@ -205,7 +208,7 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
             "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
         },
         rocksdb_options=ROCKSDB,
-        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
+        loglevel=None,  # no handler of its own: its lines go through ours (drops.log, JSON)
     )
     snapshots = app.topic(
         settings.snapshot_topic, value_deserializer="bytes", key_deserializer="bytes"
@@ -225,6 +228,27 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
 
 def _key(value: Out) -> bytes | None:
     return value.key
+
+
+PROCESSOR_COUNTS = {
+    "snapshots": "Snapshot records read",
+    "parts": "Snapshot parts read",
+    "drops": "Drop records written",
+    "closes": "Close records written",
+    "dead_letters": "Records sent to the dead-letter topic",
+}
+
+
+def processor_readings(current: Callable[[], Processor]) -> Readings:
+    """The processor's running totals as counters (``drops_processor_<name>_total``)."""
+    out = Readings()
+
+    def reader(name: str) -> Callable[[], float]:
+        return lambda: current().totals[name]
+
+    for name, text in PROCESSOR_COUNTS.items():
+        out.counter(f"drops_processor_{name}_total", text, reader(name))
+    return out
 
 
 def _ticker(current: list[Processor], stop: threading.Event) -> None:
@@ -284,6 +308,12 @@ def run(settings: Settings) -> None:
     gc.set_threshold(50_000, 50, 100)
     stop = threading.Event()
     current: list[Processor] = [Processor(settings)]
+    reg = registry("processor")
+    restarts_total = Counter(
+        "drops_processor_restarts", "Application rebuilds after broker outages", registry=reg
+    )
+    reg.register(processor_readings(lambda: current[0]))
+    serve(reg, settings.processor_metrics_port, settings.metrics_host)
     threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
     log.info(
         "processor_started",
@@ -316,6 +346,7 @@ def run(settings: Settings) -> None:
                 if not transient(exc):
                     raise
                 restarts += 1
+                restarts_total.inc()
                 streak = 0 if time.monotonic() - began > CALM_S else min(streak + 1, 16)
                 delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**streak)
                 log.warning(

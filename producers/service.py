@@ -23,10 +23,12 @@ from zoneinfo import ZoneInfo
 
 from domain.calendar import Bucket, parse_slide_at, window
 from drops.log import get_log
+from drops.metrics import registry, serve
 from drops.settings import Settings
 from producers import config, core
 from producers.config import MarketConfig
 from producers.core import Job
+from producers.metrics import ProducerMetrics
 from producers.providers.base import Provider, merge_results
 from schemas import encode
 
@@ -73,6 +75,7 @@ class ProducerService:
         self.report = CycleReport()  # jobs finished since the last heartbeat
         self.cycles = 0
         self.progress = core.BaselineProgress()
+        self.metrics: ProducerMetrics | None = None  # set by run(): counters of each cycle
 
     # ------------------------------------------------------------------ one cycle
 
@@ -209,6 +212,8 @@ class ProducerService:
 
     def heartbeat(self, cycle_started: float) -> None:
         r = self.report
+        if self.metrics is not None:
+            self.metrics.cycle(self.market.name, r)
         log.info(
             "cycle",
             market=self.market.name,
@@ -313,6 +318,11 @@ async def _main(settings: Settings) -> None:
         ProducerService(settings, factory.build_market(settings, conf, m, transport), writer, m)
         for m in conf.markets
     ]
+    reg = registry("producer")
+    metrics = ProducerMetrics(reg)
+    for svc in services:
+        svc.metrics = metrics
+    serve(reg, settings.producer_metrics_port, settings.metrics_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,13 +21,15 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client.core import Metric
 
 from drops.log import Heartbeat, configure, get_log
+from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
 from store import rows as R
@@ -301,6 +303,28 @@ class SinkStopped(Exception):
     """Raised out of a retry loop when the sink is asked to stop."""
 
 
+def sink_readings(current: Callable[[], Sink], restarts: Callable[[], int]) -> Readings:
+    """The sink's metrics, read through ``current`` (a failed sink is replaced: its totals go
+    on in the new one). Served by ``drops sink`` and by the API that runs the sink."""
+    return (
+        Readings()
+        .counter("drops_sink_rows_total", "Drop rows stored", lambda: current().totals.drops)
+        .counter(
+            "drops_sink_stats_rows_total",
+            "Bucket stats rows stored",
+            lambda: current().totals.stats,
+        )
+        .counter("drops_sink_skipped_total", "Duplicates skipped", lambda: current().totals.skipped)
+        .counter(
+            "drops_sink_deadletters_total",
+            "Records rejected",
+            lambda: current().totals.deadletters,
+        )
+        .counter("drops_sink_restarts_total", "Sink restarts after failures", restarts)
+        .gauge("drops_sink_paused", "1 while ClickHouse is failing", lambda: int(current().paused))
+    )
+
+
 class SinkThread:
     """The sink in a thread of another process (the API, with chDB), sharing its ClickHouse.
 
@@ -316,6 +340,11 @@ class SinkThread:
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.error: BaseException | None = None
         self.restarts = 0
+        self.readings = sink_readings(lambda: self.sink, lambda: self.restarts)
+
+    def collect(self) -> Iterator[Metric]:
+        """The sink's metrics (a prometheus-client collector)."""
+        return self.readings.collect()
 
     def _run(self) -> None:
         delay = 1.0
@@ -334,7 +363,9 @@ class SinkThread:
                 return
             delay = min(delay * 2, 30.0)
             try:
+                totals = self.sink.totals
                 self.sink = Sink(self.settings, self.ch, self.stop)
+                self.sink.totals = totals  # counters go on across restarts
                 self.error = None
                 log.info("sink_restarted", restarts=self.restarts)
             except Exception as exc:
@@ -369,7 +400,11 @@ def run(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    sink = Sink(settings, ch, stop)
+    reg = registry("sink")
+    reg.register(sink_readings(lambda: sink, lambda: 0))
+    serve(reg, settings.sink_metrics_port, settings.metrics_host)
     try:
-        Sink(settings, ch, stop).run()
+        sink.run()
     finally:
         ch.close()

@@ -161,7 +161,8 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
     assert sum(h["drops"] for h in hours) == 5
     m = httpx.get(api.url + "/metrics").text
     assert 'drops_http_requests_total{route="/just-opened",status="200"}' in m
-    assert "drops_sink_rows_total 6" in m
+    assert "drops_sink_rows_total 6.0" in m
+    assert "# TYPE drops_sink_rows_total counter" in m and "drops_build_info{" in m
     spec = httpx.get(api.url + "/openapi.json").json()
     assert "/feed" in spec["paths"] and "/feed/stream" in spec["paths"]
     page = httpx.get(api.url + "/")
