@@ -311,7 +311,7 @@ def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Re
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="drops chaos", description=__doc__)
+    ap = argparse.ArgumentParser(prog="drops chaos", description=(__doc__ or "").replace("``", "`"))
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the storm")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fault-rate", type=float, default=Config.fault_rate)

@@ -139,7 +139,14 @@ class Settings(BaseSettings):
     )
 
     # --- drops up (the local demo) --------------------------------------------------------
-    up_poll_interval: float = Field(5.0, description="Poll interval used by `drops up`")
+    up_simulator: bool = Field(
+        True,
+        description="`drops up` starts the provider simulator; false (or `drops up "
+        "--no-simulator`): poll the real providers at DROPS_POLL_INTERVAL",
+    )
+    up_poll_interval: float = Field(
+        5.0, description="Poll interval used by `drops up` with the simulator"
+    )
     up_restarts: int = Field(5, description="Times `drops up` restarts a crashed stage")
 
     # --- metrics (the API serves GET /metrics on its own port) ----------------------------

@@ -68,6 +68,8 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from shell.supervisor import up
 
+    if args.no_simulator:
+        settings = settings.model_copy(update={"up_simulator": False})
     return int(up(settings))
 
 
@@ -105,13 +107,29 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
 PASS_THROUGH = {"simulate", "bench", "chaos"}  # the tools parse their own options
 
 
+DESCRIPTION = (
+    "Discovery Drops: spots restaurant reservations the moment they open. One subcommand per "
+    "stage; `drops up` runs them all. Settings are env vars DROPS_* (`drops settings`)."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="drops", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from drops.metrics import version
+
+    parser = argparse.ArgumentParser(prog="drops", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"drops {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, (text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text, add_help=name not in PASS_THROUGH)
         if name == "broker":
             p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
+        if name == "up":
+            p.add_argument(
+                "--no-simulator",
+                action="store_true",
+                help="poll the real providers (DROPS_RESY_URL, DROPS_OPENTABLE_URL) at "
+                "DROPS_POLL_INTERVAL; no simulator (same as DROPS_UP_SIMULATOR=false)",
+            )
         if name == "api":
             p.add_argument(
                 "--with-sink",

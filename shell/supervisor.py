@@ -38,7 +38,7 @@ class Child:
 
 
 def stages(settings: Settings) -> list[Child]:
-    children = [Child("simulator", ["simulate"])]
+    children = [Child("simulator", ["simulate"])] if settings.up_simulator else []
     if settings.uses_chdb:
         children.append(Child("api+sink", ["api", "--with-sink"]))
     else:
@@ -49,7 +49,9 @@ def stages(settings: Settings) -> list[Child]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
+    env["DROPS_UP_SIMULATOR"] = "true" if settings.up_simulator else "false"
+    if settings.up_simulator:  # the demo polls its simulator fast; real providers keep theirs
+        env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
     env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
     return env
