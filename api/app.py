@@ -42,7 +42,6 @@ from api.openapi import openapi
 from api.params import (
     KNOWN_PROVIDERS,
     Allowed,
-    BadRequest,
     Filters,
     check_known,
     int_param,
@@ -51,6 +50,7 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
+from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
 from store.clickhouse import ClickHouse, prepare

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from drops.errors import DropsError, InvariantError
 from schemas import ids
 
 SNAPSHOT_VERSION = 1  # the JSON form (``Snapshot.to_dict``), still read
@@ -30,7 +31,7 @@ SnapshotKind = Literal["baseline", "poll", "close"]
 EventKind = Literal["open", "close"]
 
 
-class SchemaError(ValueError):
+class SchemaError(DropsError, ValueError):
     """A record that cannot be decoded; the message names the field."""
 
 
@@ -539,7 +540,8 @@ class SnapshotView:
         """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
         if self._slots is not None:
             return self._slots[i]
-        assert self._rows is not None and self._offsets is not None
+        if self._rows is None or self._offsets is None:
+            raise InvariantError("a lazy snapshot view without its rows")
         w = f"snapshot.slots[{i}]"
         a, b = int(self._offsets[i]), int(self._offsets[i + 1])
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from drops.errors import DropsError
 from drops.log import get_log
 from drops.settings import Settings
 from drops.topics import ensure_topics
@@ -43,7 +44,7 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 """
 
 
-class BrokerError(RuntimeError):
+class BrokerError(DropsError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from drops.errors import DropsError
 from drops.log import get_log
 from drops.settings import Settings
 from shell import broker
@@ -57,7 +58,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class _Stop(Exception):
+class _Stop(DropsError):
     pass
 
 

@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
 from producers.windows import bucket_window, minutes
@@ -52,10 +53,6 @@ log = get_log("simulator")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "403", "malformed", "truncated", "slow")
 MAX_PER_PAGE = 100
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

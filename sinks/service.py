@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client.core import Metric
 
+from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
@@ -113,7 +114,8 @@ class Sink:
         out = _Parsed()
         for m in msgs:
             topic, part, off = m.topic(), m.partition(), m.offset()
-            assert topic is not None and part is not None and off is not None
+            if topic is None or part is None or off is None:
+                raise InvariantError("a consumed message without topic, partition or offset")
             try:
                 if topic == self.s.drops_topic:
                     ev = decode_drop(m.value())
@@ -299,7 +301,7 @@ class Sink:
         log.info("sink_stopped", drops=self.totals.drops, skipped=self.totals.skipped)
 
 
-class SinkStopped(Exception):
+class SinkStopped(DropsError):
     """Raised out of a retry loop when the sink is asked to stop."""
 
 
