@@ -169,9 +169,10 @@ def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> N
 
     app.router.routes.insert(0, Route("/_bench/receipts", receipts))
     app.router.routes.insert(0, Route("/_bench/gc", gc_stats))
-    from api.server import tune_gc
+    from api.server import GC_THRESHOLD
+    from drops.runtime import tune_gc
 
-    tune_gc()  # as api.server.run does
+    tune_gc(*GC_THRESHOLD)  # as api.server.run does
     gc.callbacks.append(on_gc)
     uvicorn.run(
         app,

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import orjson
 
+from drops.runtime import tune_gc
 from drops.settings import Settings
 from producers.providers import factory
-from producers.service import ProducerService, RecordWriter, tune_gc
+from producers.service import GC_THRESHOLD, ProducerService, RecordWriter
 from simulator.control import SimControl
 
 
@@ -57,7 +58,7 @@ async def cycles(settings: Settings, n: int, kafka: bool, sim_pid: int) -> list[
         writer = Writer(settings)
     else:
         writer = NullWriter()
-    tune_gc()  # as producers.service.run does
+    tune_gc(*GC_THRESHOLD)  # as producers.service.run does
     providers = factory.build(settings)
     service = ProducerService(settings, providers, writer)
     out = []

@@ -36,6 +36,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 from domain import rule
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
+from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
 from drops.topics import ensure_topics
 from processors.state import StateStore
@@ -279,6 +280,10 @@ FATAL_CODES = frozenset({KafkaError.FENCED_INSTANCE_ID})
 RECONNECT_MAX_MS = 1_000  # librdkafka's default 10 s leaves a restarted broker unused
 BACKOFF_S = (0.5, 30.0)  # first and longest wait before rebuilding the application
 CALM_S = 120.0  # an application that ran this long before failing: backoff starts over
+# the modules and the application's long-lived objects are never garbage: out of the
+# collector's sight; each record allocates thousands of small objects (venue keys, rows),
+# so collect the young generation less often
+GC_THRESHOLD = (50_000, 50, 100)
 
 
 def transient(exc: BaseException) -> bool:
@@ -300,12 +305,7 @@ def run(settings: Settings) -> None:
 
     A broker outage does not end the process: the application is rebuilt with backoff
     (``processor_restarting`` in the log) until the broker answers again."""
-    # the modules and the application's long-lived objects are never garbage: out of the
-    # collector's sight; each record allocates thousands of small objects (venue keys, rows),
-    # so collect the young generation less often
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    tune_gc(*GC_THRESHOLD)
     stop = threading.Event()
     current: list[Processor] = [Processor(settings)]
     reg = registry("processor")
@@ -328,8 +328,8 @@ def run(settings: Settings) -> None:
     def on_signal(signum: int, frame: Any) -> None:  # between two applications
         stopping.set()
 
-    restarts = streak = 0
-    delay = BACKOFF_S[0]
+    restarts = 0
+    backoff = Backoff(*BACKOFF_S, calm=CALM_S)
     try:
         while not stopping.is_set():
             began = time.monotonic()
@@ -347,8 +347,7 @@ def run(settings: Settings) -> None:
                     raise
                 restarts += 1
                 restarts_total.inc()
-                streak = 0 if time.monotonic() - began > CALM_S else min(streak + 1, 16)
-                delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**streak)
+                delay = backoff.next(time.monotonic() - began)
                 log.warning(
                     "processor_restarting",
                     error=f"{type(exc).__name__}: {exc}"[:500],

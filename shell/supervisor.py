@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from drops.errors import DropsError
 from drops.log import get_log
+from drops.runtime import Backoff
 from drops.settings import Settings
 from shell import broker
 
@@ -28,6 +29,7 @@ class Child:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(2.0, 30.0, calm=300.0))
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
@@ -110,10 +112,11 @@ def _watch(children: list[Child], env: dict[str, str], settings: Settings) -> No
             child.proc = None
             if child.restarts >= settings.up_restarts:
                 raise RuntimeError(f"stage {child.name} keeps crashing (exit {code})")
-            if now - child.started_at > 300:
+            ran = now - child.started_at
+            if ran > 300:
                 child.restarts = 0  # it ran a while: a fresh failure, not a crash loop
             child.restarts += 1
-            delay = min(30.0, 2.0**child.restarts)
+            delay = child.backoff.next(ran)
             child.next_start = now + delay
             log.warning("stage_exited", stage=child.name, code=code, restart_in_s=delay)
         time.sleep(0.5)

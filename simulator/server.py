@@ -657,10 +657,11 @@ def run(settings: Settings) -> None:
     """Serve the simulator until SIGTERM/SIGINT (uvicorn handles both)."""
     import uvicorn
 
-    from producers.service import tune_gc
+    from drops.runtime import tune_gc
+    from producers.service import GC_THRESHOLD
 
     app = app_from_settings(settings)
-    tune_gc()
+    tune_gc(*GC_THRESHOLD)
     log.info(
         "simulator_start",
         host=settings.sim_host,

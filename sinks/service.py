@@ -31,6 +31,7 @@ from prometheus_client.core import Metric
 from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
 from drops.metrics import Readings, registry, serve
+from drops.runtime import Backoff
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
 from store import rows as R
@@ -253,7 +254,7 @@ class Sink:
             log.warning("commit_failed", error=str(exc)[:300], hint="records will be re-read")
 
     def _store_with_retry(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
-        delay = 0.5
+        backoff = Backoff(0.5, self.s.sink_backoff_max)
         while True:
             try:
                 res = self._store(parsed, positions)
@@ -268,10 +269,10 @@ class Sink:
                 if not self.paused:
                     self.consumer.pause(self.consumer.assignment())
                     self.paused = True
+                delay = backoff.next()
                 log.warning("clickhouse_unavailable", error=str(exc)[:500], retry_in_s=delay)
                 if self.stop.wait(delay):
                     raise SinkStopped from exc
-                delay = min(delay * 2, self.s.sink_backoff_max)
 
     def run(self) -> None:
         beat = Heartbeat(log, "sink_heartbeat")
@@ -349,7 +350,7 @@ class SinkThread:
         return self.readings.collect()
 
     def _run(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0, calm=120.0)  # a run of 2 minutes: a fresh failure
         while not self.stop.is_set():
             started = time.monotonic()
             try:
@@ -358,12 +359,10 @@ class SinkThread:
             except Exception as exc:
                 self.error = exc
                 self.restarts += 1
-                if time.monotonic() - started > 120:
-                    delay = 1.0  # it ran a while: a fresh failure, not a loop
+                delay = backoff.next(time.monotonic() - started)
                 log.exception("sink_crashed", restart_in_s=delay, restarts=self.restarts)
             if self.stop.wait(delay):
                 return
-            delay = min(delay * 2, 30.0)
             try:
                 totals = self.sink.totals
                 self.sink = Sink(self.settings, self.ch, self.stop)

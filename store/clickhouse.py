@@ -18,6 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from drops.log import get_log
+from drops.runtime import Backoff
 from drops.settings import Settings
 from store import tables as schema
 
@@ -179,7 +180,7 @@ class ClickHouse:
 def prepare(settings: Settings) -> ClickHouse:
     """Open ClickHouse and bring its schema up to date (idempotent)."""
     ch = ClickHouse(settings.clickhouse_url)
-    delay = 0.5
+    backoff = Backoff(0.5, settings.sink_backoff_max)
     while True:
         try:
             ch.migrate(settings.retention_days, settings.time_zone)
@@ -188,6 +189,6 @@ def prepare(settings: Settings) -> ClickHouse:
             if ch.is_chdb:
                 ch.close()
                 raise
+            delay = backoff.next()
             log.warning("clickhouse_unavailable", error=str(exc)[:300], retry_in_s=delay)
             time.sleep(delay)
-            delay = min(delay * 2, settings.sink_backoff_max)
