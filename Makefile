@@ -19,6 +19,7 @@ up: setup
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 typecheck:
 	.venv/bin/mypy

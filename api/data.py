@@ -16,7 +16,7 @@ from api import cursor as C
 from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
 from drops.clock import Clock
-from sinks.clickhouse import ClickHouse
+from store.clickhouse import ClickHouse
 
 FeedRow = tuple[int, int, bytes]
 """One feed row: ``(kafka_offset, kafka_partition, item JSON bytes)``."""

@@ -142,7 +142,14 @@ class Settings(BaseSettings):
     )
 
     # --- drops up (the local demo) --------------------------------------------------------
-    up_poll_interval: float = Field(5.0, description="Poll interval used by `drops up`")
+    up_simulator: bool = Field(
+        True,
+        description="`drops up` starts the provider simulator; false (or `drops up "
+        "--no-simulator`): poll the real providers at DROPS_POLL_INTERVAL",
+    )
+    up_poll_interval: float = Field(
+        5.0, description="Poll interval used by `drops up` with the simulator"
+    )
     up_restarts: int = Field(5, description="Times `drops up` restarts a crashed stage")
 
     # --- the clock -----------------------------------------------------------------------
@@ -156,6 +163,16 @@ class Settings(BaseSettings):
         description="Unix time (real) at which the clock read DROPS_CLOCK_START (default: when "
         "the settings were read); processes given the same pair share one clock",
     )
+
+    # --- metrics (the API serves GET /metrics on its own port) ----------------------------
+    metrics_host: str = Field(
+        "127.0.0.1", description="Bind address of the producer's, processor's and sink's /metrics"
+    )
+    producer_metrics_port: int = Field(9101, description="Producer's /metrics port (0: off)")
+    processor_metrics_port: int = Field(
+        9102, description="Processor's /metrics port (0: off; one per replica on a host)"
+    )
+    sink_metrics_port: int = Field(9103, description="Standalone sink's /metrics port (0: off)")
 
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level")

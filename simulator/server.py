@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from drops.clock import Clock
+from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
 from producers.windows import bucket_window, minutes
@@ -52,10 +53,6 @@ log = get_log("simulator")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "403", "malformed", "truncated", "slow")
 MAX_PER_PAGE = 100
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -664,10 +661,11 @@ def run(settings: Settings) -> None:
     """Serve the simulator until SIGTERM/SIGINT (uvicorn handles both)."""
     import uvicorn
 
-    from producers.service import tune_gc
+    from drops.runtime import tune_gc
+    from producers.service import GC_THRESHOLD
 
     app = app_from_settings(settings)
-    tune_gc()
+    tune_gc(*GC_THRESHOLD)
     log.info(
         "simulator_start",
         host=settings.sim_host,
@@ -681,3 +679,16 @@ def run(settings: Settings) -> None:
         app, host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False
     )
     log.info("simulator_stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``drops simulate``: serve the simulator until SIGTERM/SIGINT."""
+    import argparse
+
+    from drops.settings import get_settings
+
+    argparse.ArgumentParser(prog="drops simulate", description="the provider simulator").parse_args(
+        argv
+    )
+    run(get_settings())
+    return 0

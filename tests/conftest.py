@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drops import broker
 from drops.clock import Clock, parse_instant
 from drops.settings import Settings
+from shell import broker
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_BOOTSTRAP = os.environ.get("DROPS_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19192")

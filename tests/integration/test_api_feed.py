@@ -13,8 +13,9 @@ import uvicorn
 
 from api import cursor as C
 from api.app import create_app
-from drops.pipeline import free_port
+from bench.pipeline import free_port
 from drops.settings import Settings
+from sinks.service import SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
 
 pytestmark = pytest.mark.kafka
@@ -24,6 +25,8 @@ class Server:
     def __init__(self, settings: Settings, **kw: Any) -> None:
         self.port = free_port()
         self.settings = settings.model_copy(update={"api_port": self.port})
+        if kw.pop("with_sink", False):
+            kw["sink"] = SinkThread
         self.app = create_app(self.settings, **kw)
         self.server = uvicorn.Server(
             uvicorn.Config(
@@ -159,7 +162,8 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
     assert sum(h["drops"] for h in hours) == 5
     m = httpx.get(api.url + "/metrics").text
     assert 'drops_http_requests_total{route="/just-opened",status="200"}' in m
-    assert "drops_sink_rows_total 6" in m
+    assert "drops_sink_rows_total 6.0" in m
+    assert "# TYPE drops_sink_rows_total counter" in m and "drops_build_info{" in m
     spec = httpx.get(api.url + "/openapi.json").json()
     assert "/feed" in spec["paths"] and "/feed/stream" in spec["paths"]
     page = httpx.get(api.url + "/")

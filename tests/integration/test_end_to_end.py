@@ -14,8 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from domain.calendar import window
-from drops.pipeline import (
+from bench.pipeline import (
     BEGINNING,
     Pipeline,
     feed_items,
@@ -24,6 +23,7 @@ from drops.pipeline import (
     sse_events,
     wait_for,
 )
+from domain.calendar import window
 from drops.settings import Settings
 from schemas import slot_id
 from simulator.control import SimControl

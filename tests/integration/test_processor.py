@@ -12,21 +12,20 @@ from pathlib import Path
 import orjson
 import pytest
 
-from drops.settings import Settings
-from schemas import Failure, Snapshot, encode
-from tests.integration.test_processor_harness import (
+from bench.processor_harness import (
     ProcessorProc,
     as_events,
     committed,
     drops,
     headers_dict,
     producer,
-    random_history,
     read_all,
-    reference_events,
     wait_processed,
     write,
 )
+from drops.settings import Settings
+from schemas import Failure, Snapshot, encode
+from tests.integration.reference import random_history, reference_events
 from tests.unit.test_rule import UNIVERSE, snapshot
 
 

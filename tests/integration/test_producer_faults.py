@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench.processor_harness import ProcessorProc, read_all, wait_processed
 from drops.settings import Settings
 from producers.kafka import Writer
 from producers.providers import factory
@@ -22,7 +23,6 @@ from simulator.control import SimControl, serve
 from simulator.market import Market
 from simulator.server import create_app
 from tests.conftest import now_under_test
-from tests.integration.test_processor_harness import ProcessorProc, read_all, wait_processed
 
 pytestmark = pytest.mark.kafka
 

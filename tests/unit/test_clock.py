@@ -14,9 +14,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from bench.pipeline import settings_env
 from domain import calendar
 from drops.clock import Clock, parse_instant
-from drops.pipeline import settings_env
 from drops.settings import Settings
 from producers.providers.resy import ResyClient
 from producers.providers.transport import Policy, Transport
@@ -141,7 +141,7 @@ def test_the_window_at_the_test_instant() -> None:
 
 
 def test_drops_up_gives_every_stage_one_clock() -> None:
-    from drops.supervisor import child_env
+    from shell.supervisor import child_env
 
     s = Settings(clock_start="2026-03-08T06:59:00Z")
     env = child_env(s)

@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
+from bench.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from domain.calendar import Bucket, window
-from drops import broker
 from drops.log import get_log
-from drops.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from drops.settings import Settings
 from producers.windows import bucket_window
 from schemas import slot_id
+from shell import broker
 from simulator.control import SimControl
 
 log = get_log("chaos")
@@ -310,7 +310,7 @@ def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Re
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="drops chaos", description=__doc__)
+    ap = argparse.ArgumentParser(prog="drops chaos", description=(__doc__ or "").replace("``", "`"))
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the storm")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fault-rate", type=float, default=Config.fault_rate)
