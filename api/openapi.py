@@ -53,11 +53,18 @@ ITEM = _obj(
         "snapshot_id": STR,
         "closed_at_ms": INT_OR_NULL,
         "open_seconds": NUM_OR_NULL,
+        "opened_after_ms": {
+            **INT_OR_NULL,
+            "description": "epoch ms of the stream's last complete poll before the one that "
+            "saw the slot open: it opened after this (after an outage, the last poll before "
+            "the gap); null when unknown; absent from items stored from drop records v1",
+        },
         "v": INT,
         "kafka_partition": INT,
         "kafka_offset": INT,
     }
 )
+ITEM["required"].remove("opened_after_ms")  # (optional: items stored before drop records v2)
 
 ERROR = _obj(
     {
