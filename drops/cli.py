@@ -66,6 +66,18 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rebaseline(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.rebaseline import run
+
+    try:
+        keys = run(settings, args.bucket or [], args.market or "", args.provider or "")
+    except ValueError as exc:
+        print(f"drops rebaseline: {exc}", file=sys.stderr)
+        return 2
+    print(orjson.dumps({"rebaseline": keys}).decode())
+    return 0
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from drops.supervisor import up
 
@@ -98,6 +110,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "process": ("diff snapshots into drops (Quix Streams, RocksDB state)", _process),
     "sink": ("load drop records into ClickHouse", _sink),
     "api": ("serve the feed, the SSE stream and the live page", _api),
+    "rebaseline": (
+        "ask for a new baseline of buckets or a market: their next snapshot becomes it",
+        _rebaseline,
+    ),
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
     "bench": ("run every benchmark and print one table (--quick, --write)", _bench),
     "chaos": ("run the pipeline under faults and kills; compare with the reference", _chaos),
@@ -115,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text, description=text, add_help=name not in PASS_THROUGH)
         if name == "broker":
             p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
+        if name == "rebaseline":
+            which = p.add_mutually_exclusive_group(required=True)
+            which.add_argument("--bucket", action="append", help="a bucket id (repeatable)")
+            which.add_argument("--market", help="every bucket of this market's window")
+            p.add_argument("--provider", help="only this provider's streams (default: all)")
         if name == "api":
             p.add_argument(
                 "--with-sink",
