@@ -81,6 +81,11 @@ def history() -> list[Snapshot]:
         snapshot("a3", 91_000, S((0, 0), (0, 1), (1, 0))),  # (2,2) closes
         snapshot("a4", 121_000, S((0, 0), (0, 1), (3, 3)), part=0, parts=2),  # (3,3) opens
         snapshot("a4", 121_000, S((1, 0), (4, 4)), part=1, parts=2),  # (4,4) opens
+        # a baseline build for a stream that has one (a producer restarted after the slide):
+        # diffed as a poll, (4,5) opens
+        snapshot("a5", 131_000, S((0, 0), (0, 1), (1, 0), (4, 4), (4, 5)), kind="baseline"),
+        snapshot("r", 135_000, [], kind="rebaseline"),  # an operator's: a6 is the baseline
+        snapshot("a6", 141_000, S((0, 0), (0, 1), (1, 0), (4, 4), (4, 5), (2, 5))),
     ]
     b = [
         snapshot("b0", 2_000, S((1, 1))),  # a poll without a baseline: becomes the baseline
@@ -128,7 +133,7 @@ def test_snapshots_become_exactly_the_reference_drops(
     )
     hist = history()
     bad = bad_records(settings)
-    extra = snapshot("a6", 151_000, S((0, 0), (0, 1), (1, 0), (4, 4), (0, 5)), kind="poll")
+    extra = snapshot("a7", 151_000, S((0, 0), (0, 1), (1, 0), (4, 4), (0, 5)), kind="poll")
     extra_dict = dict(extra.to_dict(), some_new_field={"x": 1})  # unknown fields: tolerated
     write(settings, [*hist[:4], *bad, *hist[4:], (extra.key.encode(), orjson.dumps(extra_dict))])
     proc = ProcessorProc(settings, tmp_path / "processor.log")
@@ -139,7 +144,10 @@ def test_snapshots_become_exactly_the_reference_drops(
     got = drops(settings)
     expected = reference_events([*hist, extra], int(TTL_S * 1000))
     assert as_events(got) == expected
-    assert len(expected) == 8  # the scenario is not vacuous
+    assert len(expected) == 10  # the scenario is not vacuous
+    opened = {(e[2], e[3]): e[5] for e in expected if e[0] == "open"}
+    assert opened[UNIVERSE[4, 5].slot_id, 131_000] == 121_000  # opened after the last poll
+    assert (UNIVERSE[2, 5].slot_id, 141_000) not in opened  # in the operator's new baseline
     for d in got:
         assert d.bucket_id in (hist[0].bucket_id, hist[1].bucket_id)
         assert d.venue_name.startswith("Venue ") and d.booking and d.time_zone == "EST5EDT"

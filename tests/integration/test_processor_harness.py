@@ -21,7 +21,8 @@ from schemas import DropEvent, Snapshot, decode_drop, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 
-Event = tuple[str, str, str, int, int | None]  # (event, bucket, slot, opened_at, closed_at)
+# (event, bucket, slot, opened_at, closed_at, opened_after)
+Event = tuple[str, str, str, int, int | None, int | None]
 
 
 def producer(settings: Settings) -> Producer:
@@ -170,7 +171,8 @@ def drops(settings: Settings) -> list[DropEvent]:
 
 def as_events(records: Iterable[DropEvent]) -> list[Event]:
     return sorted(
-        (d.event, d.bucket_id, d.slot_id, d.opened_at_ms, d.closed_at_ms) for d in records
+        (d.event, d.bucket_id, d.slot_id, d.opened_at_ms, d.closed_at_ms, d.opened_after_ms)
+        for d in records
     )
 
 
@@ -183,8 +185,9 @@ def reference_events(history: Iterable[Snapshot], ttl_ms: int) -> list[Event]:
     for snap in history:
         ref = models.setdefault(snap.key, Reference(ttl_ms))
         opens, closes, _ = ref.step(snap)
-        out += [("open", snap.bucket_id, s, at, None) for s, at in opens]
-        out += [("close", snap.bucket_id, s, at, closed) for s, at, closed in closes]
+        after = ref.opened_after
+        out += [("open", snap.bucket_id, s, at, None, after[s]) for s, at in opens]
+        out += [("close", snap.bucket_id, s, at, c, after[s]) for s, at, c in closes]
     return sorted(out)
 
 
@@ -202,6 +205,7 @@ def random_history(
     from tests.unit.test_rule import UNIVERSE, snapshot
 
     rng = random.Random(seed)
+    markers = random.Random(seed + 1)  # operators' rebaselines, now and then
     keys = sorted(UNIVERSE)
     out: list[Snapshot] = []
     present = [set(rng.sample(keys, 10)) for _ in range(streams)]
@@ -234,6 +238,8 @@ def random_history(
                     parts=parts,
                 )
                 out.append(_restream(snap, b))
+            if markers.random() < 0.02:
+                out.append(_restream(snapshot(f"r{b}-{i}", polled, [], kind="rebaseline"), b))
     return out
 
 
