@@ -29,11 +29,10 @@ def item_from_event(ev: DropEvent, partition: int, offset: int) -> dict[str, Any
 def item_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(row)
     opened = d.pop("opened_at")
-    closed = d.pop("closed_at")
     d["opened_at_ms"] = dt_to_ms(opened) if isinstance(opened, datetime) else int(opened)
-    d["closed_at_ms"] = (
-        None if closed is None else dt_to_ms(closed) if isinstance(closed, datetime) else closed
-    )
+    for column, key in (("closed_at", "closed_at_ms"), ("opened_after", "opened_after_ms")):
+        value = d.pop(column, None)
+        d[key] = value if value is None or not isinstance(value, datetime) else dt_to_ms(value)
     if isinstance(d.get("date"), date):
         d["date"] = d["date"].isoformat()
     d["seating_types"] = list(d.get("seating_types") or [])

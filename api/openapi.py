@@ -41,6 +41,7 @@ ITEM = _obj(
         "kafka_offset": INT,
     }
 )
+ITEM["required"].remove("opened_after_ms")  # (optional: items stored before drop records v2)
 
 ERROR = _obj(
     {

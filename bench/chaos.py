@@ -5,6 +5,9 @@ that opens is one this run opened, at a known moment. For a bounded time the run
 slots at random buckets while the simulator fails a share of requests (5xx, timeouts, 429
 with Retry-After, malformed and truncated responses), and, at seeded random moments, it
 kill -9s the processor or the API process (which holds the sink), or restarts the broker.
+It also kill -9s the producer at seeded moments and keeps it down for tens of seconds while
+slots go on opening: those must be reported after it is back, and nothing the baseline had
+may come back as a drop.
 Then the faults stop, the stages settle, a share of the opened slots is closed again, and
 what ``/feed`` served is compared with the reference: every opened slot exactly once as an
 open, every closed one exactly once as a close, nothing else.
@@ -52,6 +55,8 @@ class Config:
     venues: int = 40
     poll_interval: float = 2.0
     settle_timeout: float = 240.0
+    producer_kills: int = -1  # kill -9s of the producer (-1: one per 150 s of storm, >= 1)
+    producer_down: tuple[float, float] = (15.0, 40.0)  # seconds it stays down, drawn
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Report:
     disruptions: Counter[str] = field(default_factory=Counter)
     crashes: Counter[str] = field(default_factory=Counter)  # stages that died by themselves
     faults_applied: int = 0
+    opened_while_producer_down: int = 0
     seconds: float = 0.0
 
     @property
@@ -96,6 +102,7 @@ class Report:
             f"duplicated {self.closes_duplicated}, false {self.closes_false})",
             f"duplicates on the drops topic  {self.topic_duplicates}",
             f"faults injected  {self.faults_applied}",
+            f"opened while the producer was down  {self.opened_while_producer_down}",
             "disruptions survived  "
             + (", ".join(f"{k} x{v}" for k, v in sorted(self.disruptions.items())) or "none"),
             "stages restarted after crashing by themselves  "
@@ -138,6 +145,8 @@ class Chaos:
         self.taken: set[tuple[str, str]] = set()
         self.buckets: list[Bucket] = []
         self.venues: list[str] = []
+        self.producer_down = False  # killed on purpose, to be started again at producer_back
+        self.producer_back = 0.0
 
     # ------------------------------------------------------------------ stages
     def start_stages(self) -> None:
@@ -156,7 +165,7 @@ class Chaos:
         """Restart a stage that died by itself, as a supervisor would, and count it."""
         commands = {"simulator": ["simulate"], "processor": ["process"], "producer": ["produce"]}
         for name in list(self.pipeline.procs):
-            if self.pipeline.alive(name):
+            if self.pipeline.alive(name) or (name == "producer" and self.producer_down):
                 continue
             log.warning("stage_crashed", stage=name, tail=self.pipeline.log_tail(name, 1500))
             self.report.crashes[name] += 1
@@ -168,12 +177,14 @@ class Chaos:
     def wait_baselines(self) -> None:
         want = self.cfg.days * len(self.s.slot_times)
 
+        # the processor has never seen these streams: each one's first snapshot (a poll) is
+        # its baseline
         def ready() -> bool:
             self.revive()
             stats = read_topic(self.s, self.s.stats_topic, timeout=5)
-            return len({r["bucket_id"] for r in stats if r["kind"] == "baseline"}) >= want
+            return len({r["bucket_id"] for r in stats}) >= want
 
-        wait_for(f"{want} baseline builds", ready, timeout=180, every=1)
+        wait_for(f"a first fetch of {want} buckets", ready, timeout=180, every=1)
 
     # ------------------------------------------------------------------ actions
     def learn_market(self) -> None:
@@ -198,6 +209,7 @@ class Chaos:
             sid = self.sim.open("resy", venue, actual)
             assert sid == slot_id("resy", venue, actual)
             self.opened[sid] = (venue, actual)
+            self.report.opened_while_producer_down += int(self.producer_down)
             return
 
     def disrupt(self) -> None:
@@ -218,6 +230,22 @@ class Chaos:
             broker.start(self.s)
         self.report.disruptions[what] += 1
 
+    def kill_producer(self, now: float) -> None:
+        """kill -9 the producer; it stays down (slots go on opening) until producer_back."""
+        down = self.rng.uniform(*self.cfg.producer_down)
+        log.info("disruption", what="kill producer", down_s=round(down, 1))
+        self.pipeline.kill("producer")
+        self.producer_down, self.producer_back = True, now + down
+        self.report.disruptions["kill producer"] += 1
+
+    def producer_kill_times(self, start: float) -> list[float]:
+        """Seeded moments of the storm's first 70 % (each down time ends before it is over)."""
+        n = self.cfg.producer_kills
+        if n < 0:
+            n = max(1, int(self.cfg.seconds // 150))
+        room = max(0.0, self.cfg.seconds - self.cfg.producer_down[1])
+        return sorted(start + self.rng.uniform(0.1, 0.7) * room for _ in range(n))
+
     def storm(self) -> None:
         share = self.cfg.fault_rate / len(FAULT_KINDS)
         for kind in FAULT_KINDS:
@@ -226,8 +254,15 @@ class Chaos:
         deadline = time.monotonic() + self.cfg.seconds
         next_open = time.monotonic()
         next_disruption = time.monotonic() + self.rng.expovariate(1 / self.cfg.disrupt_every)
+        producer_kills = self.producer_kill_times(time.monotonic())
         last_beat = time.monotonic()
         while (now := time.monotonic()) < deadline:
+            if self.producer_down and now >= self.producer_back:
+                self.pipeline.start("producer", "produce")
+                self.producer_down = False
+            elif not self.producer_down and producer_kills and now >= producer_kills[0]:
+                producer_kills.pop(0)
+                self.kill_producer(now)
             self.revive()
             if now >= next_open:
                 self.open_one()
@@ -246,6 +281,9 @@ class Chaos:
                 )
                 last_beat = now
             time.sleep(0.1)
+        if self.producer_down:  # (a down time that outlasted the storm)
+            self.pipeline.start("producer", "produce")
+            self.producer_down = False
         self.report.faults_applied = sum(int(f.get("applied", 0)) for f in self.sim.faults())
         self.sim.clear_faults()
 
@@ -315,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fault-rate", type=float, default=Config.fault_rate)
     ap.add_argument("--disrupt-every", type=float, default=Config.disrupt_every)
+    ap.add_argument(
+        "--producer-kills",
+        type=int,
+        default=Config.producer_kills,
+        help="kill -9s of the producer, each down 15-40 s (default: one per 150 s of storm)",
+    )
     ap.add_argument("--data-dir", type=Path, default=Path(".drops/chaos"))
     ap.add_argument("--bootstrap", default="127.0.0.1:19492")
     ap.add_argument("--controller-port", type=int, default=19493)
@@ -324,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         fault_rate=args.fault_rate,
         disrupt_every=args.disrupt_every,
+        producer_kills=args.producer_kills,
     )
     report = run(cfg, args.data_dir.resolve(), args.bootstrap, args.controller_port)
     print("\n".join(report.lines()))

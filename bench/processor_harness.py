@@ -20,7 +20,8 @@ from schemas import DropEvent, Snapshot, decode_drop, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 
-Event = tuple[str, str, str, int, int | None]  # (event, bucket, slot, opened_at, closed_at)
+# (event, bucket, slot, opened_at, closed_at, opened_after)
+Event = tuple[str, str, str, int, int | None, int | None]
 
 
 def producer(settings: Settings) -> Producer:
@@ -169,7 +170,8 @@ def drops(settings: Settings) -> list[DropEvent]:
 
 def as_events(records: Iterable[DropEvent]) -> list[Event]:
     return sorted(
-        (d.event, d.bucket_id, d.slot_id, d.opened_at_ms, d.closed_at_ms) for d in records
+        (d.event, d.bucket_id, d.slot_id, d.opened_at_ms, d.closed_at_ms, d.opened_after_ms)
+        for d in records
     )
 
 

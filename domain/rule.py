@@ -4,8 +4,16 @@ For one stream (a bucket as seen by one provider), with ``curr`` the slots of a 
 
     drops = (curr − prev) ∩ (curr − baseline) − seen
 
-- A bucket emits nothing until it has a baseline. Its first snapshot (normally the baseline
-  build, ``kind="baseline"``) becomes the baseline; a later baseline build replaces it.
+- A bucket emits nothing until it has a baseline. Its first snapshot, of any kind, becomes
+  the baseline (the baseline build of a bucket entering the window, or the first poll of a
+  stream the state has never seen). A baseline is never replaced by the producer: a later
+  ``kind="baseline"`` snapshot (a producer restarted right after the slide, a duplicate) is
+  diffed as a poll. Only an operator's ``kind="rebaseline"`` marker (``drops rebaseline``)
+  makes the stream's next snapshot its new baseline.
+- Each drop carries ``opened_after_ms``: the event time of the stream's last complete
+  snapshot, which did not have the slot (prev holds all it had); after an outage of the
+  producer it is the last poll before the gap. None while the stream has had no complete
+  snapshot.
 - ``seen`` keeps each reported slot for ``seen_ttl_ms`` (event time: the snapshot's
   ``polled_at_ms``), so a flapping slot is reported once. ``prev`` never expires by time.
 - Unknown is never empty: a complete snapshot replaces ``prev``; an incomplete one only adds
@@ -56,6 +64,7 @@ class OpenSlot:
 
     slot: dict[str, Any]
     opened_at_ms: int
+    opened_after_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +83,8 @@ class BucketState:
     seen_at: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     open: dict[str, OpenSlot] = field(default_factory=dict)
     last_polled_ms: int = -1  # polled_at_ms of the snapshot being (or last) assembled
+    last_complete_ms: int = -1  # polled_at_ms of the last snapshot that ended complete
+    rebaseline: bool = False  # an operator asked: the next snapshot becomes the baseline
     # the snapshot being assembled from its parts
     acc_id: str = ""
     acc_mode: Mode = "poll"
@@ -91,6 +102,7 @@ class BucketState:
 @dataclass(slots=True)
 class Outcome:
     opened: list[tuple[Slot, int]] = field(default_factory=list)  # (slot, opened_at_ms)
+    opened_after_ms: int | None = None  # of every slot in ``opened`` (see the module doc)
     closed: list[tuple[OpenSlot, int]] = field(default_factory=list)  # (open slot, closed_at)
     delete: bool = False  # the bucket left the window: drop its state
     ignored: str = ""  # why the part changed nothing ("stale", "duplicate")
@@ -117,6 +129,9 @@ def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -
     out = Outcome()
     if snap.kind == "close":
         out.delete = True
+        return out
+    if snap.kind == "rebaseline":  # the next snapshot started becomes the baseline
+        state.rebaseline = True
         return out
     if snap.snapshot_id == state.acc_id:
         if state.acc_done or snap.part < state.acc_next:
@@ -178,6 +193,7 @@ def _report(
         where.setdefault(sid, i)
     absorbed: list[int] = []
     reported: list[int] = []
+    out.opened_after_ms = state.last_complete_ms if state.last_complete_ms >= 0 else None
     for sid in new.tolist():
         i = where[sid]
         venue = snap.venue_id(i)
@@ -189,7 +205,7 @@ def _report(
         slot = snap.slot(i)
         reported.append(sid)
         out.opened.append((slot, now))
-        state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now)
+        state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now, out.opened_after_ms)
     if absorbed:
         if state.baseline is None:
             raise InvariantError("venues absorbed into a missing baseline")
@@ -203,7 +219,9 @@ def _report(
 
 def _start(state: BucketState, snap: SnapshotView, seen_ttl_ms: int) -> None:
     state.acc_id = snap.snapshot_id
-    state.acc_mode = "baseline" if snap.kind == "baseline" or state.baseline is None else "poll"
+    # a baseline only for a stream without one, or when an operator asked for a new one
+    state.acc_mode = "baseline" if state.baseline is None or state.rebaseline else "poll"
+    state.rebaseline = False
     state.acc = []
     state.acc_venues = []
     state.acc_complete = True
@@ -248,6 +266,7 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
         state.baseline_venues |= venues
         state.unknown_venues -= venues
     if complete:
+        state.last_complete_ms = state.last_polled_ms
         state.baseline_partial = False
         state.unknown_venues = set()
         if state.open:
@@ -282,8 +301,12 @@ def _parts(whole: IdArray, parts: list[IdArray]) -> list[IdArray]:
 
 def events(snap: SnapshotView | Snapshot, out: Outcome) -> list[DropEvent]:
     """The drop records of one outcome, in a stable order (opens, then closes)."""
-    records = [_event("open", snap, s.to_dict(), at, None) for s, at in out.opened]
-    records += [_event("close", snap, o.slot, o.opened_at_ms, closed) for o, closed in out.closed]
+    after = out.opened_after_ms
+    records = [_event("open", snap, s.to_dict(), at, None, after) for s, at in out.opened]
+    records += [
+        _event("close", snap, o.slot, o.opened_at_ms, closed, o.opened_after_ms)
+        for o, closed in out.closed
+    ]
     return records
 
 
@@ -293,6 +316,7 @@ def _event(
     slot: dict[str, Any],
     opened_at_ms: int,
     closed_at_ms: int | None,
+    opened_after_ms: int | None,
 ) -> DropEvent:
     return DropEvent(
         event=kind,
@@ -316,4 +340,5 @@ def _event(
         snapshot_id=snap.snapshot_id,
         closed_at_ms=closed_at_ms,
         open_seconds=None if closed_at_ms is None else (closed_at_ms - opened_at_ms) / 1000,
+        opened_after_ms=opened_after_ms,
     )

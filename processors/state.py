@@ -217,7 +217,7 @@ class StateStore:
             saved.venue_refs[name] = (values, len(values))
         for sid in open_ids - saved.open_ids:
             o = state.open[sid]
-            self._set(store, f"O/{sid}", orjson.dumps([o.slot, o.opened_at_ms]))
+            self._set(store, f"O/{sid}", orjson.dumps([o.slot, o.opened_at_ms, o.opened_after_ms]))
         for sid in saved.open_ids - open_ids:
             store.delete(f"O/{sid}")
             self.stats.deletes += 1
@@ -331,6 +331,8 @@ def _meta(state: BucketState, saved: _Saved, refs: dict[str, list[str] | None]) 
         "layout": LAYOUT,
         "baseline_partial": state.baseline_partial,
         "last_polled_ms": state.last_polled_ms,
+        "last_complete_ms": state.last_complete_ms,
+        "rebaseline": state.rebaseline,
         "acc_id": state.acc_id,
         "acc_mode": state.acc_mode,
         "acc_complete": state.acc_complete,
@@ -412,6 +414,9 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
         seen_ids=saved.arrays["s"],
         seen_at=saved.arrays["t"],
         last_polled_ms=doc["last_polled_ms"],
+        # (absent from states written before opened_after_ms and rebaseline: unknown, none)
+        last_complete_ms=doc.get("last_complete_ms", -1),
+        rebaseline=doc.get("rebaseline", False),
         acc_id=doc["acc_id"],
         acc_mode=doc["acc_mode"],
         acc=[obj(n) for n in doc["acc"]],
@@ -434,8 +439,8 @@ def _decode(store: ByteStore, meta_bytes: bytes) -> tuple[_Saved, BucketState]:
         raw_slot = store.get_bytes(f"O/{sid}")
         if raw_slot is None:
             raise ValueError(f"state of open slot {sid} missing")
-        slot, opened_at = orjson.loads(raw_slot)
-        state.open[sid] = OpenSlot(slot, opened_at)
+        slot, opened_at, *after = orjson.loads(raw_slot)  # (no opened_after before v2 drops)
+        state.open[sid] = OpenSlot(slot, opened_at, after[0] if after else None)
     saved.open_ids = set(state.open)
     return saved, state
 

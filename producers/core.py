@@ -40,12 +40,13 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # stream keys still running
     closed: list[Bucket] = field(default_factory=list)  # left the window: send "close"
-    entered: list[Bucket] = field(default_factory=list)  # new in the window: baseline builds
+    entered: list[Bucket] = field(default_factory=list)  # new in the window
+    due: set[str] = field(default_factory=set)  # streams whose baseline build is still due
 
 
 @dataclass(slots=True)
 class BaselineProgress:
-    """Progress of a round of baseline builds (28 per provider at start, 2 a day after): a
+    """Progress of a round of baseline builds (2 a day per provider, at the slide): a
     round starts when builds are planned while none is pending and ends when every one has
     finished, written or not (a crashed or dropped build counts as done and failed)."""
 
@@ -87,22 +88,32 @@ def plan_cycle(
     window: list[Bucket],
     providers: tuple[str, ...],
     running: set[str],
-    baselined: set[str],
+    due: set[str],
 ) -> Plan:
     """One poll cycle: a job per bucket per provider, except those whose previous fetch is
-    still running (skipped and counted, never queued). A stream without a baseline yet gets
-    a baseline build; buckets that left the window are closed."""
+    still running (skipped and counted, never queued); buckets that left the window are
+    closed.
+
+    A baseline build (``kind="baseline"``) is only for a bucket that entered the window while
+    this producer runs (the slide), until one is written (``due``: the stream keys still
+    waiting for theirs; :attr:`Plan.due` is the new set). The first window after a start has
+    none: the producer cannot know what the processor holds, and a restart must never
+    replace a baseline, so those streams are polled; the processor takes a stream's first
+    snapshot as its baseline when it has none (a first start, a producer down across the
+    slide)."""
     left, entered = diff_windows(previous, window)
     plan = Plan(closed=left, entered=entered)
+    gone = {stream_key(b.bucket_id, p) for b in left for p in providers}
+    plan.due = due - gone
+    if previous:  # the window slid while we ran: the new buckets get their baseline build
+        plan.due |= {stream_key(b.bucket_id, p) for b in entered for p in providers}
     for bucket in window:
         for provider in providers:
-            job = Job(bucket, provider, "poll")
-            if job.key in running:
-                plan.skipped.append(job.key)
+            key = stream_key(bucket.bucket_id, provider)
+            if key in running:
+                plan.skipped.append(key)
                 continue
-            if job.key not in baselined:
-                job = Job(bucket, provider, "baseline")
-            plan.jobs.append(job)
+            plan.jobs.append(Job(bucket, provider, "baseline" if key in plan.due else "poll"))
     return plan
 
 
@@ -217,10 +228,24 @@ def close_record(
     bucket: Bucket, provider: str, market: str, snapshot_id: str, now_ms: int
 ) -> bytes:
     """``kind="close"``: the bucket left the window; the processor drops its state."""
+    return marker_record("close", bucket, provider, market, snapshot_id, now_ms)
+
+
+def marker_record(
+    kind: Literal["close", "rebaseline"],
+    bucket: Bucket,
+    provider: str,
+    market: str,
+    snapshot_id: str,
+    now_ms: int,
+) -> bytes:
+    """A snapshot record without slots that tells the processor something about a stream:
+    ``close`` (the bucket left the window) or ``rebaseline`` (an operator asked for a new
+    baseline: the stream's next snapshot becomes it)."""
     return encode(
         Snapshot(
             snapshot_id=snapshot_id,
-            kind="close",
+            kind=kind,
             market=market,
             provider=provider,
             bucket_id=bucket.bucket_id,
@@ -230,6 +255,29 @@ def close_record(
             complete=True,
         )
     )
+
+
+def rebaseline_targets(
+    window: list[Bucket], providers: tuple[str, ...], bucket_ids: set[str], provider: str = ""
+) -> list[Job]:
+    """The streams an operator's rebaseline names: the buckets ``bucket_ids`` (every bucket
+    of the window when empty) of ``provider`` (every provider when empty). A bucket outside
+    the current window or an unknown provider is a :class:`ValueError` (a marker for a stream
+    the processor will never close would stay in its state for ever)."""
+    ids = {b.bucket_id for b in window}
+    outside = sorted(bucket_ids - ids)
+    if outside:
+        first, last = (window[0].date, window[-1].date) if window else ("", "")
+        raise ValueError(f"not in the market's window ({first}..{last}): {', '.join(outside)}")
+    if provider and provider not in providers:
+        raise ValueError(f"provider {provider!r} is not polled here ({', '.join(providers)})")
+    chosen = (provider,) if provider else providers
+    return [
+        Job(b, p, "baseline")
+        for b in window
+        if not bucket_ids or b.bucket_id in bucket_ids
+        for p in chosen
+    ]
 
 
 def stats_for(

@@ -2,8 +2,10 @@
 
 Every ``poll_interval`` seconds it plans a cycle (:func:`producers.core.plan_cycle`): one job
 per bucket per provider; a stream whose previous fetch still runs is skipped and counted. A
-stream's first job is its baseline build (``kind="baseline"``): 28 per provider at start, then
-2 a day as the window slides at ``slide_at`` local time; a bucket leaving the window gets a
+bucket that enters the window while the producer runs (2 a day per provider, as the window
+slides at ``slide_at`` local time) gets a baseline build (``kind="baseline"``); every other
+fetch, the first ones after a start included, is a poll: baselines live in the processor's
+state, and a restart never replaces them. A bucket leaving the window gets a
 ``kind="close"`` record. Each fetch becomes snapshot records (parts of at most
 ``slots_per_record`` slots; key = ``<bucket_id>/<provider>``) and one ``BucketStats`` record.
 """
@@ -73,7 +75,7 @@ class ProducerService:
         self.tz = ZoneInfo(self.market.time_zone)
         self.slide_at = parse_slide_at(self.market.slide_at)
         self.window: list[Bucket] = []
-        self.baselined: set[str] = set()
+        self.due: set[str] = set()  # streams whose baseline build is not written yet
         self.running: dict[str, asyncio.Task[None]] = {}
         self.report = CycleReport()  # jobs finished since the last heartbeat
         self.cycles = 0
@@ -89,9 +91,9 @@ class ProducerService:
         m = self.market
         new_window = window(now, m.name, self.tz, m.days, m.time_slots, self.slide_at)
         plan = core.plan_cycle(
-            self.window, new_window, tuple(self.providers), set(self.running), self.baselined
+            self.window, new_window, tuple(self.providers), set(self.running), self.due
         )
-        self.window = new_window
+        self.window, self.due = new_window, plan.due
         return plan
 
     def start_cycle(self, now: datetime | None = None) -> core.Plan:
@@ -105,7 +107,6 @@ class ProducerService:
                 key = f"{bucket.bucket_id}/{provider}"
                 value = core.close_record(bucket, provider, self.market.name, _sid(now_ms), now_ms)
                 self.writer.write(self.settings.snapshot_topic, key, value)
-                self.baselined.discard(key)
                 self.report.closed += 1
             log.info("bucket_closed", bucket_id=bucket.bucket_id)
         baselines = [j for j in plan.jobs if j.kind == "baseline"]
@@ -154,7 +155,7 @@ class ProducerService:
             stats = core.stats_for(result, job, m.name, sid, polled_at_ms, duration_ms)
             self.writer.write(s.stats_topic, job.key, encode(stats))
             if job.kind == "baseline":
-                self.baselined.add(job.key)
+                self.due.discard(job.key)
                 self._baseline_finished(
                     job,
                     len(result.slots),

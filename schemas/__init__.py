@@ -3,6 +3,7 @@
 from schemas.ids import bucket_id, dedupe_key, slot_id, slot_id_int, stream_key
 from schemas.records import (
     DROP_VERSION,
+    DROP_VERSIONS,
     SNAPSHOT_V2,
     SNAPSHOT_VERSION,
     STATS_VERSION,
@@ -22,6 +23,7 @@ from schemas.records import (
 
 __all__ = [
     "DROP_VERSION",
+    "DROP_VERSIONS",
     "SNAPSHOT_V2",
     "SNAPSHOT_VERSION",
     "STATS_VERSION",

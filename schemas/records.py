@@ -25,10 +25,14 @@ from schemas import ids
 
 SNAPSHOT_VERSION = 1  # the JSON form (``Snapshot.to_dict``), still read
 SNAPSHOT_V2 = 2  # the binary form written by :func:`encode` (``schemas/SNAPSHOT_FORMAT.md``)
-DROP_VERSION = 1
+DROP_VERSION = 2  # v2 adds the optional ``opened_after_ms``; v1 records are still read
+DROP_VERSIONS = (1, 2)  # the drop versions this build reads
 STATS_VERSION = 1
 
-SnapshotKind = Literal["baseline", "poll", "close"]
+# "rebaseline" is an operator's marker (``drops rebaseline``): no slots, it tells the processor
+# that the stream's next snapshot is its new baseline
+SnapshotKind = Literal["baseline", "poll", "close", "rebaseline"]
+STATS_KINDS = ("baseline", "poll", "close")
 EventKind = Literal["open", "close"]
 
 
@@ -153,6 +157,13 @@ class DropEvent:
     snapshot_id: str
     closed_at_ms: int | None = None
     open_seconds: float | None = None
+    # the event time of the stream's last complete poll before the one that saw the slot
+    # open: the slot opened in (opened_after_ms, opened_at_ms]; None when unknown (v1
+    # records, a stream with no complete poll yet). After an outage it is the last poll
+    # before the gap.
+    opened_after_ms: int | None = None
+    # (optional fields of v2 go here, each with a default: readers of v2 treat them as
+    # absent when missing; see docs/operations.md, "Upgrades")
     v: int = DROP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -201,14 +212,17 @@ class BucketStats:
 
 
 def _versioned(
-    doc: Any, w: str, version: int, name: str, allowed: tuple[str, ...]
+    doc: Any, w: str, version: int | tuple[int, ...], name: str, allowed: tuple[str, ...]
 ) -> tuple[int, Any]:
-    """Check the object, its version ``v`` and its kind field (one of ``allowed``)."""
+    """Check the object, its version ``v`` (``version``, or one of them) and its kind field
+    (one of ``allowed``)."""
     if not isinstance(doc, dict):
         raise SchemaError(f"{w}: not an object")
     v = _req(doc, "v", int, w)
-    if v != version:
-        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {version}")
+    versions = version if isinstance(version, tuple) else (version,)
+    if v not in versions:
+        known = " or ".join(map(str, versions))
+        raise SchemaError(f"{w}: field 'v' is {v}, this build reads {known}")
     value = _req(doc, name, str, w)
     if value not in allowed:
         raise SchemaError(f"{w}: field {name!r} is {value!r}")
@@ -217,7 +231,7 @@ def _versioned(
 
 def stats_from_dict(doc: Any) -> BucketStats:
     w = "bucket_stats"
-    v, kind = _versioned(doc, w, STATS_VERSION, "kind", ("baseline", "poll", "close"))
+    v, kind = _versioned(doc, w, STATS_VERSION, "kind", STATS_KINDS)
     return BucketStats(
         v=v,
         market=_req(doc, "market", str, w),
@@ -299,7 +313,7 @@ _DROP_FIELDS = {f for f in DropEvent.__dataclass_fields__ if f != "extra"}
 
 def drop_from_dict(doc: Any) -> DropEvent:
     w = "drop"
-    v, event = _versioned(doc, w, DROP_VERSION, "event", ("open", "close"))
+    v, event = _versioned(doc, w, DROP_VERSIONS, "event", ("open", "close"))
     return DropEvent(
         v=v,
         event=event,
@@ -323,6 +337,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
         snapshot_id=_opt(doc, "snapshot_id", str, "", w),
         closed_at_ms=_opt(doc, "closed_at_ms", int, None, w),
         open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
+        opened_after_ms=_opt(doc, "opened_after_ms", int, None, w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 
@@ -608,7 +623,7 @@ class SnapshotView:
 
 def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
     """The snapshot fields of a v1 document or a v2 header, checked."""
-    v, kind = _versioned(doc, w, version, "kind", ("baseline", "poll", "close"))
+    v, kind = _versioned(doc, w, version, "kind", ("baseline", "poll", "close", "rebaseline"))
     part, parts = _opt(doc, "part", int, 0, w), _opt(doc, "parts", int, 1, w)
     if not 0 <= part < parts:
         raise SchemaError(f"{w}: field 'part' is {part} of {parts}")

@@ -65,6 +65,18 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rebaseline(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.rebaseline import run
+
+    try:
+        keys = run(settings, args.bucket or [], args.market or "", args.provider or "")
+    except ValueError as exc:
+        print(f"drops rebaseline: {exc}", file=sys.stderr)
+        return 2
+    print(orjson.dumps({"rebaseline": keys}).decode())
+    return 0
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from shell.supervisor import up
 
@@ -97,6 +109,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "process": ("diff snapshots into drops (Quix Streams, RocksDB state)", _process),
     "sink": ("load drop records into ClickHouse", _sink),
     "api": ("serve the feed, the SSE stream and the live page", _api),
+    "rebaseline": (
+        "ask for a new baseline of buckets or a market: their next snapshot becomes it",
+        _rebaseline,
+    ),
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
     "bench": ("run every benchmark and print one table (--quick, --write)", _tool),
     "chaos": ("run the pipeline under faults and kills; compare with the reference", _tool),
@@ -130,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 help="poll the real providers (DROPS_RESY_URL, DROPS_OPENTABLE_URL) at "
                 "DROPS_POLL_INTERVAL; no simulator (same as DROPS_UP_SIMULATOR=false)",
             )
+        if name == "rebaseline":
+            which = p.add_mutually_exclusive_group(required=True)
+            which.add_argument("--bucket", action="append", help="a bucket id (repeatable)")
+            which.add_argument("--market", help="every bucket of this market's window")
+            p.add_argument("--provider", help="only this provider's streams (default: all)")
         if name == "api":
             p.add_argument(
                 "--with-sink",

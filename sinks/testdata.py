@@ -59,6 +59,7 @@ def make_drop(
         booking=f"https://example.invalid/book/{vid}",
         opened_at_ms=opened,
         snapshot_id=uuid.uuid4().hex,
+        opened_after_ms=opened - 30_000,  # the poll before
     )
 
 
@@ -86,6 +87,7 @@ def close_of(ev: DropEvent, closed_at_ms: int) -> DropEvent:
         snapshot_id=uuid.uuid4().hex,
         closed_at_ms=closed_at_ms,
         open_seconds=(closed_at_ms - ev.opened_at_ms) / 1000,
+        opened_after_ms=ev.opened_after_ms,
     )
 
 

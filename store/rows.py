@@ -13,7 +13,11 @@ import orjson
 from schemas import BucketStats, DropEvent
 
 _RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DropEvent) if f.name != "extra")
-_AS_DATETIME = {"opened_at_ms": "opened_at", "closed_at_ms": "closed_at"}
+_AS_DATETIME = {
+    "opened_at_ms": "opened_at",
+    "closed_at_ms": "closed_at",
+    "opened_after_ms": "opened_after",
+}
 
 DROP_COLUMNS: tuple[str, ...] = (
     *(_AS_DATETIME.get(name, name) for name in _RECORD_FIELDS),
@@ -80,35 +84,43 @@ def item_json(ev: DropEvent, partition: int, offset: int) -> bytes:
     return orjson.dumps(item_dict(ev, partition, offset))
 
 
+def _opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else ms_to_dt(ms)
+
+
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+# how a record field becomes its column's value (a field not named here is stored as is):
+# a new optional field of the drop record needs only its column (a numbered migration) and,
+# when it is not stored as is, a line here
+_TO_COLUMN: dict[str, Any] = {
+    "date": _date,
+    "seating_types": list,
+    "party_min": _u16,
+    "party_max": _u16,
+    "opened_at_ms": ms_to_dt,
+    "closed_at_ms": _opt_dt,
+    "opened_after_ms": _opt_dt,
+    "open_seconds": _opt_float,
+}
+
+
 def drop_row(ev: DropEvent, partition: int, offset: int) -> list[Any]:
-    return [
-        ev.event,
-        ev.dedupe_key,
-        ev.bucket_id,
-        ev.market,
-        ev.provider,
-        _date(ev.date),
-        ev.time_slot,
-        ev.slot_id,
-        ev.venue_id,
-        ev.venue_name,
-        ev.neighborhood,
-        ev.actual_time,
-        ev.time_zone,
-        list(ev.seating_types),
-        _u16(ev.party_min),
-        _u16(ev.party_max),
-        ev.booking,
-        ms_to_dt(ev.opened_at_ms),
-        ev.snapshot_id,
-        None if ev.closed_at_ms is None else ms_to_dt(ev.closed_at_ms),
-        None if ev.open_seconds is None else float(ev.open_seconds),
-        ev.v,
+    """The row of :data:`DROP_COLUMNS` for one drop record at its log position."""
+    row: list[Any] = []
+    for name in _RECORD_FIELDS:
+        value = getattr(ev, name)
+        conv = _TO_COLUMN.get(name)
+        row.append(value if conv is None else conv(value))
+    row += [
         orjson.dumps(ev.extra).decode() if ev.extra else "",
         partition,
         offset,
         item_json(ev, partition, offset).decode(),
     ]
+    return row
 
 
 def stats_row(st: BucketStats, partition: int, offset: int) -> list[Any]:
@@ -162,8 +174,9 @@ def validate_drop(ev: DropEvent) -> None:
         raise ValueError(f"drop: field 'date' is not YYYY-MM-DD: {ev.date!r}") from None
     if not 0 <= ev.opened_at_ms < 32503680000000:
         raise ValueError(f"drop: field 'opened_at_ms' out of range: {ev.opened_at_ms}")
-    if ev.closed_at_ms is not None and not 0 <= ev.closed_at_ms < 32503680000000:
-        raise ValueError(f"drop: field 'closed_at_ms' out of range: {ev.closed_at_ms}")
+    for name, ms in (("closed_at_ms", ev.closed_at_ms), ("opened_after_ms", ev.opened_after_ms)):
+        if ms is not None and not 0 <= ms < 32503680000000:
+            raise ValueError(f"drop: field {name!r} out of range: {ms}")
     if not ev.dedupe_key:
         raise ValueError("drop: field 'dedupe_key' is empty")
 

@@ -22,6 +22,8 @@ feed page reads three columns and sends the stored bytes (no per-row conversion 
 Rows stored before it have ``item = ''``; the API renders those from the columns.
 Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` reads, ordered
 by venue), so a venue's history is a short range read instead of a scan of every row.
+Migration 4 adds ``drop_events.opened_after`` (drop records v2: the last complete poll before
+the one that saw the slot open); rows of v1 records have NULL.
 """
 
 from __future__ import annotations
@@ -150,6 +152,14 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
     ORDER BY venue_id, kafka_offset
 )""",
             "ALTER TABLE drop_events MATERIALIZE PROJECTION by_venue",
+        ),
+    ),
+    Migration(
+        4,
+        "drop_events.opened_after: the last complete poll before the drop (drop records v2)",
+        (
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS opened_after "
+            "Nullable(DateTime64(3, 'UTC')) AFTER open_seconds",
         ),
     ),
 )

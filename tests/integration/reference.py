@@ -18,8 +18,9 @@ def reference_events(history: Iterable[Snapshot], ttl_ms: int) -> list[Event]:
     for snap in history:
         ref = models.setdefault(snap.key, Reference(ttl_ms))
         opens, closes, _ = ref.step(snap)
-        out += [("open", snap.bucket_id, s, at, None) for s, at in opens]
-        out += [("close", snap.bucket_id, s, at, closed) for s, at, closed in closes]
+        after = ref.opened_after
+        out += [("open", snap.bucket_id, s, at, None, after[s]) for s, at in opens]
+        out += [("close", snap.bucket_id, s, at, c, after[s]) for s, at, c in closes]
     return sorted(out)
 
 
@@ -33,6 +34,7 @@ def random_history(
     from tests.unit.test_rule import UNIVERSE, snapshot
 
     rng = random.Random(seed)
+    markers = random.Random(seed + 1)  # operators' rebaselines, now and then
     keys = sorted(UNIVERSE)
     out: list[Snapshot] = []
     present = [set(rng.sample(keys, 10)) for _ in range(streams)]
@@ -65,6 +67,8 @@ def random_history(
                     parts=parts,
                 )
                 out.append(_restream(snap, b))
+            if markers.random() < 0.02:
+                out.append(_restream(snapshot(f"r{b}-{i}", polled, [], kind="rebaseline"), b))
     return out
 
 

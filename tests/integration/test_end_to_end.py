@@ -25,8 +25,9 @@ from bench.pipeline import (
 )
 from domain.calendar import window
 from drops.settings import Settings
-from schemas import slot_id
+from schemas import SnapshotView, decode_snapshot, slot_id
 from simulator.control import SimControl
+from tests.integration.test_processor_harness import read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.clock]
 
@@ -40,11 +41,22 @@ def free_time(sim: SimControl, date: str, time_slot: str, venue: int, candidates
     raise AssertionError("no free start time in the candidates")
 
 
-def test_scripted_changes_come_out_of_feed_and_stream_exactly(
-    kafka_settings: Settings, tmp_path: Path
-) -> None:
+def wait_first_fetches(pipeline: Pipeline, settings: Settings) -> None:
+    """Until every bucket's first fetch is written: the processor has never seen these
+    streams, so each one's first snapshot is its baseline (and the later ones come after it
+    in the stream's partition)."""
+
+    def fetched() -> bool:
+        pipeline.check_alive()
+        stats = read_topic(settings, settings.stats_topic, timeout=2)
+        return len({s["bucket_id"] for s in stats}) >= 28
+
+    wait_for("a first fetch of the 28 buckets", fetched, timeout=120, every=1)
+
+
+def e2e_settings(kafka_settings: Settings) -> Settings:
     sim_port, api_port = free_port(), free_port()
-    settings = kafka_settings.model_copy(
+    return kafka_settings.model_copy(
         update={
             "sim_port": sim_port,
             "sim_scripted": True,
@@ -57,6 +69,13 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
             "max_retries": 1,
         }
     )
+
+
+def test_scripted_changes_come_out_of_feed_and_stream_exactly(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    settings = e2e_settings(kafka_settings)
+    sim_port, api_port = settings.sim_port, settings.api_port
     api = f"http://127.0.0.1:{api_port}"
     pipeline = Pipeline(settings, tmp_path / "logs")
     try:
@@ -68,13 +87,7 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
         pipeline.start("processor", "process")
         pipeline.start("producer", "produce")
 
-        # every bucket has its baseline before anything is scripted
-        def baselines() -> bool:
-            pipeline.check_alive()
-            stats = read_topic(settings, settings.stats_topic, timeout=2)
-            return len({s["bucket_id"] for s in stats if s["kind"] == "baseline"}) >= 28
-
-        wait_for("28 baseline builds", baselines, timeout=120, every=1)
+        wait_first_fetches(pipeline, settings)
 
         tz = ZoneInfo(settings.time_zone)
         buckets = window(settings.clock().now(), settings.market, tz)  # the stages' clock
@@ -163,5 +176,84 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
             [("open", s) for s in expected] + [("close", closes[0]["slot_id"])]
         )
         pipeline.check_alive()
+    finally:
+        pipeline.stop_all()
+
+
+def complete_polls(settings: Settings, key: str) -> list[int]:
+    """The event times of the stream's snapshots on the topic whose every part arrived and
+    said complete (the processor's "last complete poll")."""
+    parts: dict[str, list[SnapshotView]] = {}
+    for k, value, _ in read_all(settings, settings.snapshot_topic):
+        if k == key.encode():
+            snap = decode_snapshot(value)
+            parts.setdefault(snap.snapshot_id, []).append(snap)
+    return sorted(
+        ps[0].polled_at_ms
+        for ps in parts.values()
+        if ps[0].kind in ("poll", "baseline")
+        and sorted(p.part for p in ps) == list(range(ps[0].parts))
+        and all(p.complete for p in ps)
+    )
+
+
+def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """kill -9 of the producer, down for a while: a slot opened meanwhile is reported after the
+    restart, opened after the last poll before the gap; a slot of the baseline closed across
+    the restart and open again later is not reported (the baseline is the processor's)."""
+    settings = e2e_settings(kafka_settings)
+    api = f"http://127.0.0.1:{settings.api_port}"
+    pipeline = Pipeline(settings, tmp_path / "logs")
+    try:
+        pipeline.start("simulator", "simulate")
+        sim = SimControl(f"http://127.0.0.1:{settings.sim_port}")
+        sim.wait_ready()
+        pipeline.start("api", "api", "--with-sink")
+        wait_for("the API", lambda: httpx.get(f"{api}/healthz").status_code == 200)
+        pipeline.start("processor", "process")
+        pipeline.start("producer", "produce")
+        wait_first_fetches(pipeline, settings)
+        time.sleep(3)  # a few polls of every bucket
+
+        tz = ZoneInfo(settings.time_zone)
+        buckets = window(settings.clock().now(), settings.market, tz)
+        b0, b1 = buckets[2], buckets[5]
+        venue = int(sim.venues("resy")[0]["id"])
+        base = sim.slots(str(b1.date), b1.time_slot)[0]  # open since the start: baseline
+        sim.close("resy", base["venue_id"], base["actual_time"])
+        time.sleep(4)  # polls see it closed
+        pipeline.kill("producer")  # kill -9
+        down_at = int(time.time() * 1000)
+        actual = free_time(sim, str(b0.date), b0.time_slot, venue, ["14:10", "14:25", "14:40"])
+        new = slot_id("resy", str(venue), actual)
+        sim.open("resy", venue, actual)  # opens while the producer is down
+        time.sleep(12)  # down for a while (12 poll intervals)
+        pipeline.start("producer", "produce")
+
+        def reported() -> list[dict[str, Any]] | None:
+            pipeline.check_alive()
+            items = [i for i in feed_items(api) if i["slot_id"] == new]
+            return items or None
+
+        (item,) = wait_for("the slot opened during the gap", reported, timeout=90, every=1)
+        assert item["event"] == "open" and item["bucket_id"] == b0.bucket_id
+        before = [t for t in complete_polls(settings, f"{b0.bucket_id}/resy") if t < down_at]
+        assert item["opened_after_ms"] == before[-1]  # the last poll before the gap
+        assert item["opened_at_ms"] - item["opened_after_ms"] >= 12_000
+
+        # the baseline slot comes back after the restart: it was there when the bucket entered
+        # the window, so it is no drop
+        sim.open("resy", base["venue_id"], base["actual_time"])
+        time.sleep(6)  # several polls
+        pipeline.check_alive()
+        items = feed_items(api)
+        assert [(i["event"], i["slot_id"]) for i in items] == [("open", new)]
+        # the producer's start and restart sent polls, no baseline build (those are for
+        # buckets entering the window at the slide)
+        stats = read_topic(settings, settings.stats_topic)
+        ours = {b0.bucket_id, b1.bucket_id}
+        assert {s["kind"] for s in stats if s["bucket_id"] in ours} == {"poll"}
     finally:
         pipeline.stop_all()

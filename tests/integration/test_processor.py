@@ -80,6 +80,11 @@ def history() -> list[Snapshot]:
         snapshot("a3", 91_000, S((0, 0), (0, 1), (1, 0))),  # (2,2) closes
         snapshot("a4", 121_000, S((0, 0), (0, 1), (3, 3)), part=0, parts=2),  # (3,3) opens
         snapshot("a4", 121_000, S((1, 0), (4, 4)), part=1, parts=2),  # (4,4) opens
+        # a baseline build for a stream that has one (a producer restarted after the slide):
+        # diffed as a poll, (4,5) opens
+        snapshot("a5", 131_000, S((0, 0), (0, 1), (1, 0), (4, 4), (4, 5)), kind="baseline"),
+        snapshot("r", 135_000, [], kind="rebaseline"),  # an operator's: a6 is the baseline
+        snapshot("a6", 141_000, S((0, 0), (0, 1), (1, 0), (4, 4), (4, 5), (2, 5))),
     ]
     b = [
         snapshot("b0", 2_000, S((1, 1))),  # a poll without a baseline: becomes the baseline
@@ -127,7 +132,7 @@ def test_snapshots_become_exactly_the_reference_drops(
     )
     hist = history()
     bad = bad_records(settings)
-    extra = snapshot("a6", 151_000, S((0, 0), (0, 1), (1, 0), (4, 4), (0, 5)), kind="poll")
+    extra = snapshot("a7", 151_000, S((0, 0), (0, 1), (1, 0), (4, 4), (0, 5)), kind="poll")
     extra_dict = dict(extra.to_dict(), some_new_field={"x": 1})  # unknown fields: tolerated
     write(settings, [*hist[:4], *bad, *hist[4:], (extra.key.encode(), orjson.dumps(extra_dict))])
     proc = ProcessorProc(settings, tmp_path / "processor.log")
@@ -138,7 +143,10 @@ def test_snapshots_become_exactly_the_reference_drops(
     got = drops(settings)
     expected = reference_events([*hist, extra], int(TTL_S * 1000))
     assert as_events(got) == expected
-    assert len(expected) == 8  # the scenario is not vacuous
+    assert len(expected) == 10  # the scenario is not vacuous
+    opened = {(e[2], e[3]): e[5] for e in expected if e[0] == "open"}
+    assert opened[UNIVERSE[4, 5].slot_id, 131_000] == 121_000  # opened after the last poll
+    assert (UNIVERSE[2, 5].slot_id, 141_000) not in opened  # in the operator's new baseline
     for d in got:
         assert d.bucket_id in (hist[0].bucket_id, hist[1].bucket_id)
         assert d.venue_name.startswith("Venue ") and d.booking and d.time_zone == "EST5EDT"
@@ -192,3 +200,55 @@ def test_kill_9_and_restart_lose_and_repeat_nothing(
         assert proc.stop() == 0, proc.log()[-3000:]
     assert kills == 2
     assert as_events(drops(settings)) == expected
+
+
+def test_drops_rebaseline_is_honoured_by_the_processor(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """`drops rebaseline --bucket` writes its marker into the stream's partition, in order with
+    its snapshots: the next snapshot is the stream's new baseline, nothing of it drops."""
+    import subprocess
+    import sys
+
+    from drops.pipeline import settings_env
+
+    from producers import rebaseline
+
+    settings = kafka_settings.model_copy(update={"commit_interval": 0.2})
+    job = rebaseline.plan(settings, [], market=settings.market)[4][0]  # (not today's buckets)
+    b = job.bucket
+
+    def at(snap: Snapshot) -> Snapshot:
+        d = snap.to_dict()
+        d.update(bucket_id=b.bucket_id, date=b.date.isoformat(), time_slot=b.time_slot)
+        from schemas.records import snapshot_from_dict
+
+        return snapshot_from_dict(orjson.loads(orjson.dumps(d)))
+
+    first = [snapshot("p1", 1_000, S((0, 0))), snapshot("p2", 2_000, S((0, 0), (1, 1)))]
+    write(settings, [at(s) for s in first])
+    cli = subprocess.run(
+        [sys.executable, "-m", "drops.cli", "rebaseline", "--bucket", b.bucket_id],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr.decode()[-2000:]
+    assert orjson.loads(cli.stdout.splitlines()[-1]) == {"rebaseline": [job.key]}
+    write(
+        settings,
+        [
+            at(snapshot("p3", 3_000, S((0, 0), (1, 1), (2, 2)))),  # the new baseline
+            at(snapshot("p4", 4_000, S((0, 0), (1, 1), (2, 2), (3, 3)))),
+        ],
+    )
+    proc = ProcessorProc(settings, tmp_path / "processor.log")
+    try:
+        wait_processed(settings, proc, 90)
+    finally:
+        assert proc.stop() == 0, proc.log()[-3000:]
+    got = [(d.event, d.slot_id, d.opened_at_ms, d.opened_after_ms) for d in drops(settings)]
+    assert got == [
+        ("open", UNIVERSE[1, 1].slot_id, 2_000, 1_000),
+        ("open", UNIVERSE[3, 3].slot_id, 4_000, 3_000),
+    ]

@@ -2,8 +2,9 @@
 (scripted: the market never changes, nothing is opened) → the real producer → the real
 broker → the real processor (``python -m processors``) → the drops topic (read_committed).
 The market does not change, so every drop would be a false one: there must be none, while
-the faults really did make some snapshots incomplete, baseline builds included (a failed
-baseline page read as "no slots" would make the venues' slots drop at the next poll)."""
+the faults really did make some snapshots incomplete, the first ones included (the processor
+takes a stream's first snapshot as its baseline: a failed page read there as "no slots" would
+make the venues' slots drop at the next poll)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ FAULT = {  # the fault, at a set rate, on every Resy request (search pages and f
     "truncated": {"rate": 0.4},
     "slow": {"rate": 0.35, "delay_ms": 300},  # slow but within the timeout (2 s): no failure
 }
-CYCLES = 4  # a baseline build and three polls
+CYCLES = 4  # a first fetch (the processor takes it as the baseline) and three polls
 BUCKETS = 4  # two days
 
 
@@ -92,9 +93,10 @@ def test_faults_never_make_a_drop(kind: str, kafka_settings: Settings, tmp_path:
     failed = [s for s in snaps if not s.complete]
     if kind == "slow":
         assert failed == [] and sum(incomplete) == 0
-    else:  # the faults did make fetches fail, baseline builds too: their snapshots say so
+    else:  # the faults did make fetches fail, the first ones too (the processor's baselines)
         assert sum(incomplete) > 0 and all(s.failures for s in failed)
-        assert any(s.kind == "baseline" for s in failed), "no baseline build was hit"
+        first = {s.key: s.polled_at_ms for s in sorted(snaps, key=lambda s: -s.polled_at_ms)}
+        assert any(s.polled_at_ms == first[s.key] for s in failed), "no first fetch was hit"
 
     proc = ProcessorProc(settings, tmp_path / "processor.log")
     try:

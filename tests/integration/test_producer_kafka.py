@@ -109,7 +109,7 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
     for key, items in by_key.items():
         assert len({p for p, _ in items}) == 1, f"{key} spread over partitions"
         snaps = [s for _, s in items]
-        assert len({s.snapshot_id for s in snaps}) == 1 and all(s.kind == "baseline" for s in snaps)
+        assert len({s.snapshot_id for s in snaps}) == 1 and all(s.kind == "poll" for s in snaps)
         assert [s.part for s in snaps] == list(range(snaps[0].parts))
         assert all(len(s.slots) <= 40 for s in snaps)
         assert all(s.complete == snaps[0].complete for s in snaps)

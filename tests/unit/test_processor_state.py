@@ -42,8 +42,8 @@ def same(a: rule.BucketState, b: rule.BucketState) -> None:
         elif hasattr(x, "tolist"):
             assert x.tolist() == y.tolist(), name
         elif name == "open":
-            assert {k: (v.slot, v.opened_at_ms) for k, v in x.items()} == {
-                k: (v.slot, v.opened_at_ms) for k, v in y.items()
+            assert {k: (v.slot, v.opened_at_ms, v.opened_after_ms) for k, v in x.items()} == {
+                k: (v.slot, v.opened_at_ms, v.opened_after_ms) for k, v in y.items()
             }
         else:
             assert x == y, name

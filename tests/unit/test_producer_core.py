@@ -21,35 +21,47 @@ def win(day: int, hour: int = 12) -> list[Bucket]:
     return window(datetime(2026, 3, day, hour, tzinfo=NY), "nyc", NY)
 
 
-def test_first_cycle_builds_28_baselines_per_provider() -> None:
+def test_the_first_cycle_after_a_start_polls_every_stream() -> None:
+    # a first start or a restart: the processor holds the baselines (or takes each stream's
+    # first snapshot as its baseline); a restart must never send baseline builds
     plan = core.plan_cycle([], win(2), PROVIDERS, set(), set())
-    assert len(plan.jobs) == 56 and all(j.kind == "baseline" for j in plan.jobs)
+    assert len(plan.jobs) == 56 and all(j.kind == "poll" for j in plan.jobs)
     assert len(plan.entered) == 28 and plan.closed == [] and plan.skipped == []
+    assert plan.due == set()
     assert plan.jobs[0].key == "nyc:2026-03-02:1500/resy"
 
 
-def test_running_streams_are_skipped_not_queued_and_baselined_ones_poll() -> None:
+def test_running_streams_are_skipped_not_queued() -> None:
     w = win(2)
-    keys = {j.key for j in core.plan_cycle([], w, PROVIDERS, set(), set()).jobs}
     running = {"nyc:2026-03-02:1500/resy", "nyc:2026-03-05:1900/opentable"}
-    plan = core.plan_cycle(w, w, PROVIDERS, running, keys - running)
+    plan = core.plan_cycle(w, w, PROVIDERS, running, set())
     assert sorted(plan.skipped) == sorted(running)
     assert len(plan.jobs) == 54 and all(j.kind == "poll" for j in plan.jobs)
     assert not {j.key for j in plan.jobs} & running
-    # a stream whose baseline never got written gets a baseline build next time
-    plan = core.plan_cycle(w, w, PROVIDERS, set(), keys - {"nyc:2026-03-03:1900/resy"})
-    assert [j.key for j in plan.jobs if j.kind == "baseline"] == ["nyc:2026-03-03:1900/resy"]
 
 
 def test_the_daily_slide_closes_two_and_baselines_two() -> None:
     before, after = win(2, 23), win(3, 3)  # the slide at 02:05 happened in between
-    keys = {j.key for j in core.plan_cycle([], before, PROVIDERS, set(), set()).jobs}
-    plan = core.plan_cycle(before, after, PROVIDERS, set(), keys)
+    plan = core.plan_cycle(before, after, PROVIDERS, set(), set())
     assert [b.bucket_id for b in plan.closed] == ["nyc:2026-03-02:1500", "nyc:2026-03-02:1900"]
     assert [b.bucket_id for b in plan.entered] == ["nyc:2026-03-16:1500", "nyc:2026-03-16:1900"]
-    assert sorted(j.key for j in plan.jobs if j.kind == "baseline") == sorted(
-        f"nyc:2026-03-16:{t}/{p}" for t in ("1500", "1900") for p in PROVIDERS
-    )
+    builds = sorted(f"nyc:2026-03-16:{t}/{p}" for t in ("1500", "1900") for p in PROVIDERS)
+    assert sorted(j.key for j in plan.jobs if j.kind == "baseline") == builds
+    assert sorted(plan.due) == builds
+    # a build not written yet (its fetch crashed) is built again; one written is not
+    due = plan.due - {"nyc:2026-03-16:1500/resy"}
+    plan = core.plan_cycle(after, after, PROVIDERS, set(), due)
+    assert sorted(j.key for j in plan.jobs if j.kind == "baseline") == sorted(due)
+    # a due build of a bucket that left the window is forgotten
+    plan = core.plan_cycle(after, win(17, 3), PROVIDERS, set(), due)
+    assert not plan.due & due
+
+
+def test_a_producer_down_across_the_slide_polls_the_new_buckets() -> None:
+    # started after the slide it missed: the new buckets are polled like the rest, and the
+    # processor, which has never seen them, takes their first snapshot as the baseline
+    plan = core.plan_cycle([], win(3, 3), PROVIDERS, set(), set())
+    assert {j.kind for j in plan.jobs if j.bucket.date == date(2026, 3, 16)} == {"poll"}
 
 
 def slots(n: int) -> SlotTable:
@@ -109,3 +121,37 @@ def test_chunking_refuses_a_slot_that_cannot_fit() -> None:
     with pytest.raises(ValueError):
         core.chunk_ranges(slots(1), 10, core.RECORD_MARGIN + 10)
     assert core.chunk_ranges(SlotTable("resy"), 10, 10**6) == [(0, 0)]
+
+
+def test_rebaseline_names_streams_of_the_window_only() -> None:
+    w = win(2)
+    jobs = core.rebaseline_targets(w, PROVIDERS, {"nyc:2026-03-04:1900"}, "resy")
+    assert [j.key for j in jobs] == ["nyc:2026-03-04:1900/resy"]
+    assert len(core.rebaseline_targets(w, PROVIDERS, set())) == 56  # a whole market
+    with pytest.raises(ValueError, match="not in the market's window"):
+        core.rebaseline_targets(w, PROVIDERS, {"nyc:2026-03-01:1900"})  # already gone
+    with pytest.raises(ValueError, match="provider 'tock'"):
+        core.rebaseline_targets(w, PROVIDERS, set(), "tock")
+    (job,) = jobs
+    marker = decode_snapshot(core.marker_record("rebaseline", job.bucket, "resy", "nyc", "r", 5))
+    assert (marker.kind, marker.key, len(marker), marker.polled_at_ms) == (
+        "rebaseline",
+        job.key,
+        0,
+        5,
+    )
+
+
+def test_rebaseline_plan_reads_the_markets() -> None:
+    from producers import rebaseline
+    from tests.conftest import base_settings
+
+    now = datetime(2026, 3, 2, 12, tzinfo=NY)
+    s = base_settings(providers="resy")
+    got = rebaseline.plan(s, ["nyc:2026-03-03:1500"], now=now)
+    assert [(j.key, m) for j, m in got] == [("nyc:2026-03-03:1500/resy", "nyc")]
+    assert len(rebaseline.plan(s, [], market="nyc", now=now)) == 28
+    with pytest.raises(ValueError, match="market 'sf'"):
+        rebaseline.plan(s, ["sf:2026-03-03:1500"], now=now)
+    with pytest.raises(ValueError, match="not a bucket id"):
+        rebaseline.plan(s, ["garbage"], now=now)

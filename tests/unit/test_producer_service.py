@@ -61,7 +61,7 @@ def test_skip_if_running_close_while_fetching_and_crashes() -> None:
         plan = service.start_cycle(t0)
         assert sorted(plan.skipped) == busy and len(busy) == 3
         assert [j.key for j in plan.jobs] == ["nyc:2026-03-02:1900/resy"]  # crashed: retried
-        assert plan.jobs[0].kind == "baseline"
+        assert plan.jobs[0].kind == "poll"  # the first window after a start: polls only
         await asyncio.sleep(0.01)
         # the window slides while 2026-03-02 15:00 is still being fetched
         plan = service.start_cycle(datetime(2026, 3, 3, 3, tzinfo=NY))
@@ -71,9 +71,10 @@ def test_skip_if_running_close_while_fetching_and_crashes() -> None:
             await asyncio.sleep(0.01)
         snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.snapshot_topic]
         kinds = sorted((s.bucket_id, s.kind) for s in snaps)
-        assert ("nyc:2026-03-02:1500", "baseline") not in kinds  # closed while fetching
+        assert ("nyc:2026-03-02:1500", "poll") not in kinds  # closed while fetching
         assert ("nyc:2026-03-02:1500", "close") in kinds
-        assert ("nyc:2026-03-03:1500", "baseline") in kinds
+        assert ("nyc:2026-03-03:1500", "poll") in kinds
+        assert ("nyc:2026-03-04:1500", "baseline") in kinds  # entered the window: its build
         assert service.report.errors == 2  # the 19:00 bucket crashed twice; nothing written
         assert not any(s.bucket_id == "nyc:2026-03-02:1900" and s.kind != "close" for s in snaps)
         await service.shutdown(grace=0.1)
@@ -86,8 +87,11 @@ class OneSlotProvider:
 
     name = "resy"
 
+    def __init__(self, crash: str = "") -> None:
+        self.crash = crash
+
     async def fetch(self, query: BucketQuery) -> FetchResult:
-        if query.date == "2026-03-05" and query.time_slot == "15:00":
+        if f"{query.date} {query.time_slot}" == self.crash:
             raise RuntimeError("bug")
         slot = Slot("resy", "7", "V", f"{query.date} {query.time_slot}:00", "EST5EDT")
         return FetchResult("resy", SlotTable.of("resy", [slot]), True, venues=1)
@@ -96,27 +100,46 @@ class OneSlotProvider:
         return None
 
 
-def test_bootstrap_progress_lines_and_baseline_stats(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_start_polls_and_the_slide_builds_baselines(caplog: pytest.LogCaptureFixture) -> None:
     settings = base_settings(providers="resy")
     writer = Recording()
-    service = ProducerService(settings, {"resy": OneSlotProvider()}, writer)
+    provider = OneSlotProvider(crash="2026-03-16 15:00")
+    service = ProducerService(settings, {"resy": provider}, writer)
     with caplog.at_level(logging.INFO, logger="drops.producer"):
         report = asyncio.run(service.run_once(datetime(2026, 3, 2, 12, tzinfo=NY)))
-    assert report.finished == 27 and report.errors == 1
+    assert report.finished == 28 and report.errors == 0
+    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.stats_topic]
+    assert len(stats) == 28 and all(s.kind == "poll" for s in stats)  # a start sends polls
+    assert not [r for r in caplog.records if r.getMessage().startswith("baseline_")]
+    # the window slides while the producer runs: the two new buckets get baseline builds
+    writer.records.clear()
+    with caplog.at_level(logging.INFO, logger="drops.producer"):
+        report = asyncio.run(service.run_once(datetime(2026, 3, 3, 3, tzinfo=NY)))
+    assert report.finished == 27 and report.errors == 1 and report.closed == 2
     lines = [r.__dict__ for r in caplog.records if r.getMessage() == "baseline_progress"]
-    assert [ln["progress"] for ln in lines] == [f"{n}/28" for n in range(1, 29)]
-    assert lines[-1]["slots_total"] == 27 and lines[-1]["incomplete"] == 1
-    assert lines[-1]["line"].startswith("baseline 28/28 done, 27 slots, 1 incomplete, ")
+    assert [ln["progress"] for ln in lines] == ["1/2", "2/2"]
+    assert lines[-1]["slots_total"] == 1 and lines[-1]["incomplete"] == 1
+    assert lines[-1]["line"].startswith("baseline 2/2 done, 1 slots, 1 incomplete, ")
     assert all(ln["elapsed_s"] >= 0 for ln in lines)
     (done,) = [r.__dict__ for r in caplog.records if r.getMessage() == "baseline_complete"]
-    assert done["progress"] == "28/28"
+    assert done["progress"] == "2/2"
     stats = [decode_stats(v) for t, _, v in writer.records if t == settings.stats_topic]
-    assert len(stats) == 27 and all(s.kind == "baseline" and s.slots == 1 for s in stats)
-    # the crashed bucket is built again next cycle: a new round of one
+    assert sorted((s.bucket_id, s.kind) for s in stats if s.kind == "baseline") == [
+        ("nyc:2026-03-16:1900", "baseline")
+    ]
+    # the crashed build is built again next cycle: a new round of one
+    provider.crash = ""
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="drops.producer"):
-        asyncio.run(service.run_once(datetime(2026, 3, 2, 12, 1, tzinfo=NY)))
+        asyncio.run(service.run_once(datetime(2026, 3, 3, 3, 1, tzinfo=NY)))
     again = [
         r.__dict__["progress"] for r in caplog.records if r.getMessage() == "baseline_progress"
     ]
     assert again == ["1/1"]
+    assert service.due == set()
+    # a restarted producer (a new service) polls every stream: the baselines stay put
+    writer.records.clear()
+    restarted = ProducerService(settings, {"resy": provider}, writer)
+    asyncio.run(restarted.run_once(datetime(2026, 3, 3, 3, 2, tzinfo=NY)))
+    snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.snapshot_topic]
+    assert len(snaps) == 28 and {s.kind for s in snaps} == {"poll"}

@@ -58,6 +58,9 @@ class Reference:
         self.seen: dict[str, int] = {}  # slot -> when reported
         self.open: dict[str, int] = {}  # slot -> opened_at
         self.last_polled = -1
+        self.last_complete: int | None = None  # polled_at of the last complete fetch
+        self.rebaseline = False  # an operator asked for a new baseline
+        self.opened_after: dict[str, int | None] = {}  # reported slot -> its opened_after
         self.fetch: _Fetch | None = None
 
     def step(self, snap: Snapshot) -> tuple[list[Open], list[Close], bool]:
@@ -67,6 +70,9 @@ class Reference:
         if snap.kind == "close":
             self.reset()
             return opens, closes, True
+        if snap.kind == "rebaseline":
+            self.rebaseline = True
+            return opens, closes, False
         f = self.fetch
         if f is not None and f.sid == snap.snapshot_id:
             if f.done or snap.part < f.next_part:
@@ -76,11 +82,11 @@ class Reference:
         else:
             if f is not None and not f.done:
                 self._end(f, last_part_arrived=False, closes=closes)
+            # a baseline build never replaces a baseline: only an operator's rebaseline does
             f = self.fetch = _Fetch(
-                snap.snapshot_id,
-                snap.kind == "baseline" or self.baseline is None,
-                snap.polled_at_ms,
+                snap.snapshot_id, self.baseline is None or self.rebaseline, snap.polled_at_ms
             )
+            self.rebaseline = False
             self.last_polled = snap.polled_at_ms
             if f.baseline:
                 self.baseline = set()
@@ -114,6 +120,7 @@ class Reference:
                     opens.append((sid, f.polled))
                     self.seen[sid] = f.polled
                     self.open[sid] = f.polled
+                    self.opened_after[sid] = self.last_complete
         f.ids |= curr
         f.venues |= set(venue_of.values())
         self.prev |= curr
@@ -134,6 +141,7 @@ class Reference:
             self.base_venues |= f.venues
             self.unknown_venues -= f.venues
         if complete:
+            self.last_complete = f.polled
             self.coverage_unknown = False
             self.unknown_venues = set()
             for sid in list(self.open):
@@ -221,6 +229,9 @@ class Pair:
             assert slotsets.union_all(bs.baseline_parts).tolist() == bs.baseline.tolist()
         events = rule.events(snap, out)
         assert [e.event for e in events] == ["open"] * len(opens) + ["close"] * len(closes)
+        # every open and close says when the slot was last known absent
+        for e in events:
+            assert e.opened_after_ms == self.ref.opened_after[e.slot_id], e.slot_id
         return opens, closes, out.delete
 
 
@@ -237,9 +248,9 @@ def fetches(draw: st.DrawFn) -> list[Snapshot]:
         draw(st.sets(st.sampled_from(sorted(UNIVERSE)), max_size=12))
     )
     for i in range(n):
-        what = draw(st.sampled_from(["poll"] * 6 + ["baseline", "close", "stale"]))
-        if what == "close":
-            out.append(snapshot(f"c{i}", now, [], kind="close"))
+        what = draw(st.sampled_from(["poll"] * 6 + ["baseline", "close", "stale", "rebaseline"]))
+        if what in ("close", "rebaseline"):
+            out.append(snapshot(f"c{i}", now, [], kind=what))
             continue
         step = draw(st.sampled_from([0, 30_000, 60_000, TTL // 2, TTL - 1, TTL, TTL + 30_000]))
         polled = now - 45_000 if what == "stale" else now + step
@@ -422,13 +433,68 @@ def test_stale_and_duplicate_parts_are_ignored() -> None:
     assert out.ignored == "stale"
 
 
-def test_new_baseline_replaces_the_old() -> None:
+def test_a_baseline_build_never_replaces_the_baseline() -> None:
+    # a producer restarted right after the slide, or a duplicated build: the stream keeps the
+    # baseline of its entry into the window, and the build is diffed as a poll
+    p = Pair()
+    p.step(snapshot("a", 0, S((1, 1)), kind="baseline"))
+    p.step(snapshot("b", 1, S()))  # (1,1), of the baseline, is closed
+    opens, _, _ = p.step(snapshot("c", 2, S((2, 2)), kind="baseline"))
+    assert opens == [(UNIVERSE[2, 2].slot_id, 2)]  # opened since b: a drop, not baseline
+    opens, _, _ = p.step(snapshot("d", 3, S((1, 1), (2, 2))))
+    assert opens == []  # (1,1) came back: it is in the baseline
+
+
+def test_an_operator_rebaseline_makes_the_next_snapshot_the_baseline() -> None:
     p = Pair()
     p.step(snapshot("a", 0, S((1, 1)), kind="baseline"))
     p.step(snapshot("b", 1, S()))
-    p.step(snapshot("c", 2, S((2, 2)), kind="baseline"))
+    assert p.step(snapshot("r", 1, S(), kind="rebaseline")) == ([], [], False)
+    assert p.state.rebaseline
+    opens, _, _ = p.step(snapshot("c", 2, S((2, 2))))
+    assert opens == []  # the new baseline
+    assert not p.state.rebaseline
     opens, _, _ = p.step(snapshot("d", 3, S((1, 1), (2, 2))))
-    assert opens == [(UNIVERSE[1, 1].slot_id, 3)]
+    assert opens == [(UNIVERSE[1, 1].slot_id, 3)]  # no longer in the baseline
+
+
+def test_a_rebaseline_during_a_snapshot_applies_to_the_next() -> None:
+    p = Pair()
+    p.step(snapshot("a", 0, S(), kind="baseline"))
+    p.step(snapshot("b", 1, S((1, 1)), part=0, parts=2))
+    p.step(snapshot("r", 1, S(), kind="rebaseline"))
+    opens, _, _ = p.step(snapshot("b", 1, S((2, 2)), part=1, parts=2))
+    assert opens == [(UNIVERSE[2, 2].slot_id, 1)]  # b is still a poll
+    assert p.step(snapshot("c", 2, S((1, 1), (2, 2), (3, 3))))[0] == []  # c: the baseline
+
+
+def test_opened_after_is_the_last_complete_poll() -> None:
+    p = Pair()
+    first = snapshot("a", 1000, S((1, 1)))  # a stream never seen: its first poll is its baseline
+    p.step(first)
+    fail = (Failure("page", "2", "timeout"),)
+    p.step(snapshot("b", 31_000, S((1, 1)), complete=False, failures=fail))
+    # the producer was down from 31 s to 200 s: the first poll after the gap reports what
+    # opened meanwhile, after the last complete poll (a, at 1 s)
+    snap = snapshot("c", 200_000, S((1, 1), (2, 2)))
+    out = rule.apply(p.state, snap, TTL)
+    (event,) = rule.events(snap, out)
+    assert (event.opened_at_ms, event.opened_after_ms) == (200_000, 1000)
+    snap = snapshot("d", 230_000, S((1, 1), (3, 3)))
+    out = rule.apply(p.state, snap, TTL)
+    opened, closed = rule.events(snap, out)
+    assert (opened.slot_id, opened.opened_after_ms) == (UNIVERSE[3, 3].slot_id, 200_000)
+    assert (closed.event, closed.opened_after_ms) == ("close", 1000)  # as when it opened
+
+
+def test_opened_after_is_unknown_before_a_complete_snapshot() -> None:
+    p = Pair()
+    fail = (Failure("page", "2", "timeout"),)
+    p.step(snapshot("a", 0, S((1, 1)), complete=False, failures=fail))
+    snap = snapshot("b", 1, S((1, 1), (1, 2)), complete=False, failures=fail)
+    out = rule.apply(p.state, snap, TTL)
+    (event,) = rule.events(snap, out)
+    assert event.opened_after_ms is None
 
 
 def test_close_record_deletes_the_state() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from importlib import resources
@@ -96,8 +97,26 @@ def test_snapshot_round_trip_and_json_schema() -> None:
 
 def test_drop_round_trip_and_json_schema() -> None:
     data = encode(DROP)
+    assert orjson.loads(data)["v"] == 2
     assert decode_drop(data) == DROP
-    jsonschema.validate(orjson.loads(data), schema("drop.v1.json"))
+    jsonschema.validate(orjson.loads(data), schema("drop.v2.json"))
+    after = dataclasses.replace(DROP, opened_after_ms=1_763_999_970_000)
+    assert decode_drop(encode(after)) == after
+    jsonschema.validate(orjson.loads(encode(after)), schema("drop.v2.json"))
+
+
+def test_v1_drops_still_read() -> None:
+    # written before opened_after_ms existed: read as unknown, valid against drop.v1.json
+    doc = orjson.loads(encode(DROP))
+    doc["v"] = 1
+    del doc["opened_after_ms"]
+    jsonschema.validate(doc, schema("drop.v1.json"))
+    old = decode_drop(orjson.dumps(doc))
+    assert (old.v, old.opened_after_ms, old.extra) == (1, None, {})
+    assert dataclasses.replace(old, v=2) == DROP
+    doc["v"] = 3
+    with pytest.raises(SchemaError, match="field 'v' is 3, this build reads 1 or 2"):
+        decode_drop(orjson.dumps(doc))
 
 
 def test_stats_round_trip() -> None:

@@ -16,6 +16,8 @@ def test_drop_row_matches_the_columns() -> None:
     assert doc["kafka_offset"] == 42 and doc["kafka_partition"] == 0
     assert R.dt_to_ms(doc["opened_at"]) == 1_800_000_000_123
     assert doc["closed_at"] is None and doc["open_seconds"] is None
+    assert R.dt_to_ms(doc["opened_after"]) == 1_800_000_000_123 - 30_000
+    assert doc["v"] == 2
     closed = dict(
         zip(R.DROP_COLUMNS, R.drop_row(close_of(ev, ev.opened_at_ms + 5000), 0, 43), strict=True)
     )
