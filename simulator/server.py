@@ -6,10 +6,13 @@ Provider endpoints (field notes §5)
 - ``GET /4/find?day=&party_size=&venue_id=`` (Resy per-venue find; the whole day)
 - ``POST /dapi/fe/gql?optype=query&opname=RestaurantsAvailability`` (OpenTable GraphQL)
 
-A time query (Resy ``time_filter``, OpenTable ``time``) answers the slots starting within
-±150 minutes of the asked time; the clients keep the bucket's own window of those
-(:mod:`producers.windows`). Resy endpoints need ``Authorization: ResyAPI api_key="<key>"``
-(419 otherwise) and a ``User-Agent`` (500 without one), like the real API.
+A time query (Resy ``time_filter``, OpenTable ``time``) answers the slots starting within the
+market's reach of the asked time (±150 minutes unless ``sim_reach`` says otherwise, e.g.
+``120`` or ``90,150`` for minutes before and after; OpenTable never more than its
+``backwardMinutes``/``forwardMinutes``); the clients keep the bucket's own window of those
+(:mod:`producers.windows`). ``/4/find`` answers the venue's whole day. Resy endpoints need
+``Authorization: ResyAPI api_key="<key>"`` (419 otherwise) and a ``User-Agent`` (500 without
+one), like the real API.
 
 Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a client:
 - ``POST /_control/open``   ``{provider, venue_id, actual_time, seating_types?,
@@ -315,7 +318,7 @@ def ot_availability(state: SimState, body: Any) -> dict[str, Any]:
     party = _int(var.get("partySize", 2), "partySize")
     back = _int(var.get("backwardMinutes", 150), "backwardMinutes")
     fwd = _int(var.get("forwardMinutes", 150), "forwardMinutes")
-    lo, hi = max(asked - min(back, 150), 0), min(asked + min(fwd, 150) + 1, 24 * 60)
+    lo, hi = state.market.around(asked, back, fwd)
     model_ms = state.model_ms()
     now = state.market.local_now(model_ms)
     wanted = [state.market.venue("opentable", _int(i, "restaurantIds[]")) for i in ids_]
@@ -641,6 +644,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         seed=settings.sim_seed,
         venues=settings.sim_venues,
         churn=settings.sim_churn,
+        reach=settings.sim_reach_minutes,
     )
     kinds = tuple(k.strip() for k in settings.sim_fault_kinds.split(",") if k.strip())
     return create_app(
