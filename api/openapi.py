@@ -53,6 +53,12 @@ ITEM = _obj(
         "snapshot_id": STR,
         "closed_at_ms": INT_OR_NULL,
         "open_seconds": NUM_OR_NULL,
+        "read_via": {
+            "type": "string",
+            "enum": ["search", "fallback"],
+            "description": "How the slot was read: the bucket's ordinary read (search) or "
+            "the per-venue fallback after a search page failed",
+        },
         "v": INT,
         "kafka_partition": INT,
         "kafka_offset": INT,

@@ -26,6 +26,10 @@ SNAPSHOT_V2 = 2  # the binary form written by :func:`encode` (``schemas/SNAPSHOT
 DROP_VERSION = 1
 STATS_VERSION = 1
 
+READ_SEARCH = "search"  # a slot read by its bucket's ordinary read (area search, availability)
+READ_FALLBACK = "fallback"  # read by the fallback endpoint (Resy's per-venue find)
+READ_VIA = (READ_SEARCH, READ_FALLBACK)
+
 SnapshotKind = Literal["baseline", "poll", "close"]
 EventKind = Literal["open", "close"]
 
@@ -145,6 +149,7 @@ class DropEvent:
     snapshot_id: str
     closed_at_ms: int | None = None
     open_seconds: float | None = None
+    read_via: str = READ_SEARCH  # how the slot was read: "search" or "fallback" (READ_VIA)
     v: int = DROP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -276,6 +281,12 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
     return slot
 
 
+def _read_via(value: str, where: str) -> str:
+    if value not in READ_VIA:
+        raise SchemaError(f"{where}: field 'read_via' is {value!r}, not one of {READ_VIA}")
+    return value
+
+
 def snapshot_from_dict(doc: Any) -> Snapshot:
     """A v1 (JSON) snapshot document, every slot decoded and checked."""
     head = _header_from_dict(doc, "snapshot", SNAPSHOT_VERSION)
@@ -315,6 +326,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
         snapshot_id=_opt(doc, "snapshot_id", str, "", w),
         closed_at_ms=_opt(doc, "closed_at_ms", int, None, w),
         open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
+        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, w), w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 

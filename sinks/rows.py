@@ -112,6 +112,7 @@ def drop_row(ev: DropEvent, partition: int, offset: int) -> list[Any]:
         ev.snapshot_id,
         None if ev.closed_at_ms is None else ms_to_dt(ev.closed_at_ms),
         None if ev.open_seconds is None else float(ev.open_seconds),
+        ev.read_via,
         ev.v,
         orjson.dumps(ev.extra).decode() if ev.extra else "",
         partition,

@@ -152,6 +152,14 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
             "ALTER TABLE drop_events MATERIALIZE PROJECTION by_venue",
         ),
     ),
+    Migration(
+        4,
+        "drop_events.read_via: how the slot was read (search or fallback)",
+        (
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS "
+            "read_via LowCardinality(String) DEFAULT 'search'",
+        ),
+    ),
 )
 
 TTL_TABLES = {

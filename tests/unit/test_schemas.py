@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from importlib import resources
@@ -98,6 +99,17 @@ def test_drop_round_trip_and_json_schema() -> None:
     data = encode(DROP)
     assert decode_drop(data) == DROP
     jsonschema.validate(orjson.loads(data), schema("drop.v1.json"))
+
+
+def test_a_drop_says_how_its_slot_was_read_and_older_drops_read_as_search() -> None:
+    doc = orjson.loads(encode(dataclasses.replace(DROP, read_via="fallback")))
+    jsonschema.validate(doc, schema("drop.v1.json"))
+    assert decode_drop(orjson.dumps(doc)).read_via == "fallback"
+    del doc["read_via"]
+    jsonschema.validate(doc, schema("drop.v1.json"))
+    assert decode_drop(orjson.dumps(doc)).read_via == "search"
+    with pytest.raises(SchemaError, match="read_via"):
+        decode_drop(orjson.dumps({**doc, "read_via": "x"}))
 
 
 def test_stats_round_trip() -> None:
