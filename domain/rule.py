@@ -45,6 +45,7 @@ import numpy.typing as npt
 from domain import slotsets
 from domain.slotsets import EMPTY, IdArray
 from schemas import DropEvent, Slot, Snapshot, SnapshotView, dedupe_key
+from schemas.records import READ_SEARCH
 
 Mode = Literal["baseline", "poll"]
 
@@ -313,4 +314,5 @@ def _event(
         snapshot_id=snap.snapshot_id,
         closed_at_ms=closed_at_ms,
         open_seconds=None if closed_at_ms is None else (closed_at_ms - opened_at_ms) / 1000,
+        read_via=slot.get("read_via", READ_SEARCH),  # payloads kept before the field: search
     )

@@ -60,6 +60,7 @@ class Slot:
     party_max: int = 0
     booking: str = ""  # a booking link or token (tokens rotate: never an identity)
     slot_id: str = ""
+    read_via: str = READ_SEARCH  # which endpoint read it (READ_VIA)
 
     def __post_init__(self) -> None:
         if not self.slot_id:
@@ -79,6 +80,7 @@ class Slot:
             "party_max": self.party_max,
             "booking": self.booking,
             "slot_id": self.slot_id,
+            "read_via": self.read_via,
         }
 
 
@@ -271,6 +273,7 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
         party_max=_opt(doc, "party_max", int, 0, where),
         booking=_opt(doc, "booking", str, "", where),
         slot_id=_opt(doc, "slot_id", str, "", where),
+        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, where), where),
     )
     try:
         expected = ids.slot_id(slot.provider, slot.venue_id, slot.actual_time)
@@ -417,9 +420,10 @@ def _encode_v2(snap: Snapshot) -> bytes:
         if j is None:
             j = venues[vk] = len(venues)
         vidx.append(j)
-        rows.append(
-            orjson.dumps((s.actual_time, s.seating_types, s.party_min, s.party_max, s.booking))
-        )
+        row: tuple[Any, ...] = (
+            s.actual_time, s.seating_types, s.party_min, s.party_max, s.booking
+        )  # fmt: skip
+        rows.append(orjson.dumps(row if s.read_via == READ_SEARCH else (*row, s.read_via)))
     n = len(rows)
     offsets = np.zeros(n + 1, dtype=np.uint32)
     offsets[1:] = np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n))
@@ -561,6 +565,9 @@ class SnapshotView:
         if not isinstance(row, list) or len(row) < 5:
             raise SchemaError(f"{w}: not a row of 5 values")
         actual_time, seating, party_min, party_max, booking = row[:5]
+        via = row[5] if len(row) > 5 else READ_SEARCH  # the sixth value: only when not search
+        if via not in READ_VIA:
+            raise SchemaError(f"{w}: field 'read_via' is {via!r}, not one of {READ_VIA}")
         for name, value, typ in (
             ("actual_time", actual_time, str),
             ("seating_types", seating, list),
@@ -594,6 +601,7 @@ class SnapshotView:
             party_max=party_max,
             booking=booking,
             slot_id=f"{sid:016x}",
+            read_via=via,
         )
 
     @property

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from schemas import Failure, Slot
+from schemas.records import READ_SEARCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,8 @@ class SlotTable:
     ``venues`` are ``(venue_id, venue_name, time_zone, neighborhood)``; per slot, in venue
     then start-time order: ``venue_of`` (index into ``venues``, non-decreasing), ``ids`` (the
     slot id as an unsigned 64-bit integer) and ``rows`` (the JSON row
-    ``[actual_time, seating_types, party_min, party_max, booking]``)."""
+    ``[actual_time, seating_types, party_min, party_max, booking]``, plus ``"fallback"`` when
+    the slot was read by the fallback endpoint instead of the bucket's ordinary read)."""
 
     provider: str
     venues: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -53,7 +55,7 @@ class SlotTable:
         out = []
         for j, sid, row in zip(self.venue_of, self.ids, self.rows, strict=True):
             vid, name, tz, hood = self.venues[j]
-            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            actual, seating, pmin, pmax, booking, *via = orjson.loads(row)
             out.append(
                 Slot(
                     self.provider,
@@ -67,6 +69,7 @@ class SlotTable:
                     pmax,
                     booking,
                     f"{sid:016x}",
+                    via[0] if via else READ_SEARCH,
                 )
             )
         return out
@@ -84,8 +87,12 @@ class SlotTable:
                 table.venues.append(vk)
             table.venue_of.append(j)
             table.ids.append(int(s.slot_id, 16))
-            row = (s.actual_time, list(s.seating_types), s.party_min, s.party_max, s.booking)
-            table.rows.append(orjson.dumps(row))
+            row: tuple[Any, ...] = (
+                s.actual_time, list(s.seating_types), s.party_min, s.party_max, s.booking
+            )  # fmt: skip
+            table.rows.append(
+                orjson.dumps(row if s.read_via == READ_SEARCH else (*row, s.read_via))
+            )
         return table
 
 
@@ -157,14 +164,16 @@ class SlotIds:
 
 class VenueSlots:
     """One venue's slots in one fetch, merged: one per start time (seating types joined,
-    party sizes widened, the first booking token kept)."""
+    party sizes widened, the first booking token kept). ``read_via`` says which endpoint read
+    them (``"search"``: the bucket's ordinary read; ``"fallback"``)."""
 
-    __slots__ = ("name", "neighborhood", "time_zone", "times", "venue_id")
+    __slots__ = ("name", "neighborhood", "read_via", "time_zone", "times", "venue_id")
 
     def __init__(self, venue_id: str, name: str, time_zone: str, neighborhood: str) -> None:
         self.venue_id, self.name = venue_id, name
         self.time_zone, self.neighborhood = time_zone, neighborhood
         self.times: dict[str, list[Any]] = {}  # actual_time -> [seating, pmin, pmax, token]
+        self.read_via = READ_SEARCH
 
     def add(self, actual: str, seating: str, pmin: int, pmax: int, booking: str) -> None:
         got = self.times.get(actual)
@@ -211,6 +220,7 @@ class Collector:
             venue_of.extend([len(venues)] * len(times))
             venues.append((vid, v.name, v.time_zone, v.neighborhood))
             head = blake2b(self.ids.prefix(vid), digest_size=8)  # the venue's prefix, hashed once
+            via = v.read_via
             for actual in sorted(times):
                 seating, pmin, pmax, token = times[actual]
                 if len(seating) > 1:
@@ -218,7 +228,10 @@ class Collector:
                 h = head.copy()
                 h.update(actual.encode())
                 ids.append(from_bytes(h.digest()))
-                rows.append(dumps((actual, seating, pmin, pmax, token)))
+                if via == READ_SEARCH:  # the row of the ordinary read: five values
+                    rows.append(dumps((actual, seating, pmin, pmax, token)))
+                else:
+                    rows.append(dumps((actual, seating, pmin, pmax, token, via)))
         return table
 
 
@@ -231,8 +244,12 @@ def merge_results(results: list[FetchResult]) -> FetchResult:
     for r in results:
         t = r.slots
         for j, row in zip(t.venue_of, t.rows, strict=True):
-            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            actual, seating, pmin, pmax, booking, *via = orjson.loads(row)
             v = acc.venue(*t.venues[j])
+            if via and not v.times:  # read by the fallback for every party size so far
+                v.read_via = via[0]
+            elif not via:
+                v.read_via = READ_SEARCH  # the ordinary read saw the venue: say so
             for seat in seating or [""]:
                 v.add(actual, seat, pmin, pmax, booking)
     return FetchResult(
