@@ -108,6 +108,8 @@ class FetchResult:
     venues: int = 0  # venues whose availability was read
     requests: int = 0
     retries: int = 0
+    fallback_venues: int = 0  # venues read by the fallback endpoint (Resy's /4/find)
+    contradictions: int = 0  # answers with starts the bucket's ordinary read does not cover
 
     def as_slots(self) -> list[Slot]:
         return self.slots.slots()
@@ -260,6 +262,8 @@ def merge_results(results: list[FetchResult]) -> FetchResult:
         max(r.venues for r in results),
         sum(r.requests for r in results),
         sum(r.retries for r in results),
+        sum(r.fallback_venues for r in results),
+        sum(r.contradictions for r in results),
     )
 
 
