@@ -18,7 +18,8 @@ Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a clie
 - ``POST /_control/open``   ``{provider, venue_id, actual_time, seating_types?,
   party_min?, party_max?}``
 - ``POST /_control/close``  ``{provider, venue_id, actual_time}``
-- ``POST /_control/faults`` ``{kind, count? | rate?, provider?, retry_after?, delay_ms?, status?}``
+- ``POST /_control/faults`` ``{kind, count? | rate?, provider?, endpoint?, retry_after?,
+  delay_ms?, status?}`` (``endpoint``: ``search``, ``find``, ``availability`` or ``*``)
   kinds: ``5xx``, ``timeout``, ``429``, ``403``, ``malformed``, ``truncated``, ``slow``;
   ``DELETE /_control/faults`` removes all; ``GET /_control/faults`` lists them.
 - ``POST /_control/freeze`` ``{at_ms?}`` (scripted mode: no churn, only scripted changes),
@@ -55,6 +56,7 @@ log = get_log("simulator")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "403", "malformed", "truncated", "slow")
 MAX_PER_PAGE = 100
+ENDPOINTS = ("*", "search", "find", "availability")
 
 
 class BadRequest(ValueError):
@@ -70,6 +72,7 @@ class Fault:
     id: int
     kind: str
     provider: str = "*"  # "resy", "opentable" or "*"
+    endpoint: str = "*"  # "search", "find", "availability" or "*"
     remaining: int | None = None  # the next N matching requests ...
     rate: float = 0.0  # ... or this share of them
     retry_after: float = 1.0
@@ -82,6 +85,7 @@ class Fault:
             "id": self.id,
             "kind": self.kind,
             "provider": self.provider,
+            "endpoint": self.endpoint,
             "remaining": self.remaining,
             "rate": self.rate,
             "retry_after": self.retry_after,
@@ -142,6 +146,8 @@ class SimState:
         kind = str(spec.get("kind", ""))
         if kind not in FAULT_KINDS:
             raise BadRequest(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
+        if str(spec.get("endpoint") or "*") not in ENDPOINTS:
+            raise BadRequest(f"fault endpoint must be one of {ENDPOINTS}")
         count, rate = spec.get("count"), float(spec.get("rate") or 0.0)
         if count is None and rate <= 0:
             count = 1
@@ -151,6 +157,7 @@ class SimState:
             id=self._next_fault,
             kind=kind,
             provider=str(spec.get("provider") or "*"),
+            endpoint=str(spec.get("endpoint") or "*"),
             remaining=None if count is None else int(count),
             rate=rate if count is None else 0.0,
             retry_after=float(spec.get("retry_after", 1.0)),
@@ -161,9 +168,9 @@ class SimState:
         self.faults.append(fault)
         return fault
 
-    def pick_fault(self, provider: str) -> Fault | None:
+    def pick_fault(self, provider: str, endpoint: str = "*") -> Fault | None:
         for fault in self.faults:
-            if fault.provider not in ("*", provider):
+            if fault.provider not in ("*", provider) or fault.endpoint not in ("*", endpoint):
                 continue
             if fault.remaining is not None:
                 if fault.remaining > 0:
@@ -417,9 +424,9 @@ def create_app(
         if fault_rate > 0:
             state.add_fault(kind=kind, rate=fault_rate / len(fault_kinds))
 
-    async def faulted(provider: str, build: Any, truncate: Any) -> Response:
+    async def faulted(provider: str, build: Any, truncate: Any, endpoint: str = "*") -> Response:
         state.counts[f"{provider}_requests"] += 1
-        fault = state.pick_fault(provider)
+        fault = state.pick_fault(provider, endpoint)
         if fault is not None:
             state.counts[f"fault_{fault.kind}"] += 1
             if fault.kind == "5xx":
@@ -480,14 +487,14 @@ def create_app(
         if denied is not None:
             return denied
         body = await read_json(request)
-        return await faulted("resy", lambda: search_page(state, body), cut_hits)
+        return await faulted("resy", lambda: search_page(state, body), cut_hits, "search")
 
     async def find(request: Request) -> Response:
         denied = resy_auth(request)
         if denied is not None:
             return denied
         params = dict(request.query_params)
-        return await faulted("resy", lambda: find_venue(state, params), cut_find)
+        return await faulted("resy", lambda: find_venue(state, params), cut_find, "find")
 
     async def gql(request: Request) -> Response:
         if not request.headers.get("user-agent"):
@@ -495,7 +502,9 @@ def create_app(
         if request.query_params.get("opname") != "RestaurantsAvailability":
             return _json({"errors": [{"message": "unknown operation"}], "data": None}, 400)
         body = await read_json(request)
-        return await faulted("opentable", lambda: ot_availability(state, body), cut_availability)
+        return await faulted(
+            "opentable", lambda: ot_availability(state, body), cut_availability, "availability"
+        )
 
     # -------------------------------------------------------------- control
 

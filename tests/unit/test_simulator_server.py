@@ -250,3 +250,14 @@ def test_sim_reach_setting_reads_one_or_two_numbers() -> None:
     assert Settings(sim_reach="90, 150").sim_reach_minutes == (90, 150)
     with pytest.raises(ValueError, match="sim_reach"):
         _ = Settings(sim_reach="1,2,3").sim_reach_minutes
+
+
+def test_a_fault_can_hit_one_endpoint_only(client: TestClient) -> None:
+    r = client.post("/_control/faults", json={"kind": "5xx", "rate": 1.0, "endpoint": "search"})
+    assert r.json()["fault"]["endpoint"] == "search"
+    body = {"slot_filter": {"day": DAY, "party_size": 2, "time_filter": "19:00"}}
+    assert client.post("/3/venuesearch/search", json=body, headers=HEADERS).status_code == 503
+    params = {"day": DAY, "party_size": 2, "venue_id": 1005}
+    assert client.get("/4/find", params=params, headers=HEADERS).status_code == 200
+    bad = client.post("/_control/faults", json={"kind": "5xx", "endpoint": "nowhere"})
+    assert bad.status_code == 400 and "endpoint" in bad.json()["error"]
