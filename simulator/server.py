@@ -426,6 +426,7 @@ def create_app(
 
     async def faulted(provider: str, build: Any, truncate: Any, endpoint: str = "*") -> Response:
         state.counts[f"{provider}_requests"] += 1
+        state.counts[f"{endpoint}_requests"] += 1
         fault = state.pick_fault(provider, endpoint)
         if fault is not None:
             state.counts[f"fault_{fault.kind}"] += 1

@@ -259,5 +259,7 @@ def test_a_fault_can_hit_one_endpoint_only(client: TestClient) -> None:
     assert client.post("/3/venuesearch/search", json=body, headers=HEADERS).status_code == 503
     params = {"day": DAY, "party_size": 2, "venue_id": 1005}
     assert client.get("/4/find", params=params, headers=HEADERS).status_code == 200
+    counts = client.get("/_control/stats").json()["counts"]
+    assert counts["search_requests"] == 1 and counts["find_requests"] == 1
     bad = client.post("/_control/faults", json={"kind": "5xx", "endpoint": "nowhere"})
     assert bad.status_code == 400 and "endpoint" in bad.json()["error"]
