@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,6 +66,7 @@ class JSON(JSONResponse):
 class State:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.clock = settings.clock()
         self.metrics = Metrics()
         self.allowed = Allowed(
             markets=frozenset(m.strip() for m in settings.market.split(",") if m.strip()),
@@ -121,14 +121,14 @@ async def just_opened(request: Request) -> Response:
     limit, filters = parse_just_opened(_q(request), st.allowed)
     items = await _db(st.db().just_opened, st.s.just_opened_minutes, filters, limit)
     return JSON(
-        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": int(time.time() * 1000)}
+        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": st.clock.now_ms()}
     )
 
 
 async def buckets(request: Request) -> Response:
     st = _st(request)
     check_known(_q(request), ())
-    today = datetime.now(ZoneInfo(st.s.time_zone)).date().isoformat()
+    today = st.clock.now().astimezone(ZoneInfo(st.s.time_zone)).date().isoformat()
     rows = await _db(st.db().buckets, st.s.market, today, st.s.poll_interval)
     return JSON({"buckets": rows, "market": st.s.market, "today": today})
 
@@ -155,7 +155,8 @@ async def by_hour(request: Request) -> Response:
     q = _q(request)
     check_known(q, ("hours",))
     hours = int_param(q, "hours", 1, 24 * 14, 24)
-    return JSON({"hours": await _db(st.db().by_hour, hours), "time_zone": st.s.time_zone})
+    rows = await _db(st.db().by_hour, hours)
+    return JSON({"hours": rows, "time_zone": st.s.time_zone, "as_of_ms": st.clock.now_ms()})
 
 
 async def healthz(request: Request) -> Response:
@@ -442,6 +443,7 @@ def create_app(
             settings.time_zone,
             live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
+            clock=st.clock,
         )
         if live:
             st.hub = Hub(settings)

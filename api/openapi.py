@@ -317,6 +317,7 @@ def openapi(s: Settings) -> dict[str, Any]:
                                 "items": _obj({"hour_ms": INT, "drops": INT}),
                             },
                             "time_zone": STR,
+                            "as_of_ms": INT,
                         }
                     )
                 ),

@@ -18,7 +18,6 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -179,7 +178,7 @@ class Chaos:
     # ------------------------------------------------------------------ actions
     def learn_market(self) -> None:
         tz = ZoneInfo(self.s.time_zone)
-        every = window(datetime.now(UTC), self.s.market, tz, self.cfg.days, self.s.slot_times)
+        every = window(self.s.clock().now(), self.s.market, tz, self.cfg.days, self.s.slot_times)
         self.buckets = [b for b in every if b.date > every[0].date]  # not today: times pass
         self.venues = [str(v["id"]) for v in self.sim.venues("resy")]
         for b in self.buckets:

@@ -52,6 +52,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
     env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
+    if settings.clock_start:  # every stage (and each restart of one) reads the same clock
+        env["DROPS_CLOCK_START"] = settings.clock_start
+        env["DROPS_CLOCK_ANCHOR"] = repr(settings.clock_anchor)
     return env
 
 

@@ -83,6 +83,7 @@ class Processor:
 
     def __init__(self, settings: Settings) -> None:
         self.seen_ttl_ms = int(settings.seen_ttl * 1000)
+        self.clock = settings.clock()  # event times are the producers' clock
         self.states = StateStore()
         self.heartbeat = Heartbeat(log, "processor_heartbeat", every=settings.heartbeat_interval)
         self._lock = threading.Lock()
@@ -99,7 +100,7 @@ class Processor:
 
     def tick(self) -> None:
         with self._lock:
-            lag = time.time() - self.last_polled_ms / 1000 if self.last_polled_ms else None
+            lag = self.clock.time() - self.last_polled_ms / 1000 if self.last_polled_ms else None
             self.heartbeat.tick(
                 buckets_cached=len(self.states._cache),
                 state_loads=self.states.stats.loads,

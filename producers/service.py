@@ -17,11 +17,12 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from domain.calendar import Bucket, parse_slide_at, window
+from drops.clock import Clock
 from drops.log import get_log
 from drops.settings import Settings
 from producers import config, core
@@ -64,8 +65,10 @@ class ProducerService:
         providers: dict[str, Provider],
         writer: RecordWriter,
         market: MarketConfig | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings, self.providers, self.writer = settings, providers, writer
+        self.clock = clock or settings.clock()
         self.market = market or config.from_settings(settings).markets[0]
         self.tz = ZoneInfo(self.market.time_zone)
         self.slide_at = parse_slide_at(self.market.slide_at)
@@ -79,7 +82,7 @@ class ProducerService:
     # ------------------------------------------------------------------ one cycle
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return self.clock.now()
 
     def plan(self, now: datetime) -> core.Plan:
         m = self.market
@@ -126,7 +129,7 @@ class ProducerService:
     async def _run_job(self, job: Job) -> None:
         s = self.settings
         started = time.monotonic()
-        polled_at_ms = int(time.time() * 1000)  # when the fetch started
+        polled_at_ms = self.clock.now_ms()  # when the fetch started (event time)
         sid = _sid(polled_at_ms)
         m = self.market
         try:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -46,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from drops.clock import Clock
 from drops.log import get_log
 from drops.settings import Settings
 from producers.windows import bucket_window, minutes
@@ -103,6 +103,7 @@ class SimState:
     api_key: str
     time_slots: tuple[str, ...]
     party_size: int = 2
+    clock: Clock = field(default_factory=Clock)
     scripted: bool = False
     initial_scripted: bool = False
     frozen_ms: int = 0
@@ -132,7 +133,7 @@ class SimState:
             self._cache_bytes += len(data)
 
     def clock_ms(self) -> int:
-        return self.fixed_clock_ms if self.fixed_clock_ms is not None else int(time.time() * 1000)
+        return self.fixed_clock_ms if self.fixed_clock_ms is not None else self.clock.now_ms()
 
     def model_ms(self) -> int:
         """The time the market is evaluated at (frozen in scripted mode)."""
@@ -408,8 +409,10 @@ def create_app(
     fault_kinds: tuple[str, ...] = (),
     fault_seed: int = 0,
     cache_mb: int = 512,
+    clock: Clock | None = None,
 ) -> Starlette:
     state = SimState(
+        clock=clock or Clock(),
         cache_budget=max(cache_mb, 0) << 20,
         market=market,
         api_key=api_key,
@@ -667,6 +670,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         fault_kinds=kinds,
         fault_seed=settings.sim_seed,
         cache_mb=settings.sim_cache_mb,
+        clock=settings.clock(),
     )
 
 

@@ -123,16 +123,17 @@ def test_feed_pages_in_log_order_without_skip_or_repeat(
     w.close()
 
 
+@pytest.mark.clock
 def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settings) -> None:
     w = DropWriter(kafka_settings)
-    now = int(time.time() * 1000)
+    now = kafka_settings.clock().now_ms()  # the API's clock: "the last 10 minutes" of it
     fresh = [make_drop(i, opened_at_ms=now - 1000 * i) for i in range(4)]
     old = make_drop(50, opened_at_ms=now - 20 * 60_000)
     w.write([*fresh, old, close_of(fresh[1], now)])
     w.write_stats(
         [
-            make_stats(kind="baseline", slots=300, date="2099-01-01"),
-            make_stats(slots=310, date="2099-01-01"),
+            make_stats(kind="baseline", slots=300, date="2099-01-01", polled_at_ms=now),
+            make_stats(slots=310, date="2099-01-01", polled_at_ms=now),
         ]
     )
     wait_for(lambda: len(read_all(api.url, None, 100)[0]) == 6)

@@ -6,7 +6,6 @@ expected drops come out of ``/feed`` and ``/feed/stream``: none missing, none ex
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,7 +28,7 @@ from drops.settings import Settings
 from schemas import slot_id
 from simulator.control import SimControl
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.clock]
 
 
 def free_time(sim: SimControl, date: str, time_slot: str, venue: int, candidates: list[str]) -> str:
@@ -78,7 +77,7 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
         wait_for("28 baseline builds", baselines, timeout=120, every=1)
 
         tz = ZoneInfo(settings.time_zone)
-        buckets = window(datetime.now(UTC), settings.market, tz)
+        buckets = window(settings.clock().now(), settings.market, tz)  # the stages' clock
         b0, b1 = buckets[2], buckets[5]  # tomorrow 15:00, the day after 19:00
         venues = [int(v["id"]) for v in sim.venues("resy")]
         opened = [
