@@ -27,6 +27,7 @@ Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a clie
 - ``POST /_control/clock`` ``{now_ms} | {advance_ms} | {wall: true}``
 - ``POST /_control/reset`` (overlay, faults, clock and mode back to the start)
 - ``GET /_control/slots?date=&time_slot=[&party_size=][&provider=]``: the exact open set
+  that a bucket's snapshot should hold (its window, within the search reach)
 - ``GET /_control/venues?provider=``, ``GET /_control/stats``, ``GET /_control/health``
 """
 
@@ -380,6 +381,8 @@ def reference_slots(
     state: SimState, day: date, time_slot: str, party: int, providers: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     lo, hi = bucket_window(time_slot, state.time_slots)
+    reach_lo, reach_hi = state.market.around(minutes(time_slot))  # what a time query answers
+    lo, hi = max(lo, reach_lo), min(hi, reach_hi)
     model_ms = state.model_ms()
     out = []
     for provider in providers:

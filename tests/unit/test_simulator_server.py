@@ -263,3 +263,12 @@ def test_a_fault_can_hit_one_endpoint_only(client: TestClient) -> None:
     assert counts["search_requests"] == 1 and counts["find_requests"] == 1
     bad = client.post("/_control/faults", json={"kind": "5xx", "endpoint": "nowhere"})
     assert bad.status_code == 400 and "endpoint" in bad.json()["error"]
+
+
+def test_the_reference_set_is_what_the_search_reaches() -> None:
+    c = TestClient(create_app(Market(seed=4, venues=230, reach=(120, 120)), api_key="k",
+                              scripted=True))  # fmt: skip
+    c.post("/_control/freeze", json={"at_ms": T0})
+    ref = c.get("/_control/slots", params={"date": DAY, "time_slot": "19:00"}).json()["slots"]
+    starts = {s["actual_time"][11:16] for s in ref}
+    assert max(starts) == "21:00" and min(starts) == "17:00"  # not the window's 21:29
