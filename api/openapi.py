@@ -41,7 +41,8 @@ ITEM = _obj(
         "kafka_offset": INT,
     }
 )
-ITEM["required"].remove("opened_after_ms")  # (optional: items stored before drop records v2)
+for _key in ("opened_after_ms", "read_via"):  # optional: items stored before drop records v2
+    ITEM["required"].remove(_key)
 
 ERROR = _obj(
     {

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         False, description="Simulator scripted mode: no churn, only changes made by /_control"
     )
     sim_fault_rate: float = Field(0.0, description="Share of simulator requests that fail")
+    sim_reach: str = Field(
+        "150",
+        description="Simulator: minutes a time query answers around the asked time, "
+        "'150' (±150) or 'before,after' such as '90,150'",
+    )
     sim_cache_mb: int = Field(
         512, description="Simulator: MiB of search pages kept while the market is unchanged"
     )
@@ -200,6 +205,18 @@ class Settings(BaseSettings):
     @property
     def slot_times(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.time_slots.split(",") if t.strip())
+
+    @property
+    def sim_reach_minutes(self) -> tuple[int, int]:
+        """``sim_reach`` as (minutes before, minutes after) the asked time."""
+        parts = [p.strip() for p in self.sim_reach.split(",")]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (1, 2) or min(values) < 0:
+            raise ValueError(f"sim_reach is 'minutes' or 'before,after', not {self.sim_reach!r}")
+        return (values[0], values[-1])
 
     @property
     def provider_names(self) -> tuple[str, ...]:

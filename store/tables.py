@@ -24,6 +24,8 @@ Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` r
 by venue), so a venue's history is a short range read instead of a scan of every row.
 Migration 4 adds ``drop_events.opened_after`` (drop records v2: the last complete poll before
 the one that saw the slot open); rows of v1 records have NULL.
+Migration 5 adds ``drop_events.read_via``: how the slot was read (``search``, the bucket's
+ordinary read, or ``fallback``); older rows read ``search``.
 """
 
 from __future__ import annotations
@@ -160,6 +162,14 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
         (
             "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS opened_after "
             "Nullable(DateTime64(3, 'UTC')) AFTER open_seconds",
+        ),
+    ),
+    Migration(
+        5,
+        "drop_events.read_via: how the slot was read (search or fallback)",
+        (
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS "
+            "read_via LowCardinality(String) DEFAULT 'search'",
         ),
     ),
 )
