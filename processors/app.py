@@ -300,7 +300,18 @@ def transient(exc: BaseException) -> bool:
         err = e.args[0] if isinstance(e, KafkaException) and e.args else None
         if isinstance(err, KafkaError) and err.code() in FATAL_CODES:
             return False
-    return any(isinstance(e, TRANSIENT) for e in chain)
+    return any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
+
+
+def _recovery_race(exc: BaseException) -> bool:
+    """Quix Streams 3.28's state recovery, when a rebalance lands while it replays a
+    changelog, can hand a changelog record to the application's dataframes (a ``KeyError``
+    naming the changelog topic) or leave a newly assigned changelog partition unpositioned
+    ("Recovery stuck ..."). Nothing was committed: rebuilding the application recovers the
+    state again and resumes at the committed offsets, as after a crash."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0]).startswith("changelog__")
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Recovery stuck")
 
 
 def run(settings: Settings) -> None:
