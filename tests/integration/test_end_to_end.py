@@ -23,11 +23,11 @@ from bench.pipeline import (
     sse_events,
     wait_for,
 )
+from bench.processor_harness import read_all
 from domain.calendar import window
 from drops.settings import Settings
 from schemas import SnapshotView, decode_snapshot, slot_id
 from simulator.control import SimControl
-from tests.integration.test_processor_harness import read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.clock]
 
