@@ -520,6 +520,11 @@ def _gauges(st: State) -> None:
         m.gauge(
             "drops_sink_deadletters_total", lambda: t.sink.totals.deadletters, "Records rejected"
         )
+        m.gauge(
+            "drops_sink_deadletters_lost_total",
+            lambda: t.sink.totals.deadletters_lost,
+            "Dead letters the broker refused (logged as deadletter_lost)",
+        )
         m.gauge("drops_sink_paused", lambda: int(t.sink.paused), "1 while ClickHouse is failing")
         m.gauge("drops_sink_restarts_total", lambda: t.restarts, "Sink restarts after failures")
 

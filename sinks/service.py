@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from drops.log import Heartbeat, configure, get_log
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
+from schemas import deadletter as DL
 from sinks import rows as R
 from sinks.clickhouse import ClickHouse
 
@@ -42,6 +43,7 @@ class BatchResult:
     stats: int = 0
     skipped: int = 0
     deadletters: int = 0
+    deadletters_lost: int = 0  # dead letters the broker refused for good
 
 
 @dataclass
@@ -171,8 +173,8 @@ class Sink:
             res.stats += len(todo_s)
             self._stored[("discovery_buckets", part)] = max(upto, stats[-1][0])
         if parsed.bad:
-            self._deadletter(parsed.bad)
-            res.deadletters = len(parsed.bad)
+            res.deadletters = self._deadletter(parsed.bad)
+            res.deadletters_lost = len(parsed.bad) - res.deadletters
         changed = {p: o for p, o in positions.items() if self._saved_progress.get(p) != o}
         if changed:
             self.ch.save_progress(self.s.drops_topic, changed)
@@ -183,30 +185,55 @@ class Sink:
             self.head = head  # replaced whole: readers in other threads see old or new
         return res
 
-    def _deadletter(self, bad: list[tuple[Message, str]]) -> None:
+    def _deadletter(self, bad: list[tuple[Message, str]]) -> int:
+        """Write the dead letters and wait for the broker's answer. Returns how many were
+        written. A dead letter the broker refused for good (too large for the topic, not
+        allowed) is a logged, counted loss (``deadletter_lost``), never retried for ever; one
+        that failed for a passing reason (the broker away) fails the batch, which is retried."""
+        refused: list[tuple[Message, KafkaError]] = []
         for m, err in bad:
             log.warning(
                 "record_rejected",
                 topic=m.topic(),
                 partition=m.partition(),
                 offset=m.offset(),
-                error=err,
+                error=DL.error_text(err),
             )
+            value, headers = DL.record(
+                m.value(),
+                m.key(),
+                err,
+                (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)),
+                self.s.max_message_bytes,
+                extra=[("stage", b"sink")],
+            )
+
+            def report(e: KafkaError | None, _msg: Message, src: Message = m) -> None:
+                if e is not None:
+                    refused.append((src, e))
+
             self.dlq.produce(
                 self.s.deadletter_topic,
-                value=m.value(),
+                value=value,
                 key=m.key(),
-                headers=[
-                    ("error", err.encode()),
-                    ("source_topic", str(m.topic()).encode()),
-                    ("source_partition", str(m.partition()).encode()),
-                    ("source_offset", str(m.offset()).encode()),
-                    ("stage", b"sink"),
-                ],
+                headers=headers,
+                on_delivery=report,
             )
         left = self.dlq.flush(30)
         if left:
             raise RuntimeError(f"{left} dead letters not acknowledged by Kafka")
+        passing = [e for _, e in refused if e.retriable()]
+        if passing:
+            raise RuntimeError(f"{len(passing)} dead letters failed: {passing[0]}")
+        for m, e in refused:
+            log.error(
+                "deadletter_lost",
+                topic=m.topic(),
+                partition=m.partition(),
+                offset=m.offset(),
+                error=str(e)[:300],
+            )
+        return len(bad) - len(refused)
 
     def _positions(self) -> list[TopicPartition]:
         assigned = self.consumer.assignment()
@@ -235,7 +262,7 @@ class Sink:
         res = self._store_with_retry(parsed, drops_pos)
         if tps:
             self._commit(tps)
-        for k in ("drops", "stats", "skipped", "deadletters"):
+        for k in ("drops", "stats", "skipped", "deadletters", "deadletters_lost"):
             setattr(self.totals, k, getattr(self.totals, k) + getattr(res, k))
         return res
 
@@ -283,6 +310,7 @@ class Sink:
                     stats=res.stats,
                     skipped=res.skipped,
                     deadletters=res.deadletters,
+                    deadletters_lost=res.deadletters_lost,
                 )
                 beat.tick(paused=self.paused)
         finally:
