@@ -133,6 +133,8 @@ class Sink:
             floor = self._saved_progress.get(partition, -1) if table == "drop_events" else -1
             if table == "drop_events" and floor < 0:
                 floor = self.ch.progress(self.s.drops_topic).get(partition, -1)
+                if floor >= 0:
+                    self._saved_progress[partition] = floor
             self._stored[key] = self.ch.stored_upto(table, partition, floor)
         return self._stored[key]
 
@@ -140,13 +142,19 @@ class Sink:
         res = BatchResult()
         for part, items in parsed.drops.items():
             upto = self._stored_upto("drop_events", part)
-            fresh = [i for i in items if i.offset > upto]
+            # rows at or below the high-water mark may still be missing: an insert spanning
+            # two table partitions commits each on its own, so a failed one can leave a hole
+            # below a stored row. Which of them are stored is read exactly (a primary-key read).
+            floor = self._saved_progress.get(part, -1)  # all stored at or below: exact
+            below = [i.offset for i in items if floor < i.offset <= upto]
+            stored = self.ch.stored_offsets("drop_events", part, below)
+            fresh = [i for i in items if i.offset > floor and i.offset not in stored]
             window = R.opened_window(i.event for i in fresh)
             existing: set[str] = set()
             if window:
                 keys = sorted({i.event.dedupe_key for i in fresh})
                 existing = self.ch.existing_dedupe_keys(keys, *window)
-            todo = R.plan_drops(items, upto, existing)
+            todo = R.plan_drops(fresh, -1, existing)
             res.skipped += len(items) - len(todo)
             if todo:
                 # venues first: a ReplacingMergeTree, so a retry after a failure is harmless
@@ -161,7 +169,15 @@ class Sink:
             self._stored[("drop_events", part)] = max(upto, items[-1].offset)
         for part, stats in parsed.stats.items():
             upto = self._stored_upto("discovery_buckets", part)
-            todo_s = [(o, st) for o, st in stats if o > upto]
+            below_s = [(o, st) for o, st in stats if o <= upto]
+            stored = set[int]()
+            if below_s:
+                times = [R.ms_to_dt(st.polled_at_ms) for _, st in below_s]
+                span = ("polled_at", min(times), max(times))
+                stored = self.ch.stored_offsets(
+                    "discovery_buckets", part, [o for o, _ in below_s], span
+                )
+            todo_s = [(o, st) for o, st in stats if o not in stored]
             res.skipped += len(stats) - len(todo_s)
             if todo_s:
                 self.ch.insert(
