@@ -280,6 +280,17 @@ async def _events(
                 await client.wake.wait()
             if client.closing:
                 return
+            if client.resync:  # the live tail restarted: what it skipped comes from ClickHouse
+                client.resync = False
+                client.queue.clear()
+                st.metrics.inc(
+                    "drops_sse_resyncs_total", help_text="SSE catch-ups after a live-tail restart"
+                )
+                async for chunk, at in _catch_up(st, hub, client, pos, filters):
+                    pos = at
+                    if chunk:
+                        yield chunk
+                continue
             if client.dropped:
                 st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
                 yield b": too slow, reconnect with Last-Event-ID\n\n"

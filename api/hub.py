@@ -66,6 +66,7 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     closing: bool = False
+    resync: bool = False  # the live tail restarted: catch up from ClickHouse to the new ring
 
     def offer(self, batch: LiveBatch) -> None:
         if self.dropped:
@@ -78,7 +79,7 @@ class Client:
         self.wake.set()
 
     def busy(self) -> bool:
-        return bool(self.queue) or self.dropped or self.closing
+        return bool(self.queue) or self.dropped or self.closing or self.resync
 
     def drain(self) -> list[LiveBatch]:
         items = list(self.queue)
@@ -260,10 +261,17 @@ class Hub:
                     consumer = None
 
     def _reset(self, start: C.Cursor) -> None:
-        # a (re)started consumer: the ring restarts at the consumer's first position
+        # a (re)started consumer: the ring restarts at the consumer's first position. The
+        # events between a connected client's position and that base were never read by
+        # this consumer: every client goes through the catch-up path (ClickHouse, then the
+        # ring) before it takes live batches again
         self.ring.clear()
         self.base = dict(start)
         self.position = C.merge(self.position, start)
+        for c in self.clients:
+            c.resync = True
+            c.queue.clear()
+            c.wake.set()
 
     def _call(self, fn: Any, *args: Any) -> None:
         assert self._loop is not None
