@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -73,6 +74,7 @@ class State:
             providers=KNOWN_PROVIDERS | frozenset(settings.provider_names),
             time_slots=frozenset(settings.slot_times),
             max_limit=settings.feed_max_limit,
+            partitions=settings.drops_partitions,
         )
         self.keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
         self.ch: ClickHouse | None = None
@@ -83,6 +85,14 @@ class State:
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
         # set by sse-starlette when it sees the server shut down (shared by every stream)
         self.sse_shutdown: anyio.Event | None = None
+
+    def allowed_now(self) -> Allowed:
+        """The accepted values, with the drops topic's partitions as the live tail found them
+        (an operator may have raised them above ``drops_partitions``)."""
+        n = self.hub.partitions if self.hub is not None else 0
+        if n > self.allowed.partitions:
+            self.allowed = dataclasses.replace(self.allowed, partitions=n)
+        return self.allowed
 
     def db(self) -> Data:
         if self.data is None:
@@ -111,7 +121,7 @@ async def _db(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def feed(request: Request) -> Response:
     st = _st(request)
-    req = parse_feed(_q(request), st.allowed)
+    req = parse_feed(_q(request), st.allowed_now())
     rows, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
     return Response(feed_body(rows, C.encode(nxt)), media_type="application/json")
 
@@ -203,7 +213,9 @@ async def index(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     st = _st(request)
-    since, filters = parse_stream(_q(request), request.headers.get("last-event-id"), st.allowed)
+    since, filters = parse_stream(
+        _q(request), request.headers.get("last-event-id"), st.allowed_now()
+    )
     hub = st.hub
     if hub is None or not hub.ready.is_set():
         return JSON(

@@ -129,6 +129,7 @@ class Hub:
         self.base: C.Cursor = {}
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
+        self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
         self.error: str | None = None
         self.events_in = 0
@@ -267,6 +268,7 @@ class Hub:
         # ring) before it takes live batches again
         self.ring.clear()
         self.base = dict(start)
+        self.partitions = max(self.partitions, len(start))
         self.position = C.merge(self.position, start)
         for c in self.clients:
             c.resync = True
