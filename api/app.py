@@ -223,6 +223,13 @@ async def stream(request: Request) -> Response:
             503,
             headers={"Retry-After": "2"},
         )
+    if len(hub.clients) >= st.s.sse_max_clients:
+        st.metrics.inc("drops_sse_refused_total", help_text="SSE clients refused: at the cap")
+        return JSON(
+            {"error": "unavailable", "param": "", "message": "too many live clients, retry"},
+            503,
+            headers={"Retry-After": "5"},
+        )
     client = hub.subscribe(filters)
     start = dict(hub.position) if since is None else dict(since)
     st.metrics.inc("drops_sse_connections_total", help_text="SSE connections accepted")

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     sse_flush_ms: int = Field(
         100, description="SSE: live events are handed to clients at most this often, ms"
     )
+    sse_max_clients: int = Field(
+        10_000, description="SSE: most connected clients; more are answered 503 + Retry-After"
+    )
+    api_max_connections: int = Field(
+        12_000, description="API: most open connections; more are answered 503"
+    )
+    api_head_timeout: float = Field(
+        10.0, description="API: seconds a client has to send a request's head, then closed"
+    )
     api_head_cache_ms: int = Field(
         100,
         description="Feed: ms an API without the in-process sink reuses the stored head "

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from typing import Any
+
 import httpx
 import pytest
+import uvicorn
 
 from api import cursor as C
 from drops.settings import Settings
@@ -23,3 +29,72 @@ def test_an_oversized_cursor_is_refused(kafka_settings: Settings) -> None:
         assert stream.status_code == 400 and stream.json()["param"] == "Last-Event-ID"
         ok = httpx.get(srv.url + "/feed", params={"since": C.encode({0: 3})}, timeout=10)
         assert ok.status_code == 200
+
+
+class Served(Server):
+    """The test server with the product's uvicorn configuration (api.server)."""
+
+    def __init__(self, settings: Settings, **kw: Any) -> None:
+        super().__init__(settings, **kw)
+        from api.server import uvicorn_config
+
+        self.server = uvicorn.Server(
+            uvicorn_config(self.app, self.settings, host="127.0.0.1", timeout_graceful_shutdown=2)
+        )
+        server = self.server
+        self.app.state.drops.exiting = lambda: bool(server.should_exit)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+
+def test_sse_clients_beyond_the_cap_get_503_with_retry_after(kafka_settings: Settings) -> None:
+    s = kafka_settings.model_copy(update={"sse_max_clients": 2})
+    with Served(s) as srv, httpx.Client(timeout=10) as http:
+        streams = [http.stream("GET", srv.url + "/feed/stream") for _ in range(2)]
+        opened = [cm.__enter__() for cm in streams]
+        assert all(r.status_code == 200 for r in opened)
+        refused = http.get(srv.url + "/feed/stream")
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.json()["error"] == "unavailable"
+        assert http.get(srv.url + "/healthz").status_code == 200  # the rest still answers
+        streams[0].__exit__(None, None, None)
+        deadline = time.monotonic() + 10
+        while True:
+            with http.stream("GET", srv.url + "/feed/stream") as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "a freed place was not given again"
+            time.sleep(0.1)
+        streams[1].__exit__(None, None, None)
+
+
+def test_a_request_head_sent_slowly_is_cut_at_the_head_timeout(kafka_settings: Settings) -> None:
+    """Slowloris: a head sent a byte every 0.2 s; with a 1 s head timeout the server closes
+    the connection (before: no read timeout, the connection stayed open for as long as the
+    client kept trickling)."""
+    s = kafka_settings.model_copy(update={"api_head_timeout": 1.0})
+    with Served(s, live=False) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        started = time.monotonic()
+        closed_after = None
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        try:
+            for byte in head:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+                if time.monotonic() - started > 6:
+                    break
+        except OSError:
+            closed_after = time.monotonic() - started
+        if closed_after is None:
+            sock.settimeout(1)
+            try:
+                closed_after = time.monotonic() - started if sock.recv(1) == b"" else None
+            except TimeoutError:
+                closed_after = None  # still open
+            except OSError:
+                closed_after = time.monotonic() - started
+        sock.close()
+        assert closed_after is not None and closed_after < 4, "the slow head was not cut"
+        # a normal request on a fresh connection is not affected
+        assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
