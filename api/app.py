@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -57,7 +58,7 @@ from sinks.service import SinkThread, prepare
 
 log = get_log("api")
 STATIC = Path(__file__).resolve().parent / "static"
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/static", "/openapi.json")
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})  # and /static/...
 
 
 class JSON(JSONResponse):
@@ -392,12 +393,16 @@ class Guard:
                 status["code"] = message["status"]
                 status["sent"] = True
                 st.metrics.observe(route, message["status"], time.perf_counter() - started)
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY]}
             await send(message)
 
-        if st.keys and scope["method"] != "OPTIONS" and not _open(path):
+        # every method on every path but the open ones (CORS preflights never reach here:
+        # the CORS middleware, outside this one, answers them)
+        if st.keys and not _open(path):
             request = Request(scope)
+            # the header first; ?api_key= because EventSource (the page) cannot send headers
             key = request.headers.get("x-api-key") or request.query_params.get("api_key")
-            if key not in st.keys:
+            if not _key_ok(key, st.keys):
                 await JSON(
                     {"error": "unauthorized", "param": "api_key", "message": "API key required"},
                     401,
@@ -423,7 +428,33 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _open(path: str) -> bool:
-    return path == "/" or any(path.startswith(p) for p in OPEN_PATHS[1:])
+    """Paths served without a key: exactly these, and files under ``/static/``."""
+    return path in OPEN_PATHS or (path.startswith("/static/") and ".." not in path)
+
+
+def _key_ok(key: str | None, keys: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, compared in constant time (each key is compared,
+    whatever matched)."""
+    given = (key or "").encode()
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode())
+    return ok and bool(key)
+
+
+SECURITY: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+]
+"""Headers on every answer: no MIME sniffing, no framing (clickjacking), no referrer (the
+page's URL may carry ``?api_key=``), and a content policy that allows only the page's own
+files."""
 
 
 def _route(path: str) -> str:

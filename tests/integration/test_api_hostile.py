@@ -98,3 +98,51 @@ def test_a_request_head_sent_slowly_is_cut_at_the_head_timeout(kafka_settings: S
         assert closed_after is not None and closed_after < 4, "the slow head was not cut"
         # a normal request on a fresh connection is not affected
         assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+
+
+GUARDED = [
+    "/feed",
+    "/feed/stream",
+    "/just-opened",
+    "/buckets",
+    "/venues/1001",
+    "/stats/by-hour",
+    "/metrics",
+    "/no-such-route",
+    "/healthz/../metrics",
+    "/healthzx",
+    "/readyz/..%2fmetrics",
+    "/openapi.jsonx",
+    "/static/..%2f..%2fapp.py",
+]
+OPEN = ["/", "/healthz", "/readyz", "/openapi.json", "/static/style.css"]
+
+
+def test_with_keys_every_route_and_method_needs_one(kafka_settings: Settings) -> None:
+    """401 for every method on every route that is not meant to be open, including HEAD,
+    OPTIONS (CORS preflights are answered before the key check), unknown paths and encoded
+    ``../``; security headers on every answer; keys compared in constant time."""
+    s = kafka_settings.model_copy(update={"api_keys": "k-123456,k-abcdef"})
+    with Served(s, with_sink=True) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        for path in GUARDED:
+            for method in ("GET", "HEAD", "OPTIONS", "POST", "DELETE"):
+                r = http.request(method, path)
+                assert r.status_code == 401, (method, path, r.status_code)
+                assert r.headers["x-content-type-options"] == "nosniff"
+            wrong = http.get(path, headers={"X-API-Key": "k-123457"})
+            assert wrong.status_code == 401, path
+        for path in OPEN:
+            r = http.get(path)
+            assert r.status_code == 200, path
+            assert r.headers["x-content-type-options"] == "nosniff"
+        page = http.get("/")
+        csp = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+        assert page.headers["x-frame-options"] == "DENY"
+        inside = http.get("/static/..%2f..%2fapp.py", headers={"X-API-Key": "k-abcdef"})
+        assert inside.status_code == 404  # with a key: still nothing outside the folder
+        ok = http.get("/feed", headers={"X-API-Key": "k-abcdef"})
+        assert ok.status_code == 200 and ok.headers["x-content-type-options"] == "nosniff"
+        assert http.get("/metrics", params={"api_key": "k-123456"}).status_code == 200
+        with http.stream("GET", "/feed/stream", headers={"X-API-Key": "k-123456"}) as r:
+            assert r.status_code == 200
