@@ -184,7 +184,12 @@ async def readyz(request: Request) -> Response:
     if st.sink is not None:
         checks["sink"] = st.sink.alive and not st.sink.sink.paused
     ok = all(bool(v) for v in checks.values()) and not st.closing
-    return JSON({"ready": ok, "checks": checks}, 200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks}
+    if st.sink is not None:
+        # records deleted by retention before the sink read them: lost for the feed (not a
+        # readiness failure: restarting brings nothing back; see docs/operations.md)
+        body["retention_gaps"] = st.sink.gaps.gaps
+    return JSON(body, 200 if ok else 503)
 
 
 def _kafka_ok(bootstrap: str) -> bool:
@@ -588,6 +593,16 @@ def _gauges(st: State) -> None:
         )
         m.gauge("drops_sink_paused", lambda: int(t.sink.paused), "1 while ClickHouse is failing")
         m.gauge("drops_sink_restarts_total", lambda: t.restarts, "Sink restarts after failures")
+        m.gauge(
+            "drops_sink_retention_gaps_total",
+            lambda: t.gaps.gaps,
+            "Times records were deleted by retention before the sink read them",
+        )
+        m.gauge(
+            "drops_sink_retention_gap_offsets_total",
+            lambda: t.gaps.offsets,
+            "Offsets deleted by retention before the sink read them",
+        )
 
 
 Handler = Callable[[Request], Awaitable[Response]]

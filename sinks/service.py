@@ -47,23 +47,39 @@ class BatchResult:
 
 
 @dataclass
+class Gaps:
+    """Records the sink never saw: deleted by retention before it read them."""
+
+    gaps: int = 0  # times the log started past the next position the sink needed
+    offsets: int = 0  # offsets skipped in all (records and transaction markers)
+
+
+@dataclass
 class _Parsed:
     drops: dict[int, list[R.Positioned]] = field(default_factory=lambda: defaultdict(list))
     stats: dict[int, list[tuple[int, BucketStats]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     bad: list[tuple[Message, str]] = field(default_factory=list)
+    first: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset of each
 
 
 class Sink:
     """One sink consumer. ``step()`` handles one batch; ``run()`` loops until ``stop`` is set."""
 
     def __init__(
-        self, settings: Settings, ch: ClickHouse, stop: threading.Event | None = None
+        self,
+        settings: Settings,
+        ch: ClickHouse,
+        stop: threading.Event | None = None,
+        gaps: Gaps | None = None,
     ) -> None:
         self.s = settings
         self.ch = ch
         self.stop = stop or threading.Event()
+        self.gaps = gaps or Gaps()
+        self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset expected
+        self._gap_checked: dict[tuple[str, int], int] = {}
         self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
         self._saved_progress: dict[int, int] = {}
         self.paused = False
@@ -106,6 +122,7 @@ class Sink:
         log.info("sink_revoked", partitions=[f"{p.topic}[{p.partition}]" for p in parts])
         self._stored.clear()
         self._saved_progress.clear()
+        self._next.clear()
 
     # ----------------------------------------------------------------------------- batches
 
@@ -114,6 +131,7 @@ class Sink:
         for m in msgs:
             topic, part, off = m.topic(), m.partition(), m.offset()
             assert topic is not None and part is not None and off is not None
+            out.first.setdefault((topic, part), off)
             try:
                 if topic == self.s.drops_topic:
                     ev = decode_drop(m.value())
@@ -138,8 +156,39 @@ class Sink:
             self._stored[key] = self.ch.stored_upto(table, partition, floor)
         return self._stored[key]
 
+    def _check_gaps(self, parsed: _Parsed) -> None:
+        """A batch that starts past the position the sink needs next, where the log itself
+        now starts past it too: records were deleted by retention before the sink read them
+        (the consumer's reset to the earliest offset skipped them). Logged as
+        ``retention_gap`` and counted; nothing can bring them back."""
+        for (topic, part), first in parsed.first.items():
+            key = (topic, part)
+            expect = self._next.get(key)
+            if expect is None:
+                table = "drop_events" if topic == self.s.drops_topic else "discovery_buckets"
+                expect = self._stored_upto(table, part) + 1
+            if first <= expect or self._gap_checked.get(key) == first:
+                continue
+            self._gap_checked[key] = first  # a retried batch is not counted twice
+            low, _ = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, part), timeout=10, cached=False
+            )
+            if low > expect:
+                self.gaps.gaps += 1
+                self.gaps.offsets += low - expect
+                log.error(
+                    "retention_gap",
+                    topic=topic,
+                    partition=part,
+                    first_missing=expect,
+                    last_missing=low - 1,
+                    offsets=low - expect,
+                    hint="records deleted by retention before the sink read them",
+                )
+
     def _store(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
         res = BatchResult()
+        self._check_gaps(parsed)
         for part, items in parsed.drops.items():
             upto = self._stored_upto("drop_events", part)
             # rows at or below the high-water mark may still be missing: an insert spanning
@@ -278,6 +327,8 @@ class Sink:
         res = self._store_with_retry(parsed, drops_pos)
         if tps:
             self._commit(tps)
+            for tp in tps:  # what comes next starts here (past transaction markers)
+                self._next[(tp.topic, tp.partition)] = tp.offset
         for k in ("drops", "stats", "skipped", "deadletters", "deadletters_lost"):
             setattr(self.totals, k, getattr(self.totals, k) + getattr(res, k))
         return res
@@ -356,7 +407,8 @@ class SinkThread:
         self.settings = settings
         self.ch = ch
         self.stop = threading.Event()
-        self.sink = Sink(settings, ch, self.stop)
+        self.gaps = Gaps()  # kept across replaced sinks
+        self.sink = Sink(settings, ch, self.stop, self.gaps)
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.error: BaseException | None = None
         self.restarts = 0
@@ -378,7 +430,7 @@ class SinkThread:
                 return
             delay = min(delay * 2, 30.0)
             try:
-                self.sink = Sink(self.settings, self.ch, self.stop)
+                self.sink = Sink(self.settings, self.ch, self.stop, self.gaps)
                 self.error = None
                 log.info("sink_restarted", restarts=self.restarts)
             except Exception as exc:
