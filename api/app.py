@@ -182,7 +182,7 @@ async def readyz(request: Request) -> Response:
     else:
         checks["kafka"] = await _db(_kafka_ok, st.s.kafka_bootstrap)
     if st.sink is not None:
-        checks["sink"] = st.sink.alive and not st.sink.sink.paused
+        checks["sink"] = st.sink.alive and not st.sink.sink.paused and not st.sink.sink.blocked
     ok = all(bool(v) for v in checks.values()) and not st.closing
     body: dict[str, Any] = {"ready": ok, "checks": checks}
     if st.sink is not None:

@@ -191,6 +191,18 @@ class ClickHouse:
         )
         return {str(r[0]) for r in rows}
 
+    def topic_identity(self, topic: str) -> tuple[str, str] | None:
+        """The ``(cluster_id, topic_id)`` the stored offsets of ``topic`` belong to."""
+        rows = self.query(
+            "SELECT cluster_id, topic_id FROM sink_topics FINAL WHERE topic = %(t)s", {"t": topic}
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def save_topic_identity(self, topic: str, cluster_id: str, topic_id: str) -> None:
+        self.insert(
+            "sink_topics", [[topic, cluster_id, topic_id]], ["topic", "cluster_id", "topic_id"]
+        )
+
     def save_progress(self, topic: str, positions: dict[int, int]) -> None:
         rows = [[topic, p, o] for p, o in positions.items()]
         self.insert("sink_progress", rows, ["topic", "kafka_partition", "position"])

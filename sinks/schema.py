@@ -20,6 +20,8 @@ Layout (see ``docs/analytics.md``):
 Migration 2 adds ``drop_events.item``: the feed item as JSON, rendered once by the sink, so a
 feed page reads three columns and sends the stored bytes (no per-row conversion in Python).
 Rows stored before it have ``item = ''``; the API renders those from the columns.
+Migration 4 adds ``sink_topics``: per topic, the Kafka cluster id and topic id that the
+stored offsets belong to (a topic wiped and created again restarts its offsets).
 Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` reads, ordered
 by venue), so a venue's history is a short range read instead of a scan of every row.
 """
@@ -150,6 +152,21 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
     ORDER BY venue_id, kafka_offset
 )""",
             "ALTER TABLE drop_events MATERIALIZE PROJECTION by_venue",
+        ),
+    ),
+    Migration(
+        4,
+        "sink_topics: the cluster and topic ids the sink's progress belongs to",
+        (
+            """
+CREATE TABLE IF NOT EXISTS sink_topics (
+    topic String,
+    cluster_id String,
+    topic_id String,
+    seen_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(seen_at)
+ORDER BY topic
+""",
         ),
     ),
 )

@@ -80,6 +80,8 @@ class Sink:
         self.gaps = gaps or Gaps()
         self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset expected
         self._gap_checked: dict[tuple[str, int], int] = {}
+        self.blocked = ""  # why the sink will not store (a recreated topic), or ""
+        self._identity_checked = False
         self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
         self._saved_progress: dict[int, int] = {}
         self.paused = False
@@ -306,8 +308,45 @@ class Sink:
             return []
         return [tp for tp in self.consumer.position(assigned) if tp.offset >= 0]
 
+    def _check_identity(self) -> None:
+        """The topics must be the ones the stored offsets belong to. A topic wiped and created
+        again (or another cluster) restarts its offsets: its new records would be skipped as
+        stored, up to the old high-water mark, and the feed would stall without a word. So the
+        sink stops storing (``topic_identity_changed``, ``/readyz`` not ready) until an
+        operator decides (docs/operations.md)."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
+        cluster = str(admin.list_topics(timeout=10).cluster_id or "")
+        topics = [self.s.drops_topic, self.s.stats_topic]
+        described = admin.describe_topics(TopicCollection(topics), request_timeout=10)
+        for topic, fut in described.items():
+            now = (cluster, str(fut.result().topic_id))
+            stored = self.ch.topic_identity(topic)
+            if stored is None:
+                self.ch.save_topic_identity(topic, *now)
+            elif stored != now:
+                what = "topic id" if stored[1] != now[1] else "cluster id"
+                self.blocked = (
+                    f"{topic}: the {what} changed ({stored[0]}/{stored[1]} -> "
+                    f"{now[0]}/{now[1]}): the topic was recreated or the cluster replaced"
+                )
+                log.error("topic_identity_changed", topic=topic, stored=stored, now=now)
+        self._identity_checked = True
+
     def step(self) -> BatchResult:
         """Consume one batch (size or time bound), store it, then commit. Retries until stored."""
+        if not self._identity_checked:
+            try:
+                self._check_identity()
+            except Exception as exc:  # the broker or ClickHouse away: store nothing yet
+                log.warning("topic_identity_unknown", error=str(exc)[:300])
+                self.stop.wait(1.0)
+                return BatchResult()
+        if self.blocked:
+            self.stop.wait(1.0)
+            return BatchResult()
         msgs = self.consumer.consume(
             num_messages=self.s.sink_batch_size, timeout=self.s.sink_batch_seconds
         )

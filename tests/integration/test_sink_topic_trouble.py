@@ -102,3 +102,52 @@ def test_a_gap_shows_in_readyz_and_metrics(kafka_settings: Settings) -> None:
         metrics = httpx.get(srv.url + "/metrics", timeout=5).text
         assert "drops_sink_retention_gaps_total 1" in metrics
     w.close()
+
+
+def _recreate(s: Settings, topic: str) -> None:
+    from drops import broker
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    for fut in admin.delete_topics([topic], operation_timeout=30).values():
+        fut.result()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if topic not in admin.list_topics(timeout=10).topics:
+                broker.ensure_topics(s)
+                return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def test_a_recreated_topic_is_detected_not_skipped_silently(
+    kafka_settings: Settings, ch: ClickHouse
+) -> None:
+    """The drops topic wiped and created again while ClickHouse kept the progress. Before:
+    the new records, at offsets the old topic had already passed, were skipped as stored and
+    the feed stalled without a word."""
+    s = kafka_settings
+    w = DropWriter(s)
+    w.write([make_drop(i) for i in range(6)])
+    first = Sink(s, ch)
+    try:
+        drain(first, lambda: rows(ch) == 6)
+    finally:
+        first.close()
+    w.close()
+    _recreate(s, s.drops_topic)
+    w = DropWriter(s)
+    w.write([make_drop(i) for i in range(100, 103)])
+    again = Sink(s, ch)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not again.blocked:
+            again.step()
+        assert again.blocked and "topic id" in again.blocked
+        assert again.totals.skipped == 0  # nothing was skipped as "already stored"
+        assert rows(ch) == 6
+    finally:
+        again.close()
+        w.close()
