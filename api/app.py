@@ -123,8 +123,11 @@ async def _db(fn: Callable[..., Any], *args: Any) -> Any:
 async def feed(request: Request) -> Response:
     st = _st(request)
     req = parse_feed(_q(request), st.allowed_now())
-    rows, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
-    return Response(feed_body(rows, C.encode(nxt)), media_type="application/json")
+    data = st.db()
+    head = await _db(data.head)
+    rows, nxt = await _db(data.feed_window, dict(req.since or {}), head, req.filters, req.limit)
+    more = not C.covers(nxt, head)
+    return Response(feed_body(rows, C.encode(nxt), more), media_type="application/json")
 
 
 async def just_opened(request: Request) -> Response:
@@ -348,7 +351,7 @@ async def _catch_up(
             pos = C.merge(nxt, begin)
             if chunks:
                 yield b"".join(chunks), pos
-            if len(rows) < page:
+            if C.covers(pos, head):  # a short page may end before the head (scan bound)
                 break
         if client.dropped:  # the queue overflowed while catching up: the ring has those events
             client.dropped = False
@@ -508,6 +511,7 @@ def create_app(
             settings.time_zone,
             live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
+            scan_max=settings.feed_scan_max,
         )
         if live:
             st.hub = Hub(settings)

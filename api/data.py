@@ -33,8 +33,10 @@ class Data:
         *,
         live_head: Callable[[], Mapping[int, int]] | None = None,
         head_ttl: float = 0.0,
+        scan_max: int | None = None,
     ) -> None:
         self.ch = ch
+        self.scan_max = scan_max
         self.topic = drops_topic
         if "'" in time_zone or "\\" in time_zone:
             raise ValueError("bad time zone")
@@ -101,14 +103,17 @@ class Data:
     def feed_window(
         self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
     ) -> tuple[list[FeedRow], C.Cursor]:
-        """A page read through growing offset windows (see :func:`api.cursor.windows`).
+        """A page read through growing offset windows (see :func:`api.cursor.windows`), of at
+        most ``scan_max`` offsets a partition: a filter that matches little cannot make one
+        request read the whole table; the page then ends early, and its cursor (short of the
+        head) is where the next request goes on.
 
         A read ordered by the primary key but open to the head merges every part after the
         cursor (one or more per partition of the table); a window of offsets touches one or two.
         """
         items: list[FeedRow] = []
         pos = dict(start)
-        for bound in C.windows(start, head, limit):
+        for bound in C.windows(start, head, limit, span=self.scan_max):
             want = limit - len(items)
             got = self.feed_page(pos, bound, filters, want)
             items += got
@@ -282,6 +287,8 @@ def parse_rows(raw: bytes) -> list[FeedRow]:
     return out
 
 
-def feed_body(rows: list[FeedRow], cursor: str) -> bytes:
-    """The ``/feed`` response ``{"items": [...], "next": cursor}`` from stored item bytes."""
-    return b'{"items":[' + b",".join(r[2] for r in rows) + b'],"next":"' + cursor.encode() + b'"}'
+def feed_body(rows: list[FeedRow], cursor: str, more: bool = False) -> bytes:
+    """The ``/feed`` response ``{"items": [...], "next": cursor, "more": bool}`` from stored
+    item bytes; ``more``: the read stopped short of the head (ask again from ``next``)."""
+    tail = b'","more":true}' if more else b'","more":false}'
+    return b'{"items":[' + b",".join(r[2] for r in rows) + b'],"next":"' + cursor.encode() + tail

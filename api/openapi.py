@@ -221,6 +221,11 @@ def openapi(s: Settings) -> dict[str, Any]:
                         {
                             "items": {"type": "array", "items": _ref("Item")},
                             "next": {"type": "string", "pattern": CURSOR_PATTERN},
+                            "more": {
+                                "type": "boolean",
+                                "description": "the read stopped before the newest stored "
+                                "event (a page may end early, even empty): ask again from next",
+                            },
                         }
                     )
                 ),

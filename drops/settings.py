@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         "", description="API keys, comma separated; when set, X-API-Key or ?api_key= is required"
     )
     feed_max_limit: int = Field(1000, description="Largest page /feed serves")
+    feed_scan_max: int = Field(
+        200_000,
+        description="Feed: most offsets one request reads a partition; a page that ends early "
+        "returns its cursor and more=true",
+    )
     just_opened_minutes: int = Field(10, description="Window of GET /just-opened, minutes")
     sse_ping: float = Field(15.0, description="SSE: seconds between ping comments")
     sse_retry_ms: int = Field(2000, description="SSE: reconnection delay hint sent to clients")

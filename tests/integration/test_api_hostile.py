@@ -146,3 +146,37 @@ def test_with_keys_every_route_and_method_needs_one(kafka_settings: Settings) ->
         assert http.get("/metrics", params={"api_key": "k-123456"}).status_code == 200
         with http.stream("GET", "/feed/stream", headers={"X-API-Key": "k-123456"}) as r:
             assert r.status_code == 200
+
+
+def test_a_feed_read_that_matches_nothing_is_bounded_and_returns_its_cursor(
+    kafka_settings: Settings,
+) -> None:
+    """/feed from the beginning with a filter that matches nothing: one request reads at most
+    ``feed_scan_max`` offsets and says where to go on (before: every request read the whole
+    range up to the head)."""
+    from sinks.testdata import DropWriter, make_drop
+
+    s = kafka_settings.model_copy(update={"feed_scan_max": 500})
+    w = DropWriter(s)
+    w.write([make_drop(i) for i in range(1000)])
+    w.write([make_drop(2000, neighborhood="Red Hook")])
+    w.write([make_drop(i) for i in range(1001, 2000)])
+    with Served(s, with_sink=True) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        deadline = time.monotonic() + 60
+        while srv.app.state.drops.sink.sink.totals.drops < 2000:
+            assert time.monotonic() < deadline, "the sink did not store the drops"
+            time.sleep(0.2)
+        cursors, found = [], []
+        cur: str | None = None
+        for _ in range(20):
+            params = {"neighborhood": "Red Hook", **({"since": cur} if cur else {})}
+            doc = http.get("/feed", params=params).json()
+            found += doc["items"]
+            cur = doc["next"]
+            cursors.append(C.decode(cur).get(0, -1))
+            if not doc.get("more"):
+                break
+        assert [i["neighborhood"] for i in found] == ["Red Hook"]
+        assert len(cursors) >= 4, cursors  # 2,000 rows and transaction markers, 500 a request
+        assert all(b - a <= 501 for a, b in zip([-1, *cursors], cursors, strict=False))
+    w.close()
