@@ -142,51 +142,9 @@ class Data:
 
     def buckets(self, market: str, today: str, poll_interval: float) -> list[dict[str, Any]]:
         """Each bucket of the window: baseline size, last poll, lag and status."""
-        rows = self.ch.query_dicts(
-            "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
-            "argMaxIf(slots, polled_at, kind = 'baseline') AS baseline_slots, "
-            "maxIf(polled_at, kind = 'baseline') AS baseline_at, "
-            "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
-            "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
-            "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "
-            "argMaxIf(duration_ms, polled_at, kind = 'poll') AS last_poll_ms, "
-            "countIf(kind = 'poll') AS polls "
-            "FROM discovery_buckets WHERE market = %(m)s AND date >= %(today)s "
-            "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
-            {"m": market, "today": datetime.fromisoformat(today).date()},
-        )
+        rows = self.ch.query_dicts(*buckets_query(market, today))
         now = datetime.now(UTC)
-        out = []
-        for r in rows:
-            last = _aware(r["last_poll_at"])
-            base = _aware(r["baseline_at"])
-            has_poll = r["polls"] > 0
-            lag = (now - last).total_seconds() if has_poll else None
-            if not has_poll:
-                status = "baseline_only" if base.year > 1970 else "unknown"
-            elif lag is not None and lag > 3 * poll_interval + 30:
-                status = "stale"
-            elif not r["last_poll_complete"]:
-                status = "partial"
-            else:
-                status = "ok"
-            out.append(
-                {
-                    "bucket_id": r["bucket_id"],
-                    "provider": r["provider"],
-                    "date": r["bdate"].isoformat(),
-                    "time_slot": r["bslot"],
-                    "baseline_slots": int(r["baseline_slots"]) if base.year > 1970 else None,
-                    "baseline_at_ms": _ms(base) if base.year > 1970 else None,
-                    "last_poll_at_ms": _ms(last) if has_poll else None,
-                    "last_poll_slots": int(r["last_poll_slots"]) if has_poll else None,
-                    "last_poll_ms": int(r["last_poll_ms"]) if has_poll else None,
-                    "lag_seconds": round(lag, 1) if lag is not None else None,
-                    "polls": int(r["polls"]),
-                    "status": status,
-                }
-            )
-        return out
+        return [_bucket_status(r, now, poll_interval) for r in rows]
 
     def venue(self, venue_id: str, provider: str | None, history: int) -> dict[str, Any] | None:
         params: dict[str, Any] = {"v": venue_id}
@@ -258,6 +216,61 @@ class Data:
             {"since": datetime.now(UTC) - timedelta(hours=hours)},
         )
         return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
+
+
+WINDOW_POLL_DAYS = 15
+"""A bucket of the window (today .. today+13) is first fetched when it enters it: its rows
+were all polled within the last 15 days (a margin for the slide time and the zones)."""
+
+
+def buckets_query(market: str, today: str) -> tuple[str, dict[str, Any]]:
+    """``/buckets``: the window's buckets, reading only the day partitions (``polled_at``)
+    that can hold them instead of every day of retention."""
+    day = datetime.fromisoformat(today).date()
+    since = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(days=WINDOW_POLL_DAYS)
+    return (
+        "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
+        "argMaxIf(slots, polled_at, kind = 'baseline') AS baseline_slots, "
+        "maxIf(polled_at, kind = 'baseline') AS baseline_at, "
+        "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
+        "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
+        "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "
+        "argMaxIf(duration_ms, polled_at, kind = 'poll') AS last_poll_ms, "
+        "countIf(kind = 'poll') AS polls "
+        "FROM discovery_buckets WHERE market = %(m)s AND date >= %(today)s "
+        "AND polled_at >= %(since)s "
+        "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
+        {"m": market, "today": day, "since": since},
+    )
+
+
+def _bucket_status(r: dict[str, Any], now: datetime, poll_interval: float) -> dict[str, Any]:
+    last = _aware(r["last_poll_at"])
+    base = _aware(r["baseline_at"])
+    has_poll = r["polls"] > 0
+    lag = (now - last).total_seconds() if has_poll else None
+    if not has_poll:
+        status = "baseline_only" if base.year > 1970 else "unknown"
+    elif lag is not None and lag > 3 * poll_interval + 30:
+        status = "stale"
+    elif not r["last_poll_complete"]:
+        status = "partial"
+    else:
+        status = "ok"
+    return {
+        "bucket_id": r["bucket_id"],
+        "provider": r["provider"],
+        "date": r["bdate"].isoformat(),
+        "time_slot": r["bslot"],
+        "baseline_slots": int(r["baseline_slots"]) if base.year > 1970 else None,
+        "baseline_at_ms": _ms(base) if base.year > 1970 else None,
+        "last_poll_at_ms": _ms(last) if has_poll else None,
+        "last_poll_slots": int(r["last_poll_slots"]) if has_poll else None,
+        "last_poll_ms": int(r["last_poll_ms"]) if has_poll else None,
+        "lag_seconds": round(lag, 1) if lag is not None else None,
+        "polls": int(r["polls"]),
+        "status": status,
+    }
 
 
 def _aware(value: datetime) -> datetime:
