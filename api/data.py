@@ -168,11 +168,7 @@ class Data:
             f"FROM drop_events WHERE venue_id = %(v)s{pf}",
             params,
         )[0]
-        watched = self.ch.query(
-            "SELECT uniqExact(date) FROM discovery_buckets WHERE kind = 'poll'"
-            + (" AND provider = %(p)s" if provider else ""),
-            params,
-        )[0][0]
+        watched = self.ch.query(*watched_query(provider))[0][0]
         recent = self.ch.query(
             "SELECT kafka_offset, kafka_partition, item FROM drop_events "
             f"WHERE venue_id = %(v)s{pf} ORDER BY kafka_offset DESC LIMIT {int(history)}",
@@ -216,6 +212,14 @@ class Data:
             {"since": datetime.now(UTC) - timedelta(hours=hours)},
         )
         return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
+
+
+def watched_query(provider: str | None) -> tuple[str, dict[str, Any]]:
+    """The days a provider (or any) was polled: from ``watched_days`` (a row per provider and
+    day), not from every bucket fetch of ``discovery_buckets``."""
+    if provider:
+        return "SELECT uniqExact(date) FROM watched_days WHERE provider = %(p)s", {"p": provider}
+    return "SELECT uniqExact(date) FROM watched_days", {}
 
 
 WINDOW_POLL_DAYS = 15

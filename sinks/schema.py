@@ -22,6 +22,9 @@ feed page reads three columns and sends the stored bytes (no per-row conversion 
 Rows stored before it have ``item = ''``; the API renders those from the columns.
 Migration 4 adds ``sink_topics``: per topic, the Kafka cluster id and topic id that the
 stored offsets belong to (a topic wiped and created again restarts its offsets).
+Migration 5 adds ``watched_days`` (provider, date), filled from ``discovery_buckets`` by a
+materialized view: the days watched of ``/venues/{id}`` read a few hundred rows, not every
+bucket fetch.
 Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` reads, ordered
 by venue), so a venue's history is a short range read instead of a scan of every row.
 """
@@ -169,12 +172,34 @@ ORDER BY topic
 """,
         ),
     ),
+    Migration(
+        5,
+        "watched_days: the days each provider was polled (GET /venues/{id} without a scan)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watched_days (
+    provider LowCardinality(String),
+    date Date
+) ENGINE = ReplacingMergeTree
+ORDER BY (provider, date)
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS watched_days_mv TO watched_days AS
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+            """
+INSERT INTO watched_days
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+        ),
+    ),
 )
 
 TTL_TABLES = {
     "drop_events": "toDateTime(opened_at)",
     "discovery_buckets": "toDateTime(polled_at)",
     "venues": "toDateTime(last_seen)",
+    "watched_days": "toDateTime(date)",
 }
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from api.data import buckets_query
+from api.data import buckets_query, watched_query
 from sinks.clickhouse import ClickHouse
+from sinks.schema import MIGRATIONS
 
 DAYS = 60
 
@@ -50,3 +51,33 @@ def test_buckets_read_only_recent_partitions_and_answer_the_same(ch: ClickHouse)
     assert parts_read(ch, unbounded, params)[0] == DAYS  # the query before: every day
     assert ch.query_dicts(sql, params) == ch.query_dicts(unbounded, params)
     assert len(ch.query_dicts(sql, params)) == 14
+
+
+def test_days_watched_read_the_small_table_and_answer_the_same(ch: ClickHouse) -> None:
+    """/venues/{id}'s days watched: before, ``uniqExact(date)`` over every poll row of
+    ``discovery_buckets`` (30M rows at full size) on each request."""
+    ch.command(  # polls of another provider, stored after the migration: through the view
+        "INSERT INTO discovery_buckets (market, provider, bucket_id, date, time_slot, kind, "
+        "snapshot_id, polled_at, duration_ms, venues, slots, complete, kafka_partition, "
+        "kafka_offset) SELECT 'nyc', 'opentable', 'b', toDate('2026-10-01') + number % 9, "
+        "'19:00', 'poll', '', now64(3), 1, 1, 1, 1, 0, number FROM numbers(50)"
+    )
+    for provider in (None, "resy", "opentable"):
+        sql, params = watched_query(provider)
+        assert "discovery_buckets" not in sql
+        before = "SELECT uniqExact(date) FROM discovery_buckets WHERE kind = 'poll'" + (
+            " AND provider = %(p)s" if provider else ""
+        )
+        assert ch.query(sql, params) == ch.query(before, params)
+    rows = ch.query("SELECT count() FROM watched_days")[0][0]
+    assert rows < 28 * DAYS / 10
+    # rows stored before the migration: its backfill gives the same days
+    ch.command("TRUNCATE TABLE watched_days")
+    ch.command(next(m for m in MIGRATIONS if m.version == 5).statements[2])
+    for provider in (None, "resy", "opentable"):
+        sql, params = watched_query(provider)
+        assert ch.query(sql, params)[0][0] > 0
+        before = "SELECT uniqExact(date) FROM discovery_buckets WHERE kind = 'poll'" + (
+            " AND provider = %(p)s" if provider else ""
+        )
+        assert ch.query(sql, params) == ch.query(before, params)
