@@ -143,14 +143,147 @@ def run(src: Path, clients: int, rate: int, seconds: float, port: int) -> dict[s
     }
 
 
+def serve(data: Path, tag: str, port: int) -> None:
+    """The API with the sink, under the product's server configuration (``api.server``:
+    connection cap, request-head timeout)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.server import tune_gc, uvicorn_config
+    from bench.api_bench import _settings
+    from drops import broker
+
+    s = _settings(data, tag, port)
+    broker.ensure_topics(s)
+    app = create_app(s, with_sink=True)
+    server = uvicorn.Server(
+        uvicorn_config(app, s, log_level="warning", timeout_graceful_shutdown=3)
+    )
+    tune_gc()
+    server.run()
+
+
+async def _crowd(port: int, n: int, slow: int, seconds: float, counts: dict[str, int]) -> None:
+    """``n`` idle SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
+    connections (a request head trickled a byte a second, reopened when cut)."""
+    end = time.monotonic() + seconds
+
+    async def sse() -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /feed/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        if b" 200 " in head.split(b"\r\n", 1)[0]:
+            counts["sse"] += 1
+        while time.monotonic() < end:
+            if not await asyncio.wait_for(r.read(65536), timeout=max(0.1, end - time.monotonic())):
+                break
+        w.close()
+
+    async def loris() -> None:
+        while time.monotonic() < end:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000:
+                    if time.monotonic() > end:
+                        return
+                    w.write(bytes([byte]))
+                    await w.drain()
+                    await asyncio.sleep(1.0)
+                    if r.at_eof():
+                        break
+            except (ConnectionError, OSError):
+                pass
+            counts["cut"] += 1
+            w.close()
+
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(sse()))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)
+    tasks += [asyncio.create_task(loris()) for _ in range(slow)]
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def crowd(clients: int, slow: int, rate: int, seconds: float, port: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    data = Path(tempfile.mkdtemp(prefix="crowd-"))
+    args = [sys.executable, "-m", "bench.hostile_bench", "serve", "--data-dir", str(data)]
+    proc = subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("API not ready")
+        time.sleep(0.2)
+    stop = threading.Event()
+    writer = threading.Thread(target=_writer, args=(tag, rate, stop), daemon=True)
+    writer.start()
+    counts = {"sse": 0, "cut": 0}
+    try:
+        time.sleep(2)
+        quiet = _probe(port, 10)
+        t = threading.Thread(
+            target=lambda: asyncio.run(_crowd(port, clients, slow, seconds + 60, counts)),
+            daemon=True,
+        )
+        t.start()
+        deadline = time.monotonic() + 120
+        while counts["sse"] < clients and time.monotonic() < deadline:
+            time.sleep(0.5)
+        loaded = _probe(port, seconds)
+        rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    finally:
+        stop.set()
+        writer.join(30)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return {
+        "sse_clients": counts["sse"],
+        "slow_connections": slow,
+        "slow_cut": counts["cut"],
+        "quiet_p50_ms": round(_pct(quiet, 0.5), 2),
+        "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
+        "crowd_p50_ms": round(_pct(loaded, 0.5), 2),
+        "crowd_p99_ms": round(_pct(loaded, 0.99), 2),
+        "samples": len(loaded),
+        "timeouts": sum(v >= PROBE_TIMEOUT_S * 1000 for v in loaded),
+        "api_rss_mb": round(rss / 1024, 1),
+    }
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        sv = argparse.ArgumentParser()
+        sv.add_argument("cmd")
+        sv.add_argument("--data-dir", type=Path, required=True)
+        sv.add_argument("--tag", required=True)
+        sv.add_argument("--port", type=int, required=True)
+        a = sv.parse_args()
+        serve(a.data_dir, a.tag, a.port)
+        return
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--crowd", type=int, default=0, help="instead: N idle SSE clients")
+    ap.add_argument("--slow", type=int, default=200, help="with --crowd: slowloris connections")
     ap.add_argument("--base", type=Path, default=None, help="source tree of the revision before")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--port", type=int, default=48190)
     args = ap.parse_args()
+    if args.crowd:
+        got = crowd(args.crowd, args.slow, args.rate, args.seconds, args.port)
+        print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
+        return
     trees = ([args.base] if args.base else []) + [ROOT]
     results = [run(t, args.clients, args.rate, args.seconds, args.port) for t in trees]
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
