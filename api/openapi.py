@@ -350,7 +350,14 @@ def openapi(s: Settings) -> dict[str, Any]:
                             "type": "object",
                             "additionalProperties": {"type": "boolean"},
                         },
-                    }
+                        "retention_gaps": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "times records were deleted by retention before "
+                            "the in-process sink read them (with --with-sink)",
+                        },
+                    },
+                    ["ready", "checks"],
                 ),
             }
         },
