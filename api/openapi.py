@@ -206,6 +206,11 @@ def openapi(s: Settings) -> dict[str, Any]:
                         {
                             "items": {"type": "array", "items": _ref("Item")},
                             "next": {"type": "string", "pattern": CURSOR_PATTERN},
+                            "more": {
+                                "type": "boolean",
+                                "description": "the read stopped before the newest stored "
+                                "event (a page may end early, even empty): ask again from next",
+                            },
                         }
                     )
                 ),
@@ -331,7 +336,14 @@ def openapi(s: Settings) -> dict[str, Any]:
                             "type": "object",
                             "additionalProperties": {"type": "boolean"},
                         },
-                    }
+                        "retention_gaps": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "times records were deleted by retention before "
+                            "the in-process sink read them (with --with-sink)",
+                        },
+                    },
+                    ["ready", "checks"],
                 ),
             }
         },

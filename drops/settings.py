@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "", description="API keys, comma separated; when set, X-API-Key or ?api_key= is required"
     )
     feed_max_limit: int = Field(1000, description="Largest page /feed serves")
+    feed_scan_max: int = Field(
+        200_000,
+        description="Feed: most offsets one request reads a partition; a page that ends early "
+        "returns its cursor and more=true",
+    )
     just_opened_minutes: int = Field(10, description="Window of GET /just-opened, minutes")
     sse_ping: float = Field(15.0, description="SSE: seconds between ping comments")
     sse_retry_ms: int = Field(2000, description="SSE: reconnection delay hint sent to clients")
@@ -116,6 +121,15 @@ class Settings(BaseSettings):
     sse_ring: int = Field(20000, description="SSE: recent live events kept for reconnects")
     sse_flush_ms: int = Field(
         100, description="SSE: live events are handed to clients at most this often, ms"
+    )
+    sse_max_clients: int = Field(
+        10_000, description="SSE: most connected clients; more are answered 503 + Retry-After"
+    )
+    api_max_connections: int = Field(
+        12_000, description="API: most open connections; more are answered 503"
+    )
+    api_head_timeout: float = Field(
+        10.0, description="API: seconds a client has to send a request's head, then closed"
     )
     api_head_cache_ms: int = Field(
         100,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from drops.log import get_log
 from drops.settings import Settings
@@ -31,3 +31,14 @@ def ensure_topics(settings: Settings) -> None:
         except Exception as exc:  # already created by a concurrent caller
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def record_limit(settings: Settings, topic: str) -> int:
+    """The largest record ``topic`` accepts: its ``max.message.bytes``, at most ours (an
+    operator may have created the topic with a smaller limit)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    res = ConfigResource("topic", topic)
+    configs = admin.describe_configs([res])[res].result(timeout=10)
+    entry = configs.get("max.message.bytes")
+    limit = int(entry.value) if entry is not None and entry.value else settings.max_message_bytes
+    return min(limit, settings.max_message_bytes)

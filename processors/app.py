@@ -38,9 +38,10 @@ from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import ensure_topics, record_limit
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
+from schemas import deadletter as DL
 
 log = get_log("processor")
 
@@ -93,6 +94,7 @@ class Processor:
         self._lock = threading.Lock()
         self.last_polled_ms = 0
         self.first_record = True  # log the moment this run starts consuming
+        self.deadletter_max_bytes = settings.max_message_bytes  # lowered to the topic's limit
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
 
     def _count(self, **counts: int) -> None:
@@ -160,27 +162,26 @@ class Processor:
         return [Out(e.key.encode(), encode(e)) for e in events]
 
     def _dead_letter(self, value: Any, key: Any, error: str) -> Out:
+        """The dead letter of a record, bounded to the dead-letter topic's record limit (an
+        error text quoting a megabyte field, or a record near the limit plus its headers,
+        would be refused, and a refused produce would be retried for ever)."""
         ctx = message_context()
         self._count(dead_letters=1)
         log.warning(
             "dead_letter",
-            error=error[:500],
+            error=DL.error_text(error, 500),
             topic=ctx.topic,
             partition=ctx.partition,
             offset=ctx.offset,
         )
         raw = value if isinstance(value, bytes) else b""
-        return Out(
-            key if isinstance(key, bytes) else None,
-            raw,
-            headers=(
-                ("error", error.encode()),
-                ("source_topic", ctx.topic.encode()),
-                ("source_partition", str(ctx.partition).encode()),
-                ("source_offset", str(ctx.offset).encode()),
-            ),
-            error=error,
+        k = key if isinstance(key, bytes) else None
+        if k is not None and len(k) > 1024:
+            k = None  # a key that large is itself what is wrong: the headers locate the record
+        data, headers = DL.record(
+            raw, k, error, (ctx.topic, ctx.partition, ctx.offset), self.deadletter_max_bytes
         )
+        return Out(k, data, headers=tuple(headers), error=DL.error_text(error))
 
 
 def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Application, Processor]:
@@ -222,6 +223,7 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
         settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
     )
     proc = proc or Processor(settings)
+    proc.deadletter_max_bytes = record_limit(settings, settings.deadletter_topic)
     proc.states.forget()  # a new application may start from another state: read it again
     sdf = app.dataframe(snapshots)
     out = sdf.apply(proc.process, stateful=True, expand=True, metadata=True)

@@ -26,6 +26,11 @@ Migration 4 adds ``drop_events.opened_after`` (drop records v2: the last complet
 the one that saw the slot open); rows of v1 records have NULL.
 Migration 5 adds ``drop_events.read_via``: how the slot was read (``search``, the bucket's
 ordinary read, or ``fallback``); older rows read ``search``.
+Migration 6 adds ``sink_topics``: per topic, the Kafka cluster id and topic id that the
+stored offsets belong to (a topic wiped and created again restarts its offsets).
+Migration 7 adds ``watched_days`` (provider, date), filled from ``discovery_buckets`` by a
+materialized view: the days watched of ``/venues/{id}`` read a few hundred rows, not every
+bucket fetch.
 """
 
 from __future__ import annotations
@@ -172,12 +177,49 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
             "read_via LowCardinality(String) DEFAULT 'search'",
         ),
     ),
+    Migration(
+        6,
+        "sink_topics: the cluster and topic ids the sink's progress belongs to",
+        (
+            """
+CREATE TABLE IF NOT EXISTS sink_topics (
+    topic String,
+    cluster_id String,
+    topic_id String,
+    seen_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(seen_at)
+ORDER BY topic
+""",
+        ),
+    ),
+    Migration(
+        7,
+        "watched_days: the days each provider was polled (GET /venues/{id} without a scan)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watched_days (
+    provider LowCardinality(String),
+    date Date
+) ENGINE = ReplacingMergeTree
+ORDER BY (provider, date)
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS watched_days_mv TO watched_days AS
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+            """
+INSERT INTO watched_days
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+        ),
+    ),
 )
 
 TTL_TABLES = {
     "drop_events": "toDateTime(opened_at)",
     "discovery_buckets": "toDateTime(polled_at)",
     "venues": "toDateTime(last_seen)",
+    "watched_days": "toDateTime(date)",
 }
 
 

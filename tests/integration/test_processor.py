@@ -210,8 +210,7 @@ def test_drops_rebaseline_is_honoured_by_the_processor(
     import subprocess
     import sys
 
-    from drops.pipeline import settings_env
-
+    from bench.pipeline import settings_env
     from producers import rebaseline
 
     settings = kafka_settings.model_copy(update={"commit_interval": 0.2})
