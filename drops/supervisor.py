@@ -46,6 +46,7 @@ def stages(settings: Settings) -> list[Child]:
     children += [
         Child("processor", ["process"]),
         Child("matcher", ["match"]),
+        Child("delivery", ["deliver"]),
         Child("producer", ["produce"]),
     ]
     return children

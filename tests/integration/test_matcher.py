@@ -30,7 +30,13 @@ class Watches:
         self.s = s
         self.p = Producer({"bootstrap.servers": s.kafka_bootstrap, "acks": "all"})
 
-    def put(self, wid: str, closes: bool = False, **criteria: Any) -> Watch:
+    def put(
+        self,
+        wid: str,
+        closes: bool = False,
+        channels: list[dict[str, str]] | None = None,
+        **criteria: Any,
+    ) -> Watch:
         w = Watch(
             watch_id=wid,
             owner="local",
@@ -38,7 +44,10 @@ class Watches:
             created_at_ms=NOW,
             updated_at_ms=NOW,
             closes=closes,
-            channels=[Channel(type="webhook", url="http://127.0.0.1:9/hook")],
+            channels=[
+                Channel.model_validate(c)
+                for c in channels or [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}]
+            ],
             criteria=Criteria(**criteria),
         )
         self.p.produce(self.s.watches_topic, key=wid.encode(), value=encode_record(w))
