@@ -22,6 +22,9 @@ feed page reads three columns and sends the stored bytes (no per-row conversion 
 Rows stored before it have ``item = ''``; the API renders those from the columns.
 Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` reads, ordered
 by venue), so a venue's history is a short range read instead of a scan of every row.
+Migration 4 adds ``watches`` (the watches topic, last record per watch id wins by offset; a
+tombstone is a row with ``deleted = 1``) and ``alert_deliveries`` (the delivery log, one row
+per alert and channel); both are ReplacingMergeTrees, so a re-read record is harmless.
 """
 
 from __future__ import annotations
@@ -150,6 +153,42 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
     ORDER BY venue_id, kafka_offset
 )""",
             "ALTER TABLE drop_events MATERIALIZE PROJECTION by_venue",
+        ),
+    ),
+    Migration(
+        4,
+        "watches (a copy of the watches topic) and alert_deliveries (the delivery log)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watches (
+    watch_id String,
+    owner String,
+    name String,
+    deleted UInt8,
+    closes UInt8,
+    criteria String,
+    channel_types Array(LowCardinality(String)),
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC'),
+    kafka_offset Int64
+) ENGINE = ReplacingMergeTree(kafka_offset)
+ORDER BY watch_id
+""",
+            """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    alert_id String,
+    channel UInt8,
+    watch_id String,
+    channel_type LowCardinality(String),
+    target String,
+    status LowCardinality(String),
+    attempts UInt16,
+    latency_ms Int64,
+    error String,
+    at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY (alert_id, channel)
+""",
         ),
     ),
 )

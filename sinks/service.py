@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from drops.log import Heartbeat, configure, get_log
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
+from sinks import alert_rows as A
 from sinks import rows as R
 from sinks.clickhouse import ClickHouse
 
@@ -50,6 +51,8 @@ class _Parsed:
     stats: dict[int, list[tuple[int, BucketStats]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    watches: list[list[Any]] = field(default_factory=list)
+    deliveries: list[list[Any]] = field(default_factory=list)
     bad: list[tuple[Message, str]] = field(default_factory=list)
 
 
@@ -89,7 +92,12 @@ class Sink:
             }
         )
         self.consumer.subscribe(
-            [settings.drops_topic, settings.stats_topic],
+            [
+                settings.drops_topic,
+                settings.stats_topic,
+                settings.watches_topic,
+                settings.deliveries_topic,
+            ],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -117,6 +125,10 @@ class Sink:
                     ev = decode_drop(m.value())
                     R.validate_drop(ev)
                     out.drops[part].append(R.Positioned(part, off, ev))
+                elif topic == self.s.watches_topic:
+                    out.watches.append(A.watch_row(m.key(), m.value(), off))
+                elif topic == self.s.deliveries_topic:
+                    out.deliveries.append(A.delivery_row(m.value()))
                 else:
                     st = decode_stats(m.value())
                     R.validate_stats(st)
@@ -170,6 +182,11 @@ class Sink:
                 )
             res.stats += len(todo_s)
             self._stored[("discovery_buckets", part)] = max(upto, stats[-1][0])
+        # copies for listing and analysts: ReplacingMergeTrees, a re-read record is harmless
+        if parsed.watches:
+            self.ch.insert("watches", parsed.watches, A.WATCH_COLUMNS)
+        if parsed.deliveries:
+            self.ch.insert("alert_deliveries", parsed.deliveries, A.DELIVERY_COLUMNS)
         if parsed.bad:
             self._deadletter(parsed.bad)
             res.deadletters = len(parsed.bad)

@@ -19,6 +19,7 @@ from delivery.worker import IDEMPOTENCY_HEADER, verify
 from domain.watches import alert_id
 from drops.pipeline import Pipeline, read_topic, wait_for
 from drops.settings import Settings
+from sinks.service import Sink, prepare
 from sinks.testdata import DropWriter, close_of, make_drop
 from tests.integration.test_matcher import NOW, Watches
 
@@ -166,6 +167,24 @@ def test_delivered_once_signed_retried_dead_and_closes(
     finally:
         pipe.stop_all()
         writer.close()
+    # the delivery log's ClickHouse copy (the sink loads the deliveries topic)
+    ch = prepare(s)
+    sink = Sink(s, ch)
+    try:
+        sql = "SELECT watch_id, status, attempts FROM alert_deliveries FINAL ORDER BY watch_id"
+        deadline = time.monotonic() + 60
+        while len(ch.query(sql)) < 5 and time.monotonic() < deadline:
+            sink.step()
+        assert ch.query(sql) == [
+            ("apprise", "delivered", 1),
+            ("apprise", "delivered", 1),
+            ("down", "dead", 4),
+            ("flaky", "delivered", 3),
+            ("ok", "delivered", 1),
+        ]
+    finally:
+        sink.close()
+        ch.close()
 
 
 def test_kill_9_of_the_delivery_worker_loses_nothing_and_resends_nothing_logged(

@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from drops.settings import Settings
 from schemas.watches import decode_watch
-from tests.integration.test_api_feed import Server
+from tests.integration.test_api_feed import Server, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -75,6 +75,11 @@ def test_create_read_patch_delete(api: Server, kafka_settings: Settings) -> None
     assert [k for k, _ in records] == [w["watch_id"]] * 3
     assert decode_watch(records[0][1] or b"").model_dump(mode="json") == w
     assert records[2][1] is None  # the tombstone
+    # the ClickHouse copy, for analysts: the last record of the watch, a deletion
+    ch = api.app.state.drops.ch
+    sql = "SELECT watch_id, deleted, owner, closes FROM watches FINAL"
+    row = wait_for(lambda: (lambda rows: rows if rows and rows[0][1] == 1 else None)(ch.query(sql)))
+    assert row == [(w["watch_id"], 1, "", 0)]
 
 
 @pytest.mark.parametrize(
