@@ -55,6 +55,8 @@ def matches(c: Criteria, drop: dict[str, Any]) -> bool:
         return False
     if c.weekdays and WEEKDAYS[day.weekday()] not in c.weekdays:
         return False
+    if c.time_slots and drop.get("time_slot") not in c.time_slots:
+        return False
     hhmm = slot_hhmm(drop)
     if c.time_from and hhmm < c.time_from:
         return False

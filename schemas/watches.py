@@ -56,6 +56,11 @@ class Criteria(_Input):
     date_from: dt.date | None = Field(None, description="first date, venue-local")
     date_to: dt.date | None = Field(None, description="last date, venue-local, inclusive")
     weekdays: list[Weekday] = Field(default_factory=list, max_length=7)
+    time_slots: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="bucket times (HH:MM) the slot belongs to, as in the feed's time_slot",
+    )
     time_from: str | None = Field(None, pattern=HHMM, description="earliest start, HH:MM local")
     time_to: str | None = Field(
         None, pattern=HHMM, description="latest start, HH:MM local, inclusive"

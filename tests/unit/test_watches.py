@@ -132,6 +132,8 @@ def test_predicate_cases() -> None:
     assert matches(Criteria(weekdays=["tue"]), d)  # 8 Dec 2026 is a Tuesday
     assert not matches(Criteria(weekdays=["wed"]), d)
     assert matches(Criteria(time_from="19:30", time_to="19:30"), d)
+    assert matches(Criteria(time_slots=["19:00"]), drop(time_slot="19:00"))
+    assert not matches(Criteria(time_slots=["15:00"]), drop(time_slot="19:00"))
     assert not matches(Criteria(time_from="19:31"), d)
     assert matches(Criteria(date_from=dt.date(2026, 12, 8), date_to=dt.date(2026, 12, 8)), d)
     assert not matches(Criteria(date_to=dt.date(2026, 12, 7)), d)
@@ -175,6 +177,7 @@ def reference(c: Criteria, d: dict[str, Any]) -> bool:
         c.date_from is None or c.date_from <= day,
         c.date_to is None or day <= c.date_to,
         not c.weekdays or WEEKDAYS[day.weekday()] in c.weekdays,
+        not c.time_slots or d["time_slot"] in c.time_slots,
         c.time_from is None or c.time_from <= hhmm,
         c.time_to is None or hhmm <= c.time_to,
         c.party_size is None
@@ -218,6 +221,7 @@ def criteria(draw: st.DrawFn) -> Criteria:
         date_from=d1,
         date_to=d2,
         weekdays=some(st.lists(st.sampled_from(WEEKDAYS), min_size=1, max_size=3), []),
+        time_slots=some(st.lists(st.sampled_from(["15:00", "19:00"]), min_size=1, max_size=2), []),
         time_from=t1,
         time_to=t2,
         party_size=some(st.integers(1, 6), None),
@@ -236,6 +240,7 @@ def drops(draw: st.DrawFn) -> dict[str, Any]:
         neighborhood=draw(st.sampled_from(HOODS)),
         date=day.isoformat(),
         actual_time=f"{day.isoformat()} {draw(st.sampled_from(TIMES))}:00",
+        time_slot=draw(st.sampled_from(["15:00", "19:00"])),
         party_min=lo,
         party_max=lo + draw(st.integers(0, 3)) if lo else 0,
         seating_types=draw(st.lists(st.sampled_from(["bar", "Patio", "Dining Room"]))),
