@@ -3,6 +3,7 @@ watches, closes, and kill -9 mid-run (read_committed: every alert once, none mis
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -106,38 +107,57 @@ def test_match_delete_and_closes(kafka_settings: Settings, tmp_path: Path) -> No
 
 
 def test_kill_9_mid_run_loses_and_repeats_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
-    s = kafka_settings
+    """Drops keep coming while the matcher is killed twice in the middle of its work (a
+    commit interval of 2 s leaves alerts produced but not yet committed at each kill)."""
+    s = kafka_settings.model_copy(update={"commit_interval": 2.0})
     watches, writer = Watches(s), DropWriter(s)
     for v in range(10):
         watches.put(f"v{v}", venue_ids=[str(1000 + v)])
     watches.put("hood", neighborhoods=["soho"])
     pipe = Pipeline(s, tmp_path / "logs")
     pipe.start("matcher", "match")
-    batches, per_batch = 30, 20
-    try:
-        sent = []
-        for b in range(batches):
-            batch = [make_drop(b * per_batch + i, opened_at_ms=NOW + b) for i in range(per_batch)]
+    sent: list[Any] = []
+    stop = threading.Event()
+
+    def feed() -> None:
+        b = 0
+        while not stop.is_set():
+            batch = [make_drop(b * 20 + i, opened_at_ms=NOW + b) for i in range(20)]
             writer.write(batch)
-            sent += batch
-            if b in (10, 20):
-                time.sleep(0.5)
-                pipe.kill("matcher")
-                pipe.start("matcher", "match")
+            sent.extend(batch)
+            b += 1
             time.sleep(0.1)
-        expected = Counter()
+
+    try:
+        writer.write([make_drop(10_000, opened_at_ms=NOW)])  # venue 1000: one alert
+        sent.append(make_drop(10_000, opened_at_ms=NOW))
+        wait_for("the matcher at work", lambda: alerts(s) or None)
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        for _ in range(2):
+            seen = len(alerts(s))
+            wait_for("more alerts", lambda n=seen: len(alerts(s)) > n + 20 or None)
+            time.sleep(1.3)  # inside a checkpoint
+            pipe.kill("matcher")
+            pipe.start("matcher", "match")
+        stop.set()
+        feeder.join()
+        expected: Counter[str] = Counter()
         for d in sent:
             if int(d.venue_id) < 1010:
                 expected[alert_id(f"v{int(d.venue_id) - 1000}", d.dedupe_key)] += 1
             if d.neighborhood == "SoHo":
                 expected[alert_id("hood", d.dedupe_key)] += 1
-        assert expected, "the drops must match some watches"
         n = sum(expected.values())
         wait_for("every alert", lambda: len(alerts(s)) >= n or None, timeout=120)
         time.sleep(3)
-        assert Counter(a["alert_id"] for a in alerts(s)) == expected
+        got = Counter(a["alert_id"] for a in alerts(s))
+        assert got == expected, (
+            f"missing {sum((expected - got).values())}, repeated {sum((got - expected).values())}"
+        )
         pipe.check_alive()
     finally:
+        stop.set()
         pipe.stop_all()
         writer.close()
 
