@@ -2,10 +2,11 @@
 
 :func:`matches` says whether one watch wants one drop. :class:`WatchIndex` finds every watch
 that wants a drop without looking at the watches that cannot: each watch is filed under its
-most selective criterion (its venues, else its neighborhoods, else its dates, else its
-weekdays, else its markets, else "any"), and a drop looks up the few keys it could be filed
-under; only those candidates are checked with :func:`matches`. A drop that no watch wants
-costs six dictionary look-ups whatever the number of watches.
+most selective criterion (its venues, else its neighborhoods with its dates or weekdays,
+else its dates, else its weekdays, else its markets, else "any"), and a drop looks up the
+eight keys it could be filed under; only those candidates are checked (each watch's criteria
+compiled to sets once, each drop's facts worked out once). A drop that no watch wants costs
+eight dictionary look-ups whatever the number of watches.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.watches import WEEKDAYS, Criteria, Watch
@@ -33,60 +35,136 @@ def slot_hhmm(drop: dict[str, Any]) -> str:
     return str(drop["actual_time"])[11:16]
 
 
+@dataclass(frozen=True, slots=True)
+class DropFacts:
+    """What the criteria look at in one drop record, worked out once per record."""
+
+    market: str
+    provider: str
+    venue: str
+    hood: str  # lower case
+    day: dt.date
+    weekday: str
+    time_slot: str
+    hhmm: str
+    party: tuple[int, int]
+    seating: frozenset[str]  # lower case
+
+    @staticmethod
+    def of(drop: dict[str, Any]) -> DropFacts:
+        day = slot_date(drop)
+        return DropFacts(
+            market=str(drop["market"]),
+            provider=str(drop["provider"]),
+            venue=str(drop["venue_id"]),
+            hood=str(drop.get("neighborhood") or "").strip().lower(),
+            day=day,
+            weekday=WEEKDAYS[day.weekday()],
+            time_slot=str(drop.get("time_slot") or ""),
+            hhmm=slot_hhmm(drop),
+            party=(int(drop.get("party_min") or 0), int(drop.get("party_max") or 0)),
+            seating=_lower(drop.get("seating_types") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A watch's criteria as sets, ready to test many drops (built once per watch)."""
+
+    markets: frozenset[str]
+    providers: frozenset[str]
+    venues: frozenset[str]
+    exclude: frozenset[str]
+    hoods: frozenset[str]
+    date_from: dt.date | None
+    date_to: dt.date | None
+    weekdays: frozenset[str]
+    time_slots: frozenset[str]
+    time_from: str | None
+    time_to: str | None
+    party_size: int | None
+    seating: frozenset[str]
+
+    @staticmethod
+    def of(c: Criteria) -> Compiled:
+        return Compiled(
+            frozenset(c.markets),
+            frozenset(c.providers),
+            frozenset(c.venue_ids),
+            frozenset(c.exclude_venue_ids),
+            _lower(c.neighborhoods),
+            c.date_from,
+            c.date_to,
+            frozenset(c.weekdays),
+            frozenset(c.time_slots),
+            c.time_from,
+            c.time_to,
+            c.party_size,
+            _lower(c.seating_types),
+        )
+
+    def test(self, f: DropFacts) -> bool:
+        if self.markets and f.market not in self.markets:
+            return False
+        if self.providers and f.provider not in self.providers:
+            return False
+        if self.venues and f.venue not in self.venues:
+            return False
+        if f.venue in self.exclude:
+            return False
+        if self.hoods and f.hood not in self.hoods:
+            return False
+        if self.date_from and f.day < self.date_from:
+            return False
+        if self.date_to and f.day > self.date_to:
+            return False
+        if self.weekdays and f.weekday not in self.weekdays:
+            return False
+        if self.time_slots and f.time_slot not in self.time_slots:
+            return False
+        if self.time_from and f.hhmm < self.time_from:
+            return False
+        if self.time_to and f.hhmm > self.time_to:
+            return False
+        if self.party_size is not None:
+            lo, hi = f.party
+            # an unknown range (0) never matches a party size: a false alert is the worst
+            if not (lo and hi and lo <= self.party_size <= hi):
+                return False
+        return not (self.seating and not (self.seating & f.seating))
+
+
 def matches(c: Criteria, drop: dict[str, Any]) -> bool:
     """Whether a drop record (its dict) meets every criterion of ``c``."""
-    if c.markets and drop["market"] not in c.markets:
-        return False
-    if c.providers and drop["provider"] not in c.providers:
-        return False
-    venue = str(drop["venue_id"])
-    if c.venue_ids and venue not in c.venue_ids:
-        return False
-    if venue in c.exclude_venue_ids:
-        return False
-    if c.neighborhoods and str(drop.get("neighborhood", "")).strip().lower() not in _lower(
-        c.neighborhoods
-    ):
-        return False
-    day = slot_date(drop)
-    if c.date_from and day < c.date_from:
-        return False
-    if c.date_to and day > c.date_to:
-        return False
-    if c.weekdays and WEEKDAYS[day.weekday()] not in c.weekdays:
-        return False
-    if c.time_slots and drop.get("time_slot") not in c.time_slots:
-        return False
-    hhmm = slot_hhmm(drop)
-    if c.time_from and hhmm < c.time_from:
-        return False
-    if c.time_to and hhmm > c.time_to:
-        return False
-    if c.party_size is not None:
-        lo, hi = int(drop.get("party_min") or 0), int(drop.get("party_max") or 0)
-        # an unknown range (0) never matches a party size: a false alert is the worst outcome
-        if not (lo and hi and lo <= c.party_size <= hi):
-            return False
-    return not (
-        c.seating_types and not (_lower(c.seating_types) & _lower(drop.get("seating_types") or ()))
-    )
+    return Compiled.of(c).test(DropFacts.of(drop))
+
+
+def _days(c: Criteria) -> list[str] | None:
+    """The dates of a short date range (weekdays applied), or None when it is not short."""
+    if not (c.date_from and c.date_to) or (c.date_to - c.date_from).days >= DATE_SPAN_INDEXED:
+        return None
+    span = (c.date_to - c.date_from).days + 1
+    days = (c.date_from + dt.timedelta(days=i) for i in range(span))
+    return [d.isoformat() for d in days if not c.weekdays or WEEKDAYS[d.weekday()] in c.weekdays]
 
 
 def index_keys(c: Criteria) -> list[Key]:
-    """The keys a watch is filed under: all of one criterion, the most selective given."""
+    """The keys a watch is filed under: all values of its most selective criterion (a
+    neighborhood combined with its dates or weekdays when it has them)."""
     if c.venue_ids:
         return [("v", v) for v in sorted(set(c.venue_ids))]
-    if c.neighborhoods:
-        return [("n", n) for n in sorted(_lower(c.neighborhoods))]
-    if c.date_from and c.date_to and (c.date_to - c.date_from).days < DATE_SPAN_INDEXED:
-        days = (
-            c.date_from + dt.timedelta(days=i) for i in range((c.date_to - c.date_from).days + 1)
-        )
-        return [
-            ("d", d.isoformat())
-            for d in days
-            if not c.weekdays or WEEKDAYS[d.weekday()] in c.weekdays
-        ] or [("none",)]
+    days = _days(c)
+    hoods = sorted(_lower(c.neighborhoods))
+    if days is not None and not days:
+        return [("none",)]  # no date of the range is on one of its weekdays: matches nothing
+    if hoods:
+        if days:
+            return [("nd", h, d) for h in hoods for d in days]
+        if c.weekdays:
+            return [("nw", h, w) for h in hoods for w in sorted(set(c.weekdays))]
+        return [("n", h) for h in hoods]
+    if days:
+        return [("d", d) for d in days]
     if c.weekdays:
         return [("w", w) for w in sorted(set(c.weekdays))]
     if c.markets:
@@ -97,11 +175,15 @@ def index_keys(c: Criteria) -> list[Key]:
 def probe_keys(drop: dict[str, Any]) -> list[Key]:
     """Every key under which a watch that wants ``drop`` can be filed."""
     day = slot_date(drop)
+    hood = str(drop.get("neighborhood", "")).strip().lower()
+    weekday = WEEKDAYS[day.weekday()]
     return [
         ("v", str(drop["venue_id"])),
-        ("n", str(drop.get("neighborhood", "")).strip().lower()),
+        ("nd", hood, day.isoformat()),
+        ("nw", hood, weekday),
+        ("n", hood),
         ("d", day.isoformat()),
-        ("w", WEEKDAYS[day.weekday()]),
+        ("w", weekday),
         ("m", str(drop["market"])),
         ("*",),
     ]
@@ -112,6 +194,7 @@ class WatchIndex:
 
     def __init__(self) -> None:
         self.watches: dict[str, Watch] = {}
+        self._compiled: dict[str, Compiled] = {}
         self._keys: dict[str, list[Key]] = {}
         self._postings: dict[Key, set[str]] = {}
 
@@ -122,6 +205,7 @@ class WatchIndex:
         self.remove(watch.watch_id)
         keys = index_keys(watch.criteria)
         self.watches[watch.watch_id] = watch
+        self._compiled[watch.watch_id] = Compiled.of(watch.criteria)
         self._keys[watch.watch_id] = keys
         for k in keys:
             self._postings.setdefault(k, set()).add(watch.watch_id)
@@ -129,6 +213,7 @@ class WatchIndex:
     def remove(self, watch_id: str) -> None:
         if self.watches.pop(watch_id, None) is None:
             return
+        del self._compiled[watch_id]
         for k in self._keys.pop(watch_id):
             ids = self._postings[k]
             ids.discard(watch_id)
@@ -145,11 +230,9 @@ class WatchIndex:
 
     def match(self, drop: dict[str, Any]) -> list[Watch]:
         """The watches that want an opened slot, by watch id."""
-        found = [
-            self.watches[i]
-            for i in self.candidates(drop)
-            if matches(self.watches[i].criteria, drop)
-        ]
+        facts = DropFacts.of(drop)
+        compiled = self._compiled
+        found = [self.watches[i] for i in self.candidates(drop) if compiled[i].test(facts)]
         found.sort(key=lambda w: w.watch_id)
         return found
 
@@ -163,12 +246,17 @@ def alert_id(watch_id: str, dedupe_key: str) -> str:
     return digest.hexdigest()
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def human_time(actual_time: str) -> str:
-    """A venue-local start time as people read it: ``Tue 8 Dec, 7:30 pm``."""
+    """A venue-local start time as people read it: ``Tue 8 Dec, 7:30 pm`` (English names,
+    whatever the process locale)."""
     t = dt.datetime.fromisoformat(actual_time)
     hour = t.hour % 12 or 12
     ampm = "am" if t.hour < 12 else "pm"
-    return f"{t:%a} {t.day} {t:%b}, {hour}:{t:%M} {ampm}"
+    return f"{_DAYS[t.weekday()]} {t.day} {_MONTHS[t.month - 1]}, {hour}:{t.minute:02d} {ampm}"
 
 
 def texts(kind: str, drop: dict[str, Any]) -> tuple[str, str]:

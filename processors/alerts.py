@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -138,6 +139,27 @@ class _OutValue(Serializer):
         return value.value
 
 
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """What every alert of one drop record says (built once per record, not per watch)."""
+
+    title: str
+    body: str
+    local_time: str
+    booking_url: str
+
+    @staticmethod
+    def of(kind: str, drop: dict[str, Any]) -> Texts:
+        title, body = texts(kind, drop)
+        booking = str(drop.get("booking") or "")
+        return Texts(
+            title,
+            body,
+            human_time(str(drop["actual_time"])),
+            booking if booking.startswith(("https://", "http://")) else "",
+        )
+
+
 class Matcher:
     """The per-record work: match a drop record and build its alerts."""
 
@@ -178,8 +200,9 @@ class Matcher:
             live = (self.feed.index.watches.get(w) for w in told)
             watches = [w for w in live if w is not None and w.closes]
         now = int(time.time() * 1000)
+        texts = Texts.of(drop.event, doc) if watches else None
         out = [
-            Out(w.watch_id.encode(), encode_record(self.alert(w, drop.event, doc, now)))
+            Out(w.watch_id.encode(), encode_record(self.alert(w, drop.event, doc, now, texts)))
             for w in watches
         ]
         self._count(
@@ -190,9 +213,10 @@ class Matcher:
         return out
 
     @staticmethod
-    def alert(w: Watch, kind: str, drop: dict[str, Any], now_ms: int) -> Alert:
-        title, body = texts(kind, drop)
-        booking = str(drop.get("booking") or "")
+    def alert(
+        w: Watch, kind: str, drop: dict[str, Any], now_ms: int, t: Texts | None = None
+    ) -> Alert:
+        t = t or Texts.of(kind, drop)
         return Alert(
             alert_id=alert_id(w.watch_id, str(drop["dedupe_key"])),
             kind="close" if kind == "close" else "open",
@@ -202,10 +226,10 @@ class Matcher:
             channels=list(w.channels),
             secret=w.secret,
             drop=drop,
-            title=title,
-            body=body,
-            local_time=human_time(str(drop["actual_time"])),
-            booking_url=booking if booking.startswith(("https://", "http://")) else "",
+            title=t.title,
+            body=t.body,
+            local_time=t.local_time,
+            booking_url=t.booking_url,
             matched_at_ms=now_ms,
         )
 
