@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     local_owner: str = Field("local", description="Owner of every watch when no API keys are set")
     watches_per_owner: int = Field(1000, description="Most watches one owner may have")
     matcher_group: str = Field("drops-matcher", description="Consumer group of the alert matcher")
+    matcher_commit_interval: float = Field(
+        0.25,
+        description="Matcher checkpoint interval, seconds (alerts become readable at commit)",
+    )
     matcher_instance: str = Field(
         "0", description="Id of this matcher replica, stable across restarts (transactional.id)"
     )

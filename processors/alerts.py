@@ -81,6 +81,8 @@ class WatchFeed:
             self.sync()
 
     def sync(self, timeout: float = 30.0) -> None:
+        """Read the watches topic up to its end offsets as of now (``timeout``: the longest
+        wait for the next record; a large table may take longer in all)."""
         started = int(time.time() * 1000)
         ends = {
             p: self.consumer.get_watermark_offsets(
@@ -91,10 +93,11 @@ class WatchFeed:
         deadline = time.monotonic() + timeout
         while any(self.position[p] < ends[p] for p in self.partitions):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the watches topic was not read to its end in {timeout} s")
+                raise TimeoutError(f"the watches topic sent nothing for {timeout} s")
             msg = self.consumer.poll(0.5)
             if msg is None:
                 continue
+            deadline = time.monotonic() + timeout
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -260,7 +263,7 @@ def build_app(settings: Settings) -> tuple[Application, Matcher]:
         broker_address=settings.kafka_bootstrap,
         consumer_group=group,
         auto_offset_reset="earliest",
-        commit_interval=settings.commit_interval,
+        commit_interval=settings.matcher_commit_interval,
         processing_guarantee="exactly-once",
         state_dir=settings.state_dir / "matcher",
         consumer_extra_config={

@@ -109,7 +109,7 @@ def test_match_delete_and_closes(kafka_settings: Settings, tmp_path: Path) -> No
 def test_kill_9_mid_run_loses_and_repeats_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
     """Drops keep coming while the matcher is killed twice in the middle of its work (a
     commit interval of 2 s leaves alerts produced but not yet committed at each kill)."""
-    s = kafka_settings.model_copy(update={"commit_interval": 2.0})
+    s = kafka_settings.model_copy(update={"matcher_commit_interval": 2.0})
     watches, writer = Watches(s), DropWriter(s)
     for v in range(10):
         watches.put(f"v{v}", venue_ids=[str(1000 + v)])
