@@ -51,6 +51,8 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
+from api.watches import ROUTES as WATCH_ROUTES
+from api.watches import WatchStore
 from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
@@ -128,6 +130,7 @@ class State:
         self.data: Data | None = None
         self.hub: Hub | None = None
         self.sink: InProcessSink | None = None
+        self.watches: WatchStore | None = None
         self.closing = False
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
         # set by sse-starlette when it sees the server shut down (shared by every stream)
@@ -516,6 +519,8 @@ def _route(path: str) -> str:
         return "/venues/{id}"
     if path.startswith("/static/"):
         return "/static"
+    if path.startswith("/watches/"):
+        return "/watches/{id}"
     return path if path in _ROUTES else "other"
 
 
@@ -530,6 +535,7 @@ _ROUTES = {
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/watches",
 }
 
 
@@ -539,9 +545,11 @@ def create_app(
     ch: ClickHouse | None = None,
     sink: SinkFactory | None = None,
     live: bool = True,
+    watches: bool = True,
 ) -> Starlette:
     """The API. ``ch``: an open ClickHouse (else opened and migrated here, closed at the end);
-    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE."""
+    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE;
+    ``watches``: serve ``/watches`` (read from and written to the watches topic)."""
     st = State(settings)
 
     @contextlib.asynccontextmanager
@@ -565,6 +573,8 @@ def create_app(
             st.sse_shutdown = shutdown = anyio.Event()
             st.hub.exiting = lambda: shutdown.is_set() or (st.exiting is not None and st.exiting())
             st.hub.start(asyncio.get_running_loop())
+        if watches:
+            st.watches = WatchStore(settings).start()
         _gauges(st)
         log.info("api_started", with_sink=sink is not None, live=live, chdb=st.ch.is_chdb)
         try:
@@ -574,6 +584,8 @@ def create_app(
             if st.hub is not None:
                 st.hub.close_clients()
                 await to_thread.run_sync(st.hub.stop)
+            if st.watches is not None:
+                await to_thread.run_sync(st.watches.stop)
             if st.sink is not None:
                 await to_thread.run_sync(st.sink.close)
             if owned and st.ch is not None:
@@ -606,6 +618,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/openapi.json", openapi_json),
+            *WATCH_ROUTES,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=middleware,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.params import KNOWN_PROVIDERS
+from api.watches import openapi_part
 from drops.settings import Settings
 from schemas import DropEvent
 from schemas.shapes import properties
@@ -348,6 +349,9 @@ def openapi(s: Settings) -> dict[str, Any]:
             }
         },
     }
+    watch_paths, watch_schemas = openapi_part(err, auth)
+    doc["paths"].update(watch_paths)
+    doc["components"]["schemas"].update(watch_schemas)
     if s.api_keys.strip():
         doc["components"]["securitySchemes"] = {
             "header": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

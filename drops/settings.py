@@ -137,6 +137,36 @@ class Settings(BaseSettings):
         "(sink_progress); with --with-sink the sink hands it over exactly",
     )
 
+    # --- watches and alerts --------------------------------------------------------------
+    watches_topic: str = Field(
+        "drops.watches", description="Compacted topic of watches (key = watch id; empty = deleted)"
+    )
+    alerts_topic: str = Field("drops.alerts", description="Topic of alerts (one per watch, drop)")
+    deliveries_topic: str = Field(
+        "drops.deliveries", description="Topic of the delivery log (one record per alert, channel)"
+    )
+    local_owner: str = Field("local", description="Owner of every watch when no API keys are set")
+    watches_per_owner: int = Field(1000, description="Most watches one owner may have")
+    matcher_group: str = Field("drops-matcher", description="Consumer group of the alert matcher")
+    matcher_commit_interval: float = Field(
+        0.25,
+        description="Matcher checkpoint interval, seconds (alerts become readable at commit)",
+    )
+    matcher_instance: str = Field(
+        "0", description="Id of this matcher replica, stable across restarts (transactional.id)"
+    )
+    delivery_group: str = Field(
+        "drops-delivery", description="Consumer group of the delivery worker"
+    )
+    delivery_attempts: int = Field(6, description="Delivery: attempts per alert and channel")
+    delivery_backoff: float = Field(0.5, description="Delivery: first retry pause cap, s (jitter)")
+    delivery_backoff_max: float = Field(60.0, description="Delivery: longest retry pause, s")
+    delivery_timeout: float = Field(10.0, description="Delivery: timeout of one send, s")
+    delivery_rate: float = Field(
+        5.0, description="Delivery: sends per second per channel (token bucket, burst of 10)"
+    )
+    delivery_concurrency: int = Field(16, description="Delivery: sends in flight")
+
     # --- simulator -----------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulator bind address")
     sim_port: int = Field(8081, description="Simulator port")
@@ -192,6 +222,10 @@ class Settings(BaseSettings):
         9102, description="Processor's /metrics port (0: off; one per replica on a host)"
     )
     sink_metrics_port: int = Field(9103, description="Standalone sink's /metrics port (0: off)")
+    matcher_metrics_port: int = Field(
+        9104, description="Alert matcher's /metrics port (0: off; one per replica on a host)"
+    )
+    delivery_metrics_port: int = Field(9105, description="Delivery worker's /metrics port (0: off)")
 
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level")

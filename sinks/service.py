@@ -35,6 +35,7 @@ from drops.runtime import Backoff
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
 from schemas import deadletter as DL
+from sinks import alert_rows as A
 from store import rows as R
 from store.clickhouse import ClickHouse, prepare
 
@@ -64,6 +65,8 @@ class _Parsed:
     stats: dict[int, list[tuple[int, BucketStats]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    watches: list[list[Any]] = field(default_factory=list)
+    deliveries: list[list[Any]] = field(default_factory=list)
     bad: list[tuple[Message, str]] = field(default_factory=list)
     first: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset of each
 
@@ -113,7 +116,12 @@ class Sink:
             }
         )
         self.consumer.subscribe(
-            [settings.drops_topic, settings.stats_topic],
+            [
+                settings.drops_topic,
+                settings.stats_topic,
+                settings.watches_topic,
+                settings.deliveries_topic,
+            ],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -144,6 +152,10 @@ class Sink:
                     ev = decode_drop(m.value())
                     R.validate_drop(ev)
                     out.drops[part].append(R.Positioned(part, off, ev))
+                elif topic == self.s.watches_topic:
+                    out.watches.append(A.watch_row(m.key(), m.value(), off))
+                elif topic == self.s.deliveries_topic:
+                    out.deliveries.append(A.delivery_row(m.value()))
                 else:
                     st = decode_stats(m.value())
                     R.validate_stats(st)
@@ -244,6 +256,11 @@ class Sink:
                 )
             res.stats += len(todo_s)
             self._stored[("discovery_buckets", part)] = max(upto, stats[-1][0])
+        # copies for listing and analysts: ReplacingMergeTrees, a re-read record is harmless
+        if parsed.watches:
+            self.ch.insert("watches", parsed.watches, A.WATCH_COLUMNS)
+        if parsed.deliveries:
+            self.ch.insert("alert_deliveries", parsed.deliveries, A.DELIVERY_COLUMNS)
         if parsed.bad:
             res.deadletters = self._deadletter(parsed.bad)
             res.deadletters_lost = len(parsed.bad) - res.deadletters

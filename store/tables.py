@@ -31,6 +31,9 @@ stored offsets belong to (a topic wiped and created again restarts its offsets).
 Migration 7 adds ``watched_days`` (provider, date), filled from ``discovery_buckets`` by a
 materialized view: the days watched of ``/venues/{id}`` read a few hundred rows, not every
 bucket fetch.
+Migration 8 adds ``watches`` (the watches topic, last record per watch id wins by offset; a
+tombstone is a row with ``deleted = 1``) and ``alert_deliveries`` (the delivery log, one row
+per alert and channel); both are ReplacingMergeTrees, so a re-read record is harmless.
 """
 
 from __future__ import annotations
@@ -210,6 +213,42 @@ SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provid
             """
 INSERT INTO watched_days
 SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+        ),
+    ),
+    Migration(
+        8,
+        "watches (a copy of the watches topic) and alert_deliveries (the delivery log)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watches (
+    watch_id String,
+    owner String,
+    name String,
+    deleted UInt8,
+    closes UInt8,
+    criteria String,
+    channel_types Array(LowCardinality(String)),
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC'),
+    kafka_offset Int64
+) ENGINE = ReplacingMergeTree(kafka_offset)
+ORDER BY watch_id
+""",
+            """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    alert_id String,
+    channel UInt8,
+    watch_id String,
+    channel_type LowCardinality(String),
+    target String,
+    status LowCardinality(String),
+    attempts UInt16,
+    latency_ms Int64,
+    error String,
+    at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY (alert_id, channel)
 """,
         ),
     ),

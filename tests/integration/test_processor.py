@@ -227,7 +227,7 @@ def test_drops_rebaseline_is_honoured_by_the_processor(
     first = [snapshot("p1", 1_000, S((0, 0))), snapshot("p2", 2_000, S((0, 0), (1, 1)))]
     write(settings, [at(s) for s in first])
     cli = subprocess.run(
-        [sys.executable, "-m", "drops.cli", "rebaseline", "--bucket", b.bucket_id],
+        [sys.executable, "-m", "shell.cli", "rebaseline", "--bucket", b.bucket_id],
         env=settings_env(settings),
         capture_output=True,
         timeout=60,
