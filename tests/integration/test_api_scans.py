@@ -73,7 +73,7 @@ def test_days_watched_read_the_small_table_and_answer_the_same(ch: ClickHouse) -
     assert rows < 28 * DAYS / 10
     # rows stored before the migration: its backfill gives the same days
     ch.command("TRUNCATE TABLE watched_days")
-    ch.command(next(m for m in MIGRATIONS if m.version == 5).statements[2])
+    ch.command(next(m for m in MIGRATIONS if m.version == 7).statements[2])
     for provider in (None, "resy", "opentable"):
         sql, params = watched_query(provider)
         assert ch.query(sql, params)[0][0] > 0
