@@ -19,10 +19,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter
 from quixstreams import Application, State, message_context
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
@@ -68,6 +68,16 @@ ROCKSDB = RocksDBOptions(
 )
 
 
+@dataclass
+class Gaps:
+    """Snapshot records the processor never read: deleted by retention while it was paused
+    or down, past its group's committed offsets."""
+
+    gaps: int = 0  # times a partition's log started past the group's committed offset
+    offsets: int = 0  # offsets skipped in all (records and transaction markers)
+    counted: dict[int, int] = field(default_factory=dict)  # partition -> log start counted
+
+
 @dataclass(frozen=True, slots=True)
 class Out:
     """One record to produce: to the drops topic or, when ``error``, the dead-letter topic."""
@@ -96,6 +106,7 @@ class Processor:
         self.first_record = True  # log the moment this run starts consuming
         self.deadletter_max_bytes = settings.max_message_bytes  # lowered to the topic's limit
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
+        self.gaps = Gaps()
 
     def _count(self, **counts: int) -> None:
         with self._lock:
@@ -184,9 +195,58 @@ class Processor:
         return Out(k, data, headers=tuple(headers), error=DL.error_text(error))
 
 
+def check_retention(settings: Settings, gaps: Gaps) -> None:
+    """Where the group's committed offset on a snapshot partition is below the partition's
+    log start, retention deleted records the processor never read (it was paused or down
+    longer than the topic's retention), and auto.offset.reset=earliest would skip them
+    without a word. Logged as ``retention_gap`` and counted in ``gaps``; nothing can bring
+    them back. A partition the group never committed on is a first start, not a gap; a log
+    start counted once (the same gap seen again at a rebuild) is not counted twice."""
+    topic = settings.snapshot_topic
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.processor_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise KafkaException(meta.error)
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        for tp in c.committed(tps, timeout=10):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if tp.offset < 0:  # nothing committed yet
+                continue
+            low, _ = c.get_watermark_offsets(TopicPartition(topic, tp.partition), 10, False)
+            lost_from = max(tp.offset, gaps.counted.get(tp.partition, -1))
+            if low <= lost_from:
+                continue
+            gaps.counted[tp.partition] = low
+            gaps.gaps += 1
+            gaps.offsets += low - lost_from
+            log.error(
+                "retention_gap",
+                topic=topic,
+                partition=tp.partition,
+                committed=tp.offset,
+                log_start=low,
+                offsets=low - lost_from,
+                hint="snapshots deleted by retention before the processor read them",
+            )
+    finally:
+        c.close()
+
+
 def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Application, Processor]:
-    """The application and its processor (``proc``, or a new one), ready for ``app.run()``."""
+    """The application and its processor (``proc``, or a new one), ready for ``app.run()``.
+    Checks first for snapshots deleted by retention past the group's offsets
+    (:func:`check_retention`)."""
     ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    proc = proc or Processor(settings)
+    check_retention(settings, proc.gaps)
     app = Application(
         broker_address=settings.kafka_bootstrap,
         consumer_group=settings.processor_group,
@@ -222,7 +282,6 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
     dead = app.topic(
         settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
     )
-    proc = proc or Processor(settings)
     proc.deadletter_max_bytes = record_limit(settings, settings.deadletter_topic)
     proc.states.forget()  # a new application may start from another state: read it again
     sdf = app.dataframe(snapshots)
@@ -254,6 +313,16 @@ def processor_readings(current: Callable[[], Processor]) -> Readings:
 
     for name, text in PROCESSOR_COUNTS.items():
         out.counter(f"drops_processor_{name}_total", text, reader(name))
+    out.counter(
+        "drops_processor_retention_gaps_total",
+        "Times snapshots were deleted by retention before the processor read them",
+        lambda: current().gaps.gaps,
+    )
+    out.counter(
+        "drops_processor_retention_gap_offsets_total",
+        "Snapshot offsets deleted by retention before the processor read them",
+        lambda: current().gaps.offsets,
+    )
     return out
 
 
