@@ -61,8 +61,9 @@ def _settings(data_dir: Path, tag: str, port: int, **extra: Any) -> Any:
 # ----------------------------------------------------------------------------------- children
 
 
-def build(data_dir: Path, rows: int, tag: str) -> None:
-    """Fill drop_events with ``rows`` rows over 399 days, merged as a settled table."""
+def build(data_dir: Path, rows: int, tag: str, stats_rows: int = 0) -> None:
+    """Fill drop_events with ``rows`` rows over 399 days, merged as a settled table (and
+    discovery_buckets with ``stats_rows`` fetches, :func:`build_stats`)."""
     from store.clickhouse import prepare
     from store.rows import ITEM_KEYS
 
@@ -97,7 +98,8 @@ FROM (SELECT number, ts,
     concat('https://example.invalid/book/', venue_id) AS booking,
     toUnixTimestamp64Milli(ts) AS opened_at_ms, 'snap' AS snapshot_id,
     if(event = 'close', toNullable(opened_at_ms + 60000), NULL) AS closed_at_ms,
-    if(event = 'close', toNullable(60.5), NULL) AS open_seconds, toUInt8(1) AS v,
+    if(event = 'close', toNullable(60.5), NULL) AS open_seconds,
+    CAST(NULL, 'Nullable(Int64)') AS opened_after_ms, 'search' AS read_via, toUInt8(1) AS v,
     toUInt16(0) AS kafka_partition, toUInt64(number) AS kafka_offset
     FROM (SELECT number,
           toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts
@@ -113,13 +115,47 @@ SETTINGS max_partitions_per_insert_block = 0, async_insert = 0,
         "SETTINGS async_insert = 0"
     )
     ch.save_progress(s.drops_topic, {0: rows - 1})
+    if stats_rows:
+        build_stats(ch, stats_rows, span)
     # merged as background merges leave a table that has been running for a while (this
     # short-lived process would otherwise hand them to the API process during the timing)
     ch.command("OPTIMIZE TABLE drop_events FINAL")
     n = ch.query("SELECT count() FROM drop_events")[0][0]
     parts = ch.query("SELECT count() FROM system.parts WHERE table = 'drop_events' AND active")
-    print(f"built {n} rows in {time.time() - t0:.1f}s, active parts {parts[0][0]}", flush=True)
+    stats = ch.query("SELECT count() FROM discovery_buckets")[0][0]
+    print(
+        f"built {n} rows, {stats} stats rows in {time.time() - t0:.1f}s, "
+        f"active parts {parts[0][0]}",
+        flush=True,
+    )
     ch.close()
+
+
+def build_stats(ch: Any, rows: int, span: int) -> None:
+    """Fill discovery_buckets with ``rows`` fetches over the ``span`` seconds before now: 28
+    buckets (14 days ahead of the poll day, 15:00 and 19:00) of two providers, polled in turn,
+    one baseline build in 100; the watched days follow through their materialized view."""
+    step = 2_000_000
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        ch.command(
+            f"""
+INSERT INTO discovery_buckets (market, provider, bucket_id, date, time_slot, kind,
+    snapshot_id, polled_at, duration_ms, venues, slots, complete, failures, requests, retries,
+    kafka_partition, kafka_offset)
+SELECT 'nyc', provider, concat('nyc:', toString(bdate), if(number % 2 = 0, ':1500', ':1900')),
+    bdate, if(number % 2 = 0, '15:00', '19:00'), if(number % 100 = 0, 'baseline', 'poll'),
+    concat('s', toString(intDiv(number, 56))), ts, toUInt32(800 + number % 400),
+    toUInt32(5000), toUInt32(20000 + number % 5000), number % 50 != 0, toUInt32(number % 50 = 0),
+    toUInt32(5000), toUInt32(number % 7 = 0), toUInt16(0), toUInt64(number)
+FROM (SELECT number, if(intDiv(number, 28) % 2 = 0, 'resy', 'opentable') AS provider,
+      toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts,
+      toDate(ts) + intDiv(number % 28, 2) AS bdate
+      FROM numbers({lo}, {hi - lo}))
+SETTINGS max_partitions_per_insert_block = 0, async_insert = 0
+"""
+        )
+    ch.command("OPTIMIZE TABLE discovery_buckets FINAL")
 
 
 def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> None:
@@ -247,24 +283,18 @@ def _rss_kb(pid: int) -> int:
 # ----------------------------------------------------------------------------------- feed
 
 
-def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
+def _build(data_dir: Path, rows: int, stats_rows: int = 0) -> str:
+    """:func:`build` in a child process (its ClickHouse engine goes with it); the tag."""
     tag = uuid.uuid4().hex[:6]
+    cmd = [PY, "-m", "bench.api_bench", "build", "--data-dir", str(data_dir)]
+    cmd += ["--rows", str(rows), "--tag", tag, "--stats-rows", str(stats_rows)]
+    subprocess.run(cmd, check=True)
+    return tag
+
+
+def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
     data_dir = root / "feed"
-    subprocess.run(
-        [
-            PY,
-            "-m",
-            "bench.api_bench",
-            "build",
-            "--data-dir",
-            str(data_dir),
-            "--rows",
-            str(rows),
-            "--tag",
-            tag,
-        ],
-        check=True,
-    )
+    tag = _build(data_dir, rows)
     proc = _start_server(data_dir, tag, port, sink=False, live=False)
     out: dict[str, Any] = {"rows": rows}
     try:
@@ -318,6 +348,50 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
                 "requests": len(lat),
             }
             print(f"/venues/{{id}}: {out['venue']}", flush=True)
+    finally:
+        _stop(proc)
+    return out
+
+
+def bench_scans(rows: int, stats_rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
+    """The requests that scan unless a key bounds them, at ``rows`` drop rows and
+    ``stats_rows`` fetch rows: a feed page from the beginning with a filter that matches
+    nothing (bounded by ``DROPS_FEED_SCAN_MAX``), ``/venues/{id}`` (its days watched) and
+    ``/buckets`` (the window's day partitions)."""
+    data_dir = root / "scans"
+    tag = _build(data_dir, rows, stats_rows)
+    proc = _start_server(data_dir, tag, port, sink=False, live=False)
+    out: dict[str, Any] = {"rows": rows, "stats_rows": stats_rows}
+    base = f"http://127.0.0.1:{port}"
+    rnd = random.Random(11)
+    cases: dict[str, Any] = {
+        "from the beginning, neighborhood matching nothing": lambda: (
+            "/feed",
+            {"since": C.encode({0: -1}), "limit": 100, "neighborhood": "Nowhere"},
+        ),
+        "venue": lambda: (f"/venues/{1000 + rnd.randrange(5000)}", {}),
+        "buckets": lambda: ("/buckets", {}),
+    }
+    try:
+        with httpx.Client(timeout=60) as client:
+            for name, req in cases.items():
+                lat: list[float] = []
+                for i in range(requests + 10):
+                    path, params = req()
+                    t = time.perf_counter()
+                    r = client.get(base + path, params=params)
+                    if i >= 10:  # the first ten warm the caches
+                        lat.append((time.perf_counter() - t) * 1000)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:200]}")
+                out[name] = {
+                    "p50_ms": round(_pct(lat, 0.5), 2),
+                    "p99_ms": round(_pct(lat, 0.99), 2),
+                    "max_ms": round(max(lat), 2),
+                    "requests": len(lat),
+                }
+                print(f"{name}: {out[name]}", flush=True)
+            out["buckets_listed"] = len(client.get(base + "/buckets").json()["buckets"])
     finally:
         _stop(proc)
     return out
@@ -683,6 +757,17 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"{label}, {rows}: p50", doc["p50_ms"], "ms", None, None)
             p99 = doc["p99_ms"]
             add(f"{label}, {rows}: p99", p99, "ms", goal, p99 <= 25 if goal else None)
+    scans = results.get("scans")
+    if scans:
+        size = f"{scans['rows'] / 1e6:g}M drop rows, {scans['stats_rows'] / 1e6:g}M stats rows"
+        labels = {"venue": "/venues/{id}", "buckets": "/buckets"}
+        for name, doc in scans.items():
+            if not isinstance(doc, dict):
+                continue
+            label = labels.get(name, f"/feed {name}")
+            add(f"{label}, {size}: p50", doc["p50_ms"], "ms", None, None)
+            p99 = doc["p99_ms"]
+            add(f"{label}, {size}: p99", p99, "ms", "p99 <= 50 ms", p99 <= 50)
     sse = results.get("sse")
     if sse:
         load = f"{sse['clients']} clients, {sse['rate_per_s']} drops/s"
@@ -720,6 +805,7 @@ def main() -> None:
     b.add_argument("--data-dir", type=Path, required=True)
     b.add_argument("--rows", type=int, required=True)
     b.add_argument("--tag", required=True)
+    b.add_argument("--stats-rows", type=int, default=0, dest="build_stats_rows")
     sv = sub.add_parser("serve")
     sv.add_argument("--data-dir", type=Path, required=True)
     sv.add_argument("--tag", required=True)
@@ -735,11 +821,14 @@ def main() -> None:
     ap.add_argument("--sampled", type=int, default=100, help="SSE clients whose events are timed")
     ap.add_argument("--quick", action="store_true", help="fewer requests, shorter SSE run")
     ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--scan-rows", type=int, default=10_000_000, help="drop rows of the scans")
+    ap.add_argument("--stats-rows", type=int, default=30_000_000, help="stats rows of the scans")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--port", type=int, default=48090)
     ap.add_argument("--skip-feed", action="store_true")
+    ap.add_argument("--skip-scans", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
     ap.add_argument("--skip-snapshot", action="store_true")
     ap.add_argument(
@@ -748,7 +837,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="snapshot -> SSE samples")
     args = ap.parse_args()
     if args.cmd == "build":
-        build(args.data_dir, args.rows, args.tag)
+        build(args.data_dir, args.rows, args.tag, args.build_stats_rows)
         return
     if args.cmd == "clients":
         run_clients(args.port, args.n, args.sampled, args.out, args.query)
@@ -783,6 +872,13 @@ def main() -> None:
             stage(
                 "feed",
                 lambda: bench_feed(args.rows, 1000 if args.quick else 3000, args.port, root),
+            )
+        if not args.skip_scans:
+            stage(
+                "scans",
+                lambda: bench_scans(
+                    args.scan_rows, args.stats_rows, 100 if args.quick else 300, args.port + 3, root
+                ),
             )
         if not args.skip_sse:
             secs = args.seconds or (15.0 if args.quick else 60.0)
