@@ -84,9 +84,10 @@ class Settings(BaseSettings):
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
     heartbeat_interval: float = Field(10.0, description="Seconds between heartbeat log lines")
     processor_instance: str = Field(
-        "0",
-        description="Id of this processor replica, unique per replica and stable across "
-        "restarts (its Kafka transactional.id: a restart aborts a crashed run's transaction)",
+        "",
+        description="Id of this processor replica (its Kafka transactional.id), unique per "
+        "replica and stable across restarts; empty: the replica claims a free slot folder "
+        "under the state folder and keeps a generated id there",
     )
 
     # --- ClickHouse and the API ----------------------------------------------------------
