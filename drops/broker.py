@@ -250,6 +250,7 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
         NewTopic(settings.deadletter_topic, 1, 1, config=big),
         NewTopic(settings.stats_topic, 1, 1, config=big),
+        NewTopic(settings.producer_topic, settings.producer_partitions, 1),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
         20, description="Failed requests in a row that open a provider's circuit breaker"
     )
     breaker_reset: float = Field(30.0, description="Seconds a provider's open breaker waits")
+    producer_group: str = Field(
+        "drops-producer", description="Consumer group of the producer replicas (fail-over)"
+    )
+    producer_topic: str = Field(
+        "drops.producers",
+        description="Assignment topic of the producer replicas: each partition stands for a "
+        "group of streams, polled by the replica the group assigns it to (no records)",
+    )
+    producer_partitions: int = Field(
+        24, description="Partitions of the producers' assignment topic (most useful replicas)"
+    )
 
     # --- processor -----------------------------------------------------------------------
     processor_group: str = Field("drops-processor", description="Consumer group of the processor")

@@ -51,6 +51,8 @@ def isolated_settings(root: Path, tag: str, **overrides: object) -> Settings:
         "stats_topic": f"{tag}.buckets",
         "processor_group": f"{tag}-processor",
         "sink_group": f"{tag}-sink",
+        "producer_group": f"{tag}-producer",
+        "producer_topic": f"{tag}.producers",
         "clickhouse_dsn": f"chdb://{root / 'clickhouse'}",
         "state_path": root / "state",
     }
