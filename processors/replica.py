@@ -14,15 +14,13 @@ own; replicas on separate machines each take slot 0 of their own disk, with dist
 
 from __future__ import annotations
 
-import fcntl
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from drops import slots
 from drops.settings import Settings
-
-MAX_SLOTS = 1024  # far more replicas than any snapshot topic has partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +36,9 @@ def claim(settings: Settings) -> Replica:
     if settings.processor_instance:
         return Replica(settings.processor_instance, settings.state_dir, None)
     root = settings.state_dir
-    root.mkdir(parents=True, exist_ok=True)
-    for k in range(MAX_SLOTS):
-        folder = root / f"replica-{k}"
-        folder.mkdir(exist_ok=True)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # a live replica holds it
-        return Replica(_instance_id(folder), folder, fd)
-    raise RuntimeError(f"no free processor replica slot under {root}")
+    k, fd = slots.claim(lambda k: root / f"replica-{k}" / "lock")
+    folder = root / f"replica-{k}"
+    return Replica(_instance_id(folder), folder, fd)
 
 
 def _instance_id(folder: Path) -> str:
