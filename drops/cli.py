@@ -96,6 +96,12 @@ def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     return chaos_main(args.rest)
 
 
+def _scale(args: argparse.Namespace, settings: Settings) -> int:
+    from drops.scale import main as scale_main
+
+    return scale_main(args.rest)
+
+
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
     from drops.settings_doc import markdown_table
 
@@ -117,11 +123,12 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
     "bench": ("run every benchmark and print one table (--quick, --write)", _bench),
     "chaos": ("run the pipeline under faults and kills; compare with the reference", _chaos),
+    "scale": ("run 2 replicas of every stage, kill one of each; check every feed", _scale),
     "settings": ("print the settings table (env vars DROPS_*)", _settings),
 }
 
 
-PASS_THROUGH = {"bench", "chaos"}
+PASS_THROUGH = {"bench", "chaos", "scale"}
 
 
 def main(argv: list[str] | None = None) -> int:

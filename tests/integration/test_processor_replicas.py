@@ -45,7 +45,7 @@ def members(settings: Settings) -> dict[str, set[int]]:
 def instance(proc: ProcessorProc) -> str:
     found = re.findall(r"instance[=\"': ]+([0-9a-f]{12})", proc.log())
     assert found, proc.log()[-2000:]
-    return found[-1]
+    return str(found[-1])
 
 
 def test_two_replicas_split_partitions_and_survive_a_kill_9(
