@@ -139,8 +139,12 @@ class Data:
         """Each bucket of the window: baseline size, last poll, lag and status."""
         rows = self.ch.query_dicts(
             "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
-            "argMaxIf(slots, polled_at, kind = 'baseline') AS baseline_slots, "
-            "maxIf(polled_at, kind = 'baseline') AS baseline_at, "
+            # the baseline: the last baseline build, else the stream's first fetch (the
+            # processor takes a stream's first snapshot as its baseline when it has none)
+            "if(countIf(kind = 'baseline') > 0, argMaxIf(slots, polled_at, kind = 'baseline'), "
+            "argMin(slots, polled_at)) AS baseline_slots, "
+            "if(countIf(kind = 'baseline') > 0, maxIf(polled_at, kind = 'baseline'), "
+            "min(polled_at)) AS baseline_at, "
             "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
             "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
             "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "

@@ -151,6 +151,8 @@ class Processor:
         )
         if out.ignored:
             log.info("part_ignored", key=snap.key, snapshot_id=snap.snapshot_id, why=out.ignored)
+        if snap.kind == "rebaseline":  # an operator's: the stream's next snapshot is its baseline
+            log.info("rebaseline_pending", key=snap.key, snapshot_id=snap.snapshot_id)
         return [Out(e.key.encode(), encode(e)) for e in events]
 
     def _dead_letter(self, value: Any, key: Any, error: str) -> Out:

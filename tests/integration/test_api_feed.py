@@ -133,6 +133,9 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
         [
             make_stats(kind="baseline", slots=300, date="2099-01-01"),
             make_stats(slots=310, date="2099-01-01"),
+            # a bucket without a baseline build: its first fetch is the processor's baseline
+            make_stats(slots=200, date="2099-01-02", polled_at_ms=now - 30_000),
+            make_stats(slots=210, date="2099-01-02", polled_at_ms=now),
         ]
     )
     wait_for(lambda: len(read_all(api.url, None, 100)[0]) == 6)
@@ -143,9 +146,11 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
     assert httpx.get(api.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(api.url + "/readyz").json()
     assert ready["ready"] and ready["checks"]["kafka"] and ready["checks"]["clickhouse"]
-    b = wait_for(lambda: httpx.get(api.url + "/buckets").json()["buckets"])
+    b = wait_for(lambda: (r := httpx.get(api.url + "/buckets").json()["buckets"])[1:] and r)
     assert b[0]["baseline_slots"] == 300 and b[0]["last_poll_slots"] == 310
     assert b[0]["status"] == "ok" and b[0]["lag_seconds"] is not None
+    assert (b[1]["baseline_slots"], b[1]["baseline_at_ms"]) == (200, now - 30_000)
+    assert b[1]["last_poll_slots"] == 210 and b[1]["polls"] == 2
     vr = httpx.get(api.url + f"/venues/{fresh[1].venue_id}")
     assert vr.status_code == 200
     vdoc = vr.json()

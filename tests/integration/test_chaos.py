@@ -14,6 +14,7 @@ from drops import chaos
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
+@pytest.mark.timeout(600)  # ~3 min here: a 70 s storm, the stages' starts, the settling
 def test_short_chaos_run_serves_exactly_the_reference(tmp_path: Path) -> None:
     cfg = chaos.Config(
         seconds=70, seed=3, disrupt_every=12, open_every=1.0, days=2, producer_down=(15, 25)

@@ -201,3 +201,54 @@ def test_kill_9_and_restart_lose_and_repeat_nothing(
         assert proc.stop() == 0, proc.log()[-3000:]
     assert kills == 2
     assert as_events(drops(settings)) == expected
+
+
+def test_drops_rebaseline_is_honoured_by_the_processor(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """`drops rebaseline --bucket` writes its marker into the stream's partition, in order with
+    its snapshots: the next snapshot is the stream's new baseline, nothing of it drops."""
+    import subprocess
+    import sys
+
+    from drops.pipeline import settings_env
+    from producers import rebaseline
+
+    settings = kafka_settings.model_copy(update={"commit_interval": 0.2})
+    job = rebaseline.plan(settings, [], market=settings.market)[4][0]  # (not today's buckets)
+    b = job.bucket
+
+    def at(snap: Snapshot) -> Snapshot:
+        d = snap.to_dict()
+        d.update(bucket_id=b.bucket_id, date=b.date.isoformat(), time_slot=b.time_slot)
+        from schemas.records import snapshot_from_dict
+
+        return snapshot_from_dict(orjson.loads(orjson.dumps(d)))
+
+    first = [snapshot("p1", 1_000, S((0, 0))), snapshot("p2", 2_000, S((0, 0), (1, 1)))]
+    write(settings, [at(s) for s in first])
+    cli = subprocess.run(
+        [sys.executable, "-m", "drops.cli", "rebaseline", "--bucket", b.bucket_id],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr.decode()[-2000:]
+    assert orjson.loads(cli.stdout.splitlines()[-1]) == {"rebaseline": [job.key]}
+    write(
+        settings,
+        [
+            at(snapshot("p3", 3_000, S((0, 0), (1, 1), (2, 2)))),  # the new baseline
+            at(snapshot("p4", 4_000, S((0, 0), (1, 1), (2, 2), (3, 3)))),
+        ],
+    )
+    proc = ProcessorProc(settings, tmp_path / "processor.log")
+    try:
+        wait_processed(settings, proc, 90)
+    finally:
+        assert proc.stop() == 0, proc.log()[-3000:]
+    got = [(d.event, d.slot_id, d.opened_at_ms, d.opened_after_ms) for d in drops(settings)]
+    assert got == [
+        ("open", UNIVERSE[1, 1].slot_id, 2_000, 1_000),
+        ("open", UNIVERSE[3, 3].slot_id, 4_000, 3_000),
+    ]
