@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import anyio
 import orjson
 from anyio import to_thread
+from prometheus_client.core import Metric
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,12 +35,12 @@ from api import cursor as C
 from api.data import Data, feed_body
 from api.hub import Client, Hub, render
 from api.items import sse_raw
+from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
 from api.openapi import openapi
 from api.params import (
     KNOWN_PROVIDERS,
     Allowed,
-    BadRequest,
     Filters,
     check_known,
     int_param,
@@ -49,14 +49,48 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
+from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
-from sinks.clickhouse import ClickHouse
-from sinks.service import SinkThread, prepare
+from store.clickhouse import ClickHouse, prepare
 
 log = get_log("api")
 STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = ("/", "/healthz", "/readyz", "/static", "/openapi.json")
+
+
+class SinkView(Protocol):
+    """What the API reads of a sink running in this process."""
+
+    head: dict[int, int]
+    paused: bool
+
+    @property
+    def totals(self) -> Any: ...
+
+
+class InProcessSink(Protocol):
+    """A sink run by a thread of this process (``drops api --with-sink``; required with chDB,
+    where one process owns the data folder). The shell builds it (``sinks.service.SinkThread``):
+    the API starts it, reads it, serves its metrics (``collect``) and stops it, and never
+    imports the sink stage."""
+
+    restarts: int
+
+    def collect(self) -> Iterable[Metric]: ...
+
+    @property
+    def sink(self) -> SinkView: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> InProcessSink: ...
+
+    def close(self, timeout: float = 30.0) -> None: ...
+
+
+SinkFactory = Callable[[Settings, ClickHouse], InProcessSink]
 
 
 class JSON(JSONResponse):
@@ -67,6 +101,7 @@ class JSON(JSONResponse):
 class State:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.clock = settings.clock()
         self.metrics = Metrics()
         self.allowed = Allowed(
             markets=frozenset(m.strip() for m in settings.market.split(",") if m.strip()),
@@ -78,7 +113,7 @@ class State:
         self.ch: ClickHouse | None = None
         self.data: Data | None = None
         self.hub: Hub | None = None
-        self.sink: SinkThread | None = None
+        self.sink: InProcessSink | None = None
         self.closing = False
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
         # set by sse-starlette when it sees the server shut down (shared by every stream)
@@ -121,14 +156,14 @@ async def just_opened(request: Request) -> Response:
     limit, filters = parse_just_opened(_q(request), st.allowed)
     items = await _db(st.db().just_opened, st.s.just_opened_minutes, filters, limit)
     return JSON(
-        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": int(time.time() * 1000)}
+        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": st.clock.now_ms()}
     )
 
 
 async def buckets(request: Request) -> Response:
     st = _st(request)
     check_known(_q(request), ())
-    today = datetime.now(ZoneInfo(st.s.time_zone)).date().isoformat()
+    today = st.clock.now().astimezone(ZoneInfo(st.s.time_zone)).date().isoformat()
     rows = await _db(st.db().buckets, st.s.market, today, st.s.poll_interval)
     return JSON({"buckets": rows, "market": st.s.market, "today": today})
 
@@ -155,7 +190,8 @@ async def by_hour(request: Request) -> Response:
     q = _q(request)
     check_known(q, ("hours",))
     hours = int_param(q, "hours", 1, 24 * 14, 24)
-    return JSON({"hours": await _db(st.db().by_hour, hours), "time_zone": st.s.time_zone})
+    rows = await _db(st.db().by_hour, hours)
+    return JSON({"hours": rows, "time_zone": st.s.time_zone, "as_of_ms": st.clock.now_ms()})
 
 
 async def healthz(request: Request) -> Response:
@@ -187,7 +223,7 @@ def _kafka_ok(bootstrap: str) -> bool:
 
 
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(_st(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(_st(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def openapi_json(request: Request) -> Response:
@@ -280,8 +316,7 @@ async def _events(
                 await client.wake.wait()
             if client.closing:
                 return
-            if client.dropped:
-                st.metrics.inc("drops_sse_dropped_total", help_text="slow SSE clients dropped")
+            if client.dropped:  # counted by the hub (drops_sse_dropped_clients_total)
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
             if client.queue:
@@ -422,19 +457,19 @@ def create_app(
     settings: Settings,
     *,
     ch: ClickHouse | None = None,
-    with_sink: bool = False,
+    sink: SinkFactory | None = None,
     live: bool = True,
 ) -> Starlette:
     """The API. ``ch``: an open ClickHouse (else opened and migrated here, closed at the end);
-    ``with_sink``: run the sink in this process; ``live``: run the Kafka live tail for SSE."""
+    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE."""
     st = State(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = ch is None
         st.ch = ch if ch is not None else await to_thread.run_sync(prepare, settings)
-        if with_sink:
-            st.sink = SinkThread(settings, st.ch).start()
+        if sink is not None:
+            st.sink = sink(settings, st.ch).start()
         thread = st.sink  # its sink is replaced if it fails: always read it through the thread
         st.data = Data(
             st.ch,
@@ -442,6 +477,7 @@ def create_app(
             settings.time_zone,
             live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
+            clock=st.clock,
         )
         if live:
             st.hub = Hub(settings)
@@ -449,7 +485,7 @@ def create_app(
             st.hub.exiting = lambda: shutdown.is_set() or (st.exiting is not None and st.exiting())
             st.hub.start(asyncio.get_running_loop())
         _gauges(st)
-        log.info("api_started", with_sink=with_sink, live=live, chdb=st.ch.is_chdb)
+        log.info("api_started", with_sink=sink is not None, live=live, chdb=st.ch.is_chdb)
         try:
             yield
         finally:
@@ -503,25 +539,18 @@ def _gauges(st: State) -> None:
     if st.hub is not None:
         hub = st.hub
         m.gauge("drops_sse_clients", lambda: len(hub.clients), "Connected SSE clients")
-        m.gauge("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
+        m.counter("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
         m.gauge("drops_sse_ring_events", lambda: len(hub.ring), "Events in the reconnect ring")
-        m.gauge(
+        m.counter(
             "drops_sse_dropped_clients_total", lambda: hub.dropped_clients, "Slow clients dropped"
         )
-        m.gauge(
+        m.counter(
             "drops_sse_cut_clients_total",
             lambda: hub.cut_clients,
             "Clients disconnected because a send stalled",
         )
     if st.sink is not None:
-        t = st.sink  # read the sink through its thread: a failed sink is replaced
-        m.gauge("drops_sink_rows_total", lambda: t.sink.totals.drops, "Drop rows stored")
-        m.gauge("drops_sink_skipped_total", lambda: t.sink.totals.skipped, "Duplicates skipped")
-        m.gauge(
-            "drops_sink_deadletters_total", lambda: t.sink.totals.deadletters, "Records rejected"
-        )
-        m.gauge("drops_sink_paused", lambda: int(t.sink.paused), "1 while ClickHouse is failing")
-        m.gauge("drops_sink_restarts_total", lambda: t.restarts, "Sink restarts after failures")
+        m.register(st.sink)  # the sink's own metrics (sinks.service.sink_readings)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

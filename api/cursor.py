@@ -20,6 +20,8 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 
+from drops.errors import DropsError
+
 Cursor = dict[int, int]
 
 VERSION = 1
@@ -27,7 +29,7 @@ MAX_PARTITIONS = 4096
 MAX_OFFSET = (1 << 63) - 1
 
 
-class CursorError(ValueError):
+class CursorError(DropsError, ValueError):
     """A cursor that cannot be decoded."""
 
 

@@ -15,7 +15,8 @@ import orjson
 from api import cursor as C
 from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
-from sinks.clickhouse import ClickHouse
+from drops.clock import Clock
+from store.clickhouse import ClickHouse
 
 FeedRow = tuple[int, int, bytes]
 """One feed row: ``(kafka_offset, kafka_partition, item JSON bytes)``."""
@@ -33,8 +34,10 @@ class Data:
         *,
         live_head: Callable[[], Mapping[int, int]] | None = None,
         head_ttl: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self.ch = ch
+        self.clock = clock or Clock()
         self.topic = drops_topic
         if "'" in time_zone or "\\" in time_zone:
             raise ValueError("bad time zone")
@@ -121,7 +124,7 @@ class Data:
         self, minutes: int, filters: Filters, limit: int, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Open events of the last ``minutes`` whose slot has not closed since, newest first."""
-        since = (now or datetime.now(UTC)) - timedelta(minutes=minutes)
+        since = (now or self.clock.now()) - timedelta(minutes=minutes)
         where, params = filters.sql()
         params["since"] = since
         sql = (
@@ -154,7 +157,7 @@ class Data:
             "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
             {"m": market, "today": datetime.fromisoformat(today).date()},
         )
-        now = datetime.now(UTC)
+        now = self.clock.now()
         out = []
         for r in rows:
             last = _aware(r["last_poll_at"])
@@ -254,7 +257,7 @@ class Data:
             f"SELECT toUnixTimestamp(toStartOfHour(opened_at, '{self.tz}')) AS h, count() "
             "FROM drop_events WHERE event = 'open' AND opened_at >= %(since)s "
             "GROUP BY h ORDER BY h",
-            {"since": datetime.now(UTC) - timedelta(hours=hours)},
+            {"since": self.clock.now() - timedelta(hours=hours)},
         )
         return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
 

@@ -31,6 +31,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from api import cursor as C
 from api.items import item_from_event, sse_raw
 from api.params import Filters
+from drops.errors import InvariantError
 from drops.log import Heartbeat, get_log
 from drops.settings import Settings
 from schemas import SchemaError, decode_drop
@@ -186,7 +187,8 @@ class Hub:
     def _tick(self) -> None:
         """Once a second on the loop: when the server shuts down, end every client's stream
         (each generator returns, so sse-starlette completes the response cleanly)."""
-        assert self._loop is not None
+        if self._loop is None:
+            raise InvariantError("the hub is not started")
         if self.exiting is not None and self.exiting() and self.clients:
             self.close_clients()
         if not self._stop.is_set():
@@ -266,7 +268,8 @@ class Hub:
         self.position = C.merge(self.position, start)
 
     def _call(self, fn: Any, *args: Any) -> None:
-        assert self._loop is not None
+        if self._loop is None:
+            raise InvariantError("the hub is not started")
         self._loop.call_soon_threadsafe(fn, *args)
 
     def _consume(self, consumer: Consumer, start: C.Cursor, beat: Heartbeat) -> None:
@@ -287,7 +290,8 @@ class Hub:
                     log.warning("live_tail_consume_error", error=str(m.error()))
                     continue
                 p, o = m.partition(), m.offset()
-                assert p is not None and o is not None
+                if p is None or o is None:
+                    raise InvariantError("a consumed message without partition or offset")
                 try:
                     ev = decode_drop(m.value())
                 except SchemaError:

@@ -1,6 +1,6 @@
 """One feed item, the same whether it comes from ClickHouse or from the live tail (pure).
 
-The sink stores each item's JSON (``sinks.rows.item_json``) in ``drop_events.item``; the feed
+The sink stores each item's JSON (``store.rows.item_json``) in ``drop_events.item``; the feed
 and the SSE stream send those bytes as they are. :func:`item_from_row` renders rows stored
 before that column existed.
 """
@@ -15,7 +15,7 @@ import orjson
 
 from api import cursor as C
 from schemas import DropEvent
-from sinks.rows import DROP_COLUMNS, ITEM_KEYS, dt_to_ms, item_dict
+from store.rows import DROP_COLUMNS, ITEM_KEYS, dt_to_ms, item_dict
 
 __all__ = ["ITEM_KEYS", "SELECT_COLUMNS", "canonical", "item_from_event", "item_from_row"]
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from api.params import KNOWN_PROVIDERS
 from drops.settings import Settings
+from schemas import DropEvent
+from schemas.shapes import properties
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_\-]{1,20000}$"
@@ -32,34 +34,9 @@ def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, 
 
 ITEM = _obj(
     {
-        "event": {"type": "string", "enum": ["open", "close"]},
-        "dedupe_key": STR,
-        "bucket_id": STR,
-        "market": STR,
-        "provider": STR,
+        # the drop record's fields, from its dataclass (schemas.shapes), then the log position
+        **properties(DropEvent),
         "date": {"type": "string", "format": "date"},
-        "time_slot": STR,
-        "slot_id": STR,
-        "venue_id": STR,
-        "venue_name": STR,
-        "neighborhood": STR,
-        "actual_time": STR,
-        "time_zone": STR,
-        "seating_types": {"type": "array", "items": STR},
-        "party_min": INT,
-        "party_max": INT,
-        "booking": STR,
-        "opened_at_ms": INT,
-        "snapshot_id": STR,
-        "closed_at_ms": INT_OR_NULL,
-        "open_seconds": NUM_OR_NULL,
-        "opened_after_ms": {
-            **INT_OR_NULL,
-            "description": "epoch ms of the stream's last complete poll before the one that "
-            "saw the slot open: it opened after this (after an outage, the last poll before "
-            "the gap); null when unknown; absent from items stored from drop records v1",
-        },
-        "v": INT,
         "kafka_partition": INT,
         "kafka_offset": INT,
     }
@@ -318,6 +295,7 @@ def openapi(s: Settings) -> dict[str, Any]:
                                 "items": _obj({"hour_ms": INT, "drops": INT}),
                             },
                             "time_zone": STR,
+                            "as_of_ms": INT,
                         }
                     )
                 ),

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from api import cursor as C
+from drops.errors import BadRequest, InvariantError
 
 KNOWN_PROVIDERS = frozenset({"resy", "opentable"})
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -31,16 +32,6 @@ FILTER_PARAMS = (
     "party_size",
     "event",
 )
-
-
-class BadRequest(ValueError):
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
-
-    def body(self) -> dict[str, str]:
-        return {"error": "bad_request", "param": self.param, "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +170,8 @@ def _int(q: Query, name: str, lo: int, hi: int, default: int | None) -> int | No
 
 def int_param(q: Query, name: str, lo: int, hi: int, default: int) -> int:
     value = _int(q, name, lo, hi, default)
-    assert value is not None
+    if value is None:
+        raise InvariantError(f"{name}: no value and no default")
     return value
 
 
@@ -252,7 +244,8 @@ def parse_cursor(raw: str | None, name: str = "since") -> C.Cursor | None:
 def parse_feed(q: Query, allowed: Allowed) -> FeedRequest:
     check_known(q, ("since", "limit", *FILTER_PARAMS))
     limit = _int(q, "limit", 1, allowed.max_limit, 100)
-    assert limit is not None
+    if limit is None:
+        raise InvariantError("limit: no value and no default")
     return FeedRequest(
         since=parse_cursor(_one(q, "since")), limit=limit, filters=parse_filters(q, allowed)
     )
@@ -274,5 +267,6 @@ def parse_stream(
 def parse_just_opened(q: Query, allowed: Allowed) -> tuple[int, Filters]:
     check_known(q, ("limit", *FILTER_PARAMS))
     limit = _int(q, "limit", 1, allowed.max_limit, 200)
-    assert limit is not None
+    if limit is None:
+        raise InvariantError("limit: no value and no default")
     return limit, parse_filters(q, allowed)

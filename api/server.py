@@ -1,8 +1,9 @@
 """``drops api``: serve the app with uvicorn until SIGTERM/SIGINT.
 
 With the embedded chDB engine only one process may open the data folder, so the sink must
-run inside this process (``with_sink=True``, ``drops api --with-sink``); with a ClickHouse
-server, the sink can run as its own process (``drops sink``) and any number of API replicas.
+run inside this process (``drops api --with-sink``: the shell passes ``sink=SinkThread``); with
+a ClickHouse server, the sink can run as its own process (``drops sink``) and any number of
+API replicas.
 
 Replicas with the embedded engine: each ``drops api --with-sink`` on one data folder claims
 a replica slot of its own (:func:`embedded_replica`): slot 0 is the configured chDB folder
@@ -14,33 +15,34 @@ on any other.
 
 from __future__ import annotations
 
-import gc
 import logging
 from pathlib import Path
 
 import uvicorn
 
-from api.app import create_app
-from drops import broker, slots
+from api.app import SinkFactory, create_app
+from drops import slots
 from drops.log import configure, get_log
+from drops.runtime import tune_gc
 from drops.settings import Settings
+from drops.topics import ensure_topics
 
 log = get_log("api")
 
 
-def run(settings: Settings, with_sink: bool = False) -> None:
+def run(settings: Settings, sink: SinkFactory | None = None) -> None:
     configure(settings.log_level, settings.log_format)
-    if settings.uses_chdb and not with_sink:
+    if settings.uses_chdb and sink is None:
         log.warning(
             "chdb_without_sink",
             hint="with chDB the sink cannot run in another process: use --with-sink",
         )
-    if settings.uses_chdb and with_sink:
+    if settings.uses_chdb and sink is not None:
         settings, slot = embedded_replica(settings)
         log.info("api_replica", slot=slot, clickhouse=settings.clickhouse_url,
                  sink_group=settings.sink_group)  # fmt: skip
-    broker.ensure_topics(settings)
-    app = create_app(settings, with_sink=with_sink)
+    ensure_topics(settings)
+    app = create_app(settings, sink=sink)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -51,7 +53,7 @@ def run(settings: Settings, with_sink: bool = False) -> None:
         backlog=4096,
     )
     server = uvicorn.Server(config)
-    tune_gc()
+    tune_gc(*GC_THRESHOLD)
     app.state.drops.exiting = lambda: bool(server.should_exit)
     logging.getLogger("uvicorn.error").addFilter(quiet_cut_clients)
     log.info("api_listening", url=f"http://{settings.api_host}:{settings.api_port}/")
@@ -73,21 +75,18 @@ def embedded_replica(settings: Settings) -> tuple[Settings, int]:
     ), k
 
 
-def tune_gc() -> None:
-    """Shorter and rarer full garbage collections while serving (call once, after imports).
+GC_THRESHOLD = (10_000, 10, 10)
+"""Shorter and rarer full garbage collections while serving (``drops.runtime.tune_gc``).
 
-    A full collection walks every tracked object and holds the event loop meanwhile, so its
-    pause lands in the SSE delivery tail. Each idle sse-starlette client holds about 250
-    tracked objects (its task group: five tasks, their coroutines, cancel scopes, events), so
-    at 1,000 clients a full collection took 100-230 ms here (2 cores, other load). Freezing
-    what exists after start-up (about 100k objects of imported modules) takes them out of
-    every collection, and a larger young generation (10,000 instead of 700 allocations)
-    makes collections of all generations rarer: measured over a 20 s bench run at 1,000
-    clients x 200 drops/s, 7 -> 2 full collections, 1.3 s -> 0.3 s in the collector.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+A full collection walks every tracked object and holds the event loop meanwhile, so its
+pause lands in the SSE delivery tail. Each idle sse-starlette client holds about 250
+tracked objects (its task group: five tasks, their coroutines, cancel scopes, events), so
+at 1,000 clients a full collection took 100-230 ms here (2 cores, other load). Freezing
+what exists after start-up (about 100k objects of imported modules) takes them out of
+every collection, and a larger young generation (10,000 instead of 700 allocations)
+makes collections of all generations rarer: measured over a 20 s bench run at 1,000
+clients x 200 drops/s, 7 -> 2 full collections, 1.3 s -> 0.3 s in the collector.
+"""
 
 
 def quiet_cut_clients(record: logging.LogRecord) -> bool:

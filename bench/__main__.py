@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from drops import broker
 from drops.log import get_log
 from drops.settings import Settings
+from shell import broker
 
 log = get_log("bench")
 
@@ -103,7 +103,7 @@ def run_module(name: str, quick: bool, env: dict[str, str]) -> tuple[list[Figure
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="drops bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="drops bench", description=(__doc__ or "").replace("``", "`"))
     ap.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes in all")
     ap.add_argument("--only", choices=sorted(MODULES), action="append", help="run only these")
     ap.add_argument("--write", action="store_true", help="write docs/benchmarks.md")

@@ -63,8 +63,8 @@ def _settings(data_dir: Path, tag: str, port: int, **extra: Any) -> Any:
 
 def build(data_dir: Path, rows: int, tag: str) -> None:
     """Fill drop_events with ``rows`` rows over 399 days, merged as a settled table."""
-    from sinks.rows import ITEM_KEYS
-    from sinks.service import prepare
+    from store.clickhouse import prepare
+    from store.rows import ITEM_KEYS
 
     s = _settings(data_dir, tag, 0)
     ch = prepare(s)
@@ -126,12 +126,14 @@ def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> N
     import uvicorn
 
     from api.app import create_app
-    from drops import broker
+    from shell import broker
 
     s = _settings(data_dir, tag, port)
     if live or with_sink:
         broker.ensure_topics(s)
-    app = create_app(s, with_sink=with_sink, live=live)
+    from sinks.service import SinkThread
+
+    app = create_app(s, sink=SinkThread if with_sink else None, live=live)
 
     async def receipts(request: Any) -> Any:
         from api.app import JSON
@@ -167,9 +169,10 @@ def serve(data_dir: Path, tag: str, port: int, with_sink: bool, live: bool) -> N
 
     app.router.routes.insert(0, Route("/_bench/receipts", receipts))
     app.router.routes.insert(0, Route("/_bench/gc", gc_stats))
-    from api.server import tune_gc
+    from api.server import GC_THRESHOLD
+    from drops.runtime import tune_gc
 
-    tune_gc()  # as api.server.run does
+    tune_gc(*GC_THRESHOLD)  # as api.server.run does
     gc.callbacks.append(on_gc)
     uvicorn.run(
         app,
@@ -575,8 +578,8 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
     SSE clients: from the snapshot's produce to each client's receipt of its drop."""
     from confluent_kafka import Producer
 
-    from drops import broker
     from schemas import Slot, Snapshot, bucket_id, encode
+    from shell import broker
 
     tag = uuid.uuid4().hex[:6]
     data_dir = root / "e2e"

@@ -30,12 +30,12 @@ import numpy.typing as npt
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench.processor_harness import ProcessorProc, wait_processed
 from domain import rule
-from drops import broker
 from drops.settings import Settings
 from processors.state import StateStore
 from schemas import Slot, Snapshot, decode_snapshot, encode, pack_snapshot, slot_id_int
-from tests.integration.test_processor_harness import ProcessorProc, wait_processed
+from shell import broker
 
 TTL_MS = 7_200_000
 SLOTS_PER_VENUE = 10

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import orjson
 
+from drops.runtime import tune_gc
 from drops.settings import Settings
 from producers.providers import factory
-from producers.service import ProducerService, RecordWriter, tune_gc
+from producers.service import GC_THRESHOLD, ProducerService, RecordWriter
 from simulator.control import SimControl
 
 
@@ -50,14 +51,14 @@ def proc_cpu(pid: int) -> float:
 async def cycles(settings: Settings, n: int, kafka: bool, sim_pid: int) -> list[dict[str, float]]:
     writer: RecordWriter
     if kafka:
-        from drops import broker
         from producers.kafka import Writer
+        from shell import broker
 
         broker.ensure_topics(settings)
         writer = Writer(settings)
     else:
         writer = NullWriter()
-    tune_gc()  # as producers.service.run does
+    tune_gc(*GC_THRESHOLD)  # as producers.service.run does
     providers = factory.build(settings)
     service = ProducerService(settings, providers, writer)
     out = []
@@ -92,7 +93,7 @@ def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
         "DROPS_LOG_LEVEL": "WARNING",
     }
     sim = subprocess.Popen(
-        [sys.executable, "-m", "drops.cli", "simulate"], env=env, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "shell.cli", "simulate"], env=env, stdin=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{args.port}"
     try:

@@ -15,32 +15,115 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from drops import broker
-from drops.pipeline import free_port
+from bench.pipeline import free_port, settings_env
+from bench.processor_bench import history, producer, universe
+from bench.processor_harness import ProcessorProc, committed, wait_processed
 from drops.settings import Settings
 from producers.core import stream_part
+from schemas import decode_snapshot
+from shell import broker
 from simulator.control import serve
 from simulator.market import Market
 from simulator.server import create_app
-from tests.integration.test_processor_harness import (
-    ProcessorProc,
-    committed,
-    random_history,
-    wait_processed,
-    write,
-)
-from tests.integration.test_processor_replicas import members
-from tests.integration.test_producer_replicas import held, polls, produce
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- probes (tests use them too)
+
+
+def produce(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``drops produce`` as a child process, its output appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shell.cli", "produce"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def held(log: Path) -> set[int] | None:
+    """The assignment partitions a producer replica holds, from its last fleet line."""
+    found = re.findall(r"fleet_(?:assigned|revoked|lost).*?held[=\"': ]+\[([0-9, ]*)\]",
+                       log.read_text(errors="replace"))  # fmt: skip
+    if not found:
+        return None
+    return {int(x) for x in found[-1].split(",") if x.strip()}
+
+
+def polls(settings: Settings) -> dict[str, list[int]]:
+    """Each stream's polls (polled_at_ms of part 0) on the snapshot topic, in order."""
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
+                  "enable.partition.eof": True, "enable.auto.commit": False})  # fmt: skip
+    topic = settings.snapshot_topic
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: dict[str, list[int]] = defaultdict(list)
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(at_end) < len(parts) and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None:
+            assert err.code() == KafkaError._PARTITION_EOF, err
+            at_end.add(msg.partition())
+            continue
+        snap = decode_snapshot(msg.value())
+        if snap.part == 0:
+            out[snap.key].append(snap.polled_at_ms)
+    c.close()
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def members(settings: Settings) -> dict[str, set[int]]:
+    """The processor group's live members (group instance id) and their partitions."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for _ in range(5):  # a loaded broker may answer late
+        desc = admin.describe_consumer_groups([settings.processor_group])
+        try:
+            group = desc[settings.processor_group].result(timeout=10)
+            break
+        except TimeoutError:
+            continue
+        except KafkaException:  # no coordinator for the group yet
+            return {}
+    else:
+        raise AssertionError("the group was not described in 5 tries")
+    return {
+        m.group_instance_id or m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
+        for m in group.members
+    }
+
+
+def write_history(settings: Settings, streams: int, polls_n: int) -> int:
+    """Seeded snapshot records of ``streams`` buckets (1,000 slots, ~1 % change a poll)."""
+    us = [universe(b, 1_000 + 1_000 // 50) for b in range(streams)]
+    p = producer(settings)
+    n = 0
+    for key, value, _ in history(streams, 1_000, polls_n, 2_000, us):
+        p.produce(settings.snapshot_topic, key=key, value=value)
+        p.poll(0)
+        n += 1
+    assert p.flush(60) == 0
+    return n
 
 
 def settings_for(work: Path, tag: str, **kw: Any) -> Settings:
@@ -96,8 +179,7 @@ def processor_throughput(work: Path, polls_n: int, replicas: int) -> float:
     """Snapshot records a second through ``replicas`` processors (start to all committed)."""
     s = settings_for(work, f"pt{uuid.uuid4().hex[:6]}")
     broker.ensure_topics(s)
-    hist = random_history(seed=21, streams=16, polls=polls_n)
-    write(s, hist)
+    n = write_history(s, 16, polls_n)
     started = time.monotonic()
     procs = [ProcessorProc(s, work / f"{s.processor_group}-{i}.log") for i in range(replicas)]
     try:
@@ -105,7 +187,7 @@ def processor_throughput(work: Path, polls_n: int, replicas: int) -> float:
     finally:
         for p in procs:
             p.stop()
-    return len(hist) / (time.monotonic() - started)
+    return n / (time.monotonic() - started)
 
 
 def processor_failover(work: Path, polls_n: int) -> float:
@@ -113,9 +195,7 @@ def processor_failover(work: Path, polls_n: int) -> float:
     partitions the killed one held (its session timeout, 15 s, is most of it)."""
     s = settings_for(work, f"pk{uuid.uuid4().hex[:6]}")
     broker.ensure_topics(s)
-    hist = random_history(seed=22, streams=16, polls=polls_n)
-    half = len(hist) // 3
-    write(s, hist[:half])
+    write_history(s, 16, polls_n)
     a = ProcessorProc(s, work / f"{s.processor_group}-a.log")
     b = ProcessorProc(s, work / f"{s.processor_group}-b.log")
     try:
@@ -129,7 +209,7 @@ def processor_failover(work: Path, polls_n: int) -> float:
         before = committed(s)
         a.kill9()
         killed = time.monotonic()
-        write(s, hist[half:])  # snapshots for every partition, the moved ones included
+        write_history(s, 16, 3)  # snapshots for every partition, the moved ones included
         while not any(committed(s).get(p, -1) > before.get(p, -1) for p in moved):
             assert time.monotonic() - killed < 180, "the survivor never took over"
             time.sleep(0.1)
@@ -141,8 +221,6 @@ def processor_failover(work: Path, polls_n: int) -> float:
 
 
 def claim_id(p: ProcessorProc) -> str:
-    import re
-
     found = re.findall(r'"instance": ?"([0-9a-f]{12})"', p.log())
     assert found, p.log()[-2000:]
     return str(found[-1])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from drops.errors import InvariantError
 from schemas import ids
 
 SLIDE_AT = time(2, 5)
@@ -76,7 +77,7 @@ def next_slide(now: datetime, tz: ZoneInfo, slide_at: time = SLIDE_AT) -> dateti
             candidate = _end_of_gap(shown, tz)
         if candidate > now:
             return candidate
-    raise AssertionError("unreachable: a slide happens every day")
+    raise InvariantError("unreachable: a slide happens every day")
 
 
 def _end_of_gap(after: datetime, tz: ZoneInfo) -> datetime:

@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from domain import slotsets
 from domain.slotsets import EMPTY, IdArray
+from drops.errors import InvariantError
 from schemas import DropEvent, Slot, Snapshot, SnapshotView, dedupe_key
 
 Mode = Literal["baseline", "poll"]
@@ -168,7 +169,8 @@ def apply(state: BucketState, snap: SnapshotView | Snapshot, seen_ttl_ms: int) -
 
     # a baseline build: its parts become the baseline when the snapshot ends (_finish)
     if state.acc_mode == "poll":
-        assert state.baseline is not None
+        if state.baseline is None:
+            raise InvariantError("a poll accumulated before the stream's baseline")
         new = slotsets.minus(slotsets.minus(curr, state.prev), state.baseline)
         new = slotsets.minus(new, state.seen_ids)  # expired entries left at _start
         if len(new):
@@ -205,7 +207,8 @@ def _report(
         out.opened.append((slot, now))
         state.open[slot.slot_id] = OpenSlot(slot.to_dict(), now, out.opened_after_ms)
     if absorbed:
-        assert state.baseline is not None
+        if state.baseline is None:
+            raise InvariantError("venues absorbed into a missing baseline")
         extra = slotsets.from_ints(absorbed)
         state.baseline = slotsets.union(state.baseline, extra)
         state.baseline_parts = _parts(state.baseline, [*state.baseline_parts, extra])

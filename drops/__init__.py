@@ -1,1 +1,4 @@
-"""Discovery Drops: the platform shell (settings, logging, local broker, command line)."""
+"""Discovery Drops: the foundation every layer may import (settings, logs, topic admin).
+
+It imports no stage, no shell and no development tool (``make lint`` checks it).
+"""

@@ -6,11 +6,14 @@ descriptions here are the documentation.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from drops.clock import Clock, parse_instant
 
 
 class Settings(BaseSettings):
@@ -151,12 +154,60 @@ class Settings(BaseSettings):
     )
 
     # --- drops up (the local demo) --------------------------------------------------------
-    up_poll_interval: float = Field(5.0, description="Poll interval used by `drops up`")
+    up_simulator: bool = Field(
+        True,
+        description="`drops up` starts the provider simulator; false (or `drops up "
+        "--no-simulator`): poll the real providers at DROPS_POLL_INTERVAL",
+    )
+    up_poll_interval: float = Field(
+        5.0, description="Poll interval used by `drops up` with the simulator"
+    )
     up_restarts: int = Field(5, description="Times `drops up` restarts a crashed stage")
+
+    # --- the clock -----------------------------------------------------------------------
+    clock_start: str = Field(
+        "",
+        description="ISO instant this process's clock starts at (e.g. 2026-12-01T19:50:00Z), "
+        "running at normal speed from there; empty: the machine's clock. For tests and demos",
+    )
+    clock_anchor: float | None = Field(
+        None,
+        description="Unix time (real) at which the clock read DROPS_CLOCK_START (default: when "
+        "the settings were read); processes given the same pair share one clock",
+    )
+
+    # --- metrics (the API serves GET /metrics on its own port) ----------------------------
+    metrics_host: str = Field(
+        "127.0.0.1", description="Bind address of the producer's, processor's and sink's /metrics"
+    )
+    producer_metrics_port: int = Field(9101, description="Producer's /metrics port (0: off)")
+    processor_metrics_port: int = Field(
+        9102, description="Processor's /metrics port (0: off; one per replica on a host)"
+    )
+    sink_metrics_port: int = Field(9103, description="Standalone sink's /metrics port (0: off)")
 
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level")
     log_format: str = Field("json", description="json or text")
+
+    @field_validator("clock_start")
+    @classmethod
+    def _instant(cls, value: str) -> str:
+        if value.strip():
+            parse_instant(value)  # a clear error naming the value
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _anchor_the_clock(self) -> Settings:
+        if self.clock_start and self.clock_anchor is None:
+            self.clock_anchor = time.time()  # one clock for this process and its children
+        return self
+
+    def clock(self) -> Clock:
+        """The product's clock (:mod:`drops.clock`)."""
+        if not self.clock_start:
+            return Clock()
+        return Clock.starting_at(parse_instant(self.clock_start), self.clock_anchor)
 
     @property
     def slot_times(self) -> tuple[str, ...]:

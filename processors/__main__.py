@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from drops.log import configure
 from drops.settings import get_settings
-from processors.app import run
 
 if __name__ == "__main__":
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
+    from processors.app import run  # after configure: warnings raised on import are JSON too
+
     run(settings)

@@ -18,10 +18,12 @@ import gc
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import Counter
 from quixstreams import Application, State, message_context
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
 from quixstreams.exceptions import KafkaPartitionError, PartitionAssignmentError
@@ -32,9 +34,11 @@ from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
-from drops import broker
 from drops.log import Heartbeat, get_log
+from drops.metrics import Readings, registry, serve
+from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
+from drops.topics import ensure_topics
 from processors.replica import Replica, claim
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
@@ -84,6 +88,7 @@ class Processor:
 
     def __init__(self, settings: Settings) -> None:
         self.seen_ttl_ms = int(settings.seen_ttl * 1000)
+        self.clock = settings.clock()  # event times are the producers' clock
         self.states = StateStore()
         self.heartbeat = Heartbeat(log, "processor_heartbeat", every=settings.heartbeat_interval)
         self._lock = threading.Lock()
@@ -100,7 +105,7 @@ class Processor:
 
     def tick(self) -> None:
         with self._lock:
-            lag = time.time() - self.last_polled_ms / 1000 if self.last_polled_ms else None
+            lag = self.clock.time() - self.last_polled_ms / 1000 if self.last_polled_ms else None
             self.heartbeat.tick(
                 buckets_cached=len(self.states._cache),
                 state_loads=self.states.stats.loads,
@@ -184,7 +189,7 @@ def build_app(
 ) -> tuple[Application, Processor]:
     """The application and its processor (``proc``, or a new one), ready for ``app.run()``,
     as ``replica`` (claimed here when not given: see :mod:`processors.replica`)."""
-    broker.ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    ensure_topics(settings)  # our topics, with our settings, before Quix sees them
     replica = replica or claim(settings)
     member = f"{settings.processor_group}-{replica.instance}"
     app = Application(
@@ -213,7 +218,7 @@ def build_app(
             "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
         },
         rocksdb_options=ROCKSDB,
-        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
+        loglevel=None,  # no handler of its own: its lines go through ours (drops.log, JSON)
     )
     snapshots = app.topic(
         settings.snapshot_topic, value_deserializer="bytes", key_deserializer="bytes"
@@ -233,6 +238,27 @@ def build_app(
 
 def _key(value: Out) -> bytes | None:
     return value.key
+
+
+PROCESSOR_COUNTS = {
+    "snapshots": "Snapshot records read",
+    "parts": "Snapshot parts read",
+    "drops": "Drop records written",
+    "closes": "Close records written",
+    "dead_letters": "Records sent to the dead-letter topic",
+}
+
+
+def processor_readings(current: Callable[[], Processor]) -> Readings:
+    """The processor's running totals as counters (``drops_processor_<name>_total``)."""
+    out = Readings()
+
+    def reader(name: str) -> Callable[[], float]:
+        return lambda: current().totals[name]
+
+    for name, text in PROCESSOR_COUNTS.items():
+        out.counter(f"drops_processor_{name}_total", text, reader(name))
+    return out
 
 
 def _ticker(current: list[Processor], stop: threading.Event) -> None:
@@ -263,6 +289,10 @@ FATAL_CODES = frozenset({KafkaError.FENCED_INSTANCE_ID})
 RECONNECT_MAX_MS = 1_000  # librdkafka's default 10 s leaves a restarted broker unused
 BACKOFF_S = (0.5, 30.0)  # first and longest wait before rebuilding the application
 CALM_S = 120.0  # an application that ran this long before failing: backoff starts over
+# the modules and the application's long-lived objects are never garbage: out of the
+# collector's sight; each record allocates thousands of small objects (venue keys, rows),
+# so collect the young generation less often
+GC_THRESHOLD = (50_000, 50, 100)
 
 
 def transient(exc: BaseException) -> bool:
@@ -284,14 +314,15 @@ def run(settings: Settings) -> None:
 
     A broker outage does not end the process: the application is rebuilt with backoff
     (``processor_restarting`` in the log) until the broker answers again."""
-    # the modules and the application's long-lived objects are never garbage: out of the
-    # collector's sight; each record allocates thousands of small objects (venue keys, rows),
-    # so collect the young generation less often
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    tune_gc(*GC_THRESHOLD)
     stop = threading.Event()
     current: list[Processor] = [Processor(settings)]
+    reg = registry("processor")
+    restarts_total = Counter(
+        "drops_processor_restarts", "Application rebuilds after broker outages", registry=reg
+    )
+    reg.register(processor_readings(lambda: current[0]))
+    serve(reg, settings.processor_metrics_port, settings.metrics_host)
     threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
     replica = claim(settings)  # held for the life of the process
     log.info(
@@ -308,8 +339,8 @@ def run(settings: Settings) -> None:
     def on_signal(signum: int, frame: Any) -> None:  # between two applications
         stopping.set()
 
-    restarts = streak = 0
-    delay = BACKOFF_S[0]
+    restarts = 0
+    backoff = Backoff(*BACKOFF_S, calm=CALM_S)
     try:
         while not stopping.is_set():
             began = time.monotonic()
@@ -326,8 +357,8 @@ def run(settings: Settings) -> None:
                 if not transient(exc):
                     raise
                 restarts += 1
-                streak = 0 if time.monotonic() - began > CALM_S else min(streak + 1, 16)
-                delay = min(BACKOFF_S[1], BACKOFF_S[0] * 2**streak)
+                restarts_total.inc()
+                delay = backoff.next(time.monotonic() - began)
                 log.warning(
                     "processor_restarting",
                     error=f"{type(exc).__name__}: {exc}"[:500],

@@ -33,6 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domain.calendar import parse_slide_at
+from drops.errors import DropsError
 from drops.settings import Settings
 from producers.windows import minutes
 
@@ -41,7 +42,7 @@ ENV_PATH_PREFIX = "DROPS_CFG__"
 SECRET_KEYS = ("api_key", "key", "token", "secret", "password")
 
 
-class ConfigError(ValueError):
+class ConfigError(DropsError, ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 

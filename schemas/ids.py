@@ -7,8 +7,9 @@ compute the same value, so they use BLAKE2b over a fixed text layout, never Pyth
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
-_SEP = "\x1f"  # ASCII unit separator: cannot occur in provider, venue or time text
+SEP = b"\x1f"  # ASCII unit separator: cannot occur in provider, venue or time text
 
 
 def bucket_id(market: str, date: str, time_slot: str) -> str:
@@ -38,8 +39,45 @@ def slot_id_int(provider: str, venue_id: str, actual_time: str) -> int:
 
     ``actual_time`` is the provider's local start time, ``YYYY-MM-DD HH:MM:SS``.
     """
-    text = _SEP.join((provider, str(venue_id), normalize_time(actual_time)))
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    head = slot_prefix(provider, str(venue_id))
+    return int.from_bytes(_slot_hash(head + normalize_time(actual_time).encode()).digest(), "big")
+
+
+# The one slot hash: the first 8 bytes of BLAKE2b over ``provider␟venue_id␟time`` (a partial:
+# no Python frame per slot on the producers' hot path)
+_slot_hash = partial(hashlib.blake2b, digest_size=8)
+
+
+def slot_prefix(provider: str, venue_id: str) -> bytes:
+    """The bytes of the hashed text before the start time: ``provider␟venue_id␟``."""
+    return provider.encode() + SEP + venue_id.encode() + SEP
+
+
+def venue_hash(prefix: bytes) -> hashlib.blake2b:
+    """The slot hash after ``prefix`` (:func:`slot_prefix`): ``.copy()`` it and ``.update()``
+    with a normalized start time to get a slot's id without hashing the prefix again."""
+    return _slot_hash(prefix)
+
+
+class SlotIds:
+    """:func:`slot_id` for one provider, with the ``provider␟venue␟`` prefix encoded once per
+    venue (the producers' hot path). Same text, same hash, same value."""
+
+    __slots__ = ("_prefix", "provider")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._prefix: dict[str, bytes] = {}
+
+    def prefix(self, venue_id: str) -> bytes:
+        pre = self._prefix.get(venue_id)
+        if pre is None:
+            pre = self._prefix[venue_id] = slot_prefix(self.provider, venue_id)
+        return pre
+
+    def __call__(self, venue_id: str, actual_time: str) -> str:
+        """The id of a normalized ``YYYY-MM-DD HH:MM:SS`` start time."""
+        return _slot_hash(self.prefix(venue_id) + actual_time.encode()).hexdigest()
 
 
 def slot_id(provider: str, venue_id: str, actual_time: str) -> str:

@@ -12,13 +12,15 @@ unknown extra fields are tolerated (newer producers may add some).
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from drops.errors import DropsError, InvariantError
 from schemas import ids
 
 SNAPSHOT_VERSION = 1  # the JSON form (``Snapshot.to_dict``), still read
@@ -34,7 +36,7 @@ STATS_KINDS = ("baseline", "poll", "close")
 EventKind = Literal["open", "close"]
 
 
-class SchemaError(ValueError):
+class SchemaError(DropsError, ValueError):
     """A record that cannot be decoded; the message names the field."""
 
 
@@ -110,20 +112,26 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": self.v,
-            "snapshot_id": self.snapshot_id,
-            "kind": self.kind,
-            "market": self.market,
-            "provider": self.provider,
-            "bucket_id": self.bucket_id,
-            "date": self.date,
-            "time_slot": self.time_slot,
-            "polled_at_ms": self.polled_at_ms,
-            "complete": self.complete,
-            "part": self.part,
-            "parts": self.parts,
-            "failures": [asdict(f) for f in self.failures],
+            **_header_fields(self),
             "slots": [s.to_dict() for s in self.slots],
         }
+
+
+_HEADER: tuple[str, ...] = tuple(f.name for f in fields(Snapshot) if f.name not in ("slots", "v"))
+"""The snapshot's header fields (everything but its slots and version), from the dataclass."""
+_HEADER_REQUIRED: dict[str, type] = {
+    f.name: typing.get_type_hints(Snapshot)[f.name]
+    for f in fields(Snapshot)
+    if f.default is MISSING and f.name != "kind"  # kind: checked with the version
+}
+"""The header fields a decoder requires, with their type."""
+
+
+def _header_fields(snap: Snapshot | SnapshotView) -> dict[str, Any]:
+    """The header fields as JSON values (failures as objects)."""
+    doc = {n: getattr(snap, n) for n in _HEADER}
+    doc["failures"] = [asdict(f) for f in snap.failures]
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,21 +360,7 @@ def _align8(n: int) -> int:
 
 
 def _header_doc(snap: Snapshot | SnapshotView) -> dict[str, Any]:
-    return {
-        "v": SNAPSHOT_V2,
-        "snapshot_id": snap.snapshot_id,
-        "kind": snap.kind,
-        "market": snap.market,
-        "provider": snap.provider,
-        "bucket_id": snap.bucket_id,
-        "date": snap.date,
-        "time_slot": snap.time_slot,
-        "polled_at_ms": snap.polled_at_ms,
-        "complete": snap.complete,
-        "part": snap.part,
-        "parts": snap.parts,
-        "failures": [asdict(f) for f in snap.failures],
-    }
+    return {"v": SNAPSHOT_V2, **_header_fields(snap)}
 
 
 def pack_snapshot(
@@ -554,7 +548,8 @@ class SnapshotView:
         """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
         if self._slots is not None:
             return self._slots[i]
-        assert self._rows is not None and self._offsets is not None
+        if self._rows is None or self._offsets is None:
+            raise InvariantError("a lazy snapshot view without its rows")
         w = f"snapshot.slots[{i}]"
         a, b = int(self._offsets[i]), int(self._offsets[i + 1])
         try:
@@ -608,21 +603,7 @@ class SnapshotView:
         return self._slots
 
     def to_snapshot(self) -> Snapshot:
-        return Snapshot(
-            snapshot_id=self.snapshot_id,
-            kind=self.kind,
-            market=self.market,
-            provider=self.provider,
-            bucket_id=self.bucket_id,
-            date=self.date,
-            time_slot=self.time_slot,
-            polled_at_ms=self.polled_at_ms,
-            complete=self.complete,
-            part=self.part,
-            parts=self.parts,
-            failures=self.failures,
-            slots=self.slots,
-        )
+        return Snapshot(**{n: getattr(self, n) for n in _HEADER}, slots=self.slots)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (Snapshot, SnapshotView)):
@@ -638,12 +619,6 @@ class SnapshotView:
             f"SnapshotView({self.key!r}, {self.snapshot_id!r}, {self.kind}, part {self.part}/"
             f"{self.parts}, {len(self.ids)} slots, complete={self.complete})"
         )
-
-
-_HEADER = (
-    "snapshot_id", "kind", "market", "provider", "bucket_id", "date", "time_slot",
-    "polled_at_ms", "complete", "part", "parts", "failures",
-)  # fmt: skip
 
 
 def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
@@ -664,21 +639,11 @@ def _header_from_dict(doc: Any, w: str, version: int) -> dict[str, Any]:
                 error=_opt(f, "error", str, "", fw),
             )
         )
-    return {
-        "v": v,
-        "snapshot_id": _req(doc, "snapshot_id", str, w),
-        "kind": kind,
-        "market": _req(doc, "market", str, w),
-        "provider": _req(doc, "provider", str, w),
-        "bucket_id": _req(doc, "bucket_id", str, w),
-        "date": _req(doc, "date", str, w),
-        "time_slot": _req(doc, "time_slot", str, w),
-        "polled_at_ms": _req(doc, "polled_at_ms", int, w),
-        "complete": _req(doc, "complete", bool, w),
-        "part": part,
-        "parts": parts,
-        "failures": tuple(failures),
-    }
+    out: dict[str, Any] = {"v": v, "kind": kind, "part": part, "parts": parts}
+    for name, typ in _HEADER_REQUIRED.items():
+        out[name] = _req(doc, name, typ, w)
+    out["failures"] = tuple(failures)
+    return out
 
 
 def _venue_details(raw: memoryview | None, m: int) -> list[VenueDetails]:

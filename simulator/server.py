@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,6 +41,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from drops.clock import Clock
+from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
 from producers.windows import bucket_window, minutes
@@ -52,10 +53,6 @@ log = get_log("simulator")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "403", "malformed", "truncated", "slow")
 MAX_PER_PAGE = 100
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -96,6 +93,7 @@ class SimState:
     api_key: str
     time_slots: tuple[str, ...]
     party_size: int = 2
+    clock: Clock = field(default_factory=Clock)
     scripted: bool = False
     initial_scripted: bool = False
     frozen_ms: int = 0
@@ -125,7 +123,7 @@ class SimState:
             self._cache_bytes += len(data)
 
     def clock_ms(self) -> int:
-        return self.fixed_clock_ms if self.fixed_clock_ms is not None else int(time.time() * 1000)
+        return self.fixed_clock_ms if self.fixed_clock_ms is not None else self.clock.now_ms()
 
     def model_ms(self) -> int:
         """The time the market is evaluated at (frozen in scripted mode)."""
@@ -398,8 +396,10 @@ def create_app(
     fault_kinds: tuple[str, ...] = (),
     fault_seed: int = 0,
     cache_mb: int = 512,
+    clock: Clock | None = None,
 ) -> Starlette:
     state = SimState(
+        clock=clock or Clock(),
         cache_budget=max(cache_mb, 0) << 20,
         market=market,
         api_key=api_key,
@@ -653,6 +653,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         fault_kinds=kinds,
         fault_seed=settings.sim_seed,
         cache_mb=settings.sim_cache_mb,
+        clock=settings.clock(),
     )
 
 
@@ -660,10 +661,11 @@ def run(settings: Settings) -> None:
     """Serve the simulator until SIGTERM/SIGINT (uvicorn handles both)."""
     import uvicorn
 
-    from producers.service import tune_gc
+    from drops.runtime import tune_gc
+    from producers.service import GC_THRESHOLD
 
     app = app_from_settings(settings)
-    tune_gc()
+    tune_gc(*GC_THRESHOLD)
     log.info(
         "simulator_start",
         host=settings.sim_host,
@@ -677,3 +679,16 @@ def run(settings: Settings) -> None:
         app, host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False
     )
     log.info("simulator_stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``drops simulate``: serve the simulator until SIGTERM/SIGINT."""
+    import argparse
+
+    from drops.settings import get_settings
+
+    argparse.ArgumentParser(prog="drops simulate", description="the provider simulator").parse_args(
+        argv
+    )
+    run(get_settings())
+    return 0

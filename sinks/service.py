@@ -21,17 +21,21 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client.core import Metric
 
+from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
+from drops.metrics import Readings, registry, serve
+from drops.runtime import Backoff
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
-from sinks import rows as R
-from sinks.clickhouse import ClickHouse
+from store import rows as R
+from store.clickhouse import ClickHouse, prepare
 
 log = get_log("sink")
 
@@ -111,7 +115,8 @@ class Sink:
         out = _Parsed()
         for m in msgs:
             topic, part, off = m.topic(), m.partition(), m.offset()
-            assert topic is not None and part is not None and off is not None
+            if topic is None or part is None or off is None:
+                raise InvariantError("a consumed message without topic, partition or offset")
             try:
                 if topic == self.s.drops_topic:
                     ev = decode_drop(m.value())
@@ -249,7 +254,7 @@ class Sink:
             log.warning("commit_failed", error=str(exc)[:300], hint="records will be re-read")
 
     def _store_with_retry(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
-        delay = 0.5
+        backoff = Backoff(0.5, self.s.sink_backoff_max)
         while True:
             try:
                 res = self._store(parsed, positions)
@@ -264,10 +269,10 @@ class Sink:
                 if not self.paused:
                     self.consumer.pause(self.consumer.assignment())
                     self.paused = True
+                delay = backoff.next()
                 log.warning("clickhouse_unavailable", error=str(exc)[:500], retry_in_s=delay)
                 if self.stop.wait(delay):
                     raise SinkStopped from exc
-                delay = min(delay * 2, self.s.sink_backoff_max)
 
     def run(self) -> None:
         beat = Heartbeat(log, "sink_heartbeat")
@@ -297,8 +302,30 @@ class Sink:
         log.info("sink_stopped", drops=self.totals.drops, skipped=self.totals.skipped)
 
 
-class SinkStopped(Exception):
+class SinkStopped(DropsError):
     """Raised out of a retry loop when the sink is asked to stop."""
+
+
+def sink_readings(current: Callable[[], Sink], restarts: Callable[[], int]) -> Readings:
+    """The sink's metrics, read through ``current`` (a failed sink is replaced: its totals go
+    on in the new one). Served by ``drops sink`` and by the API that runs the sink."""
+    return (
+        Readings()
+        .counter("drops_sink_rows_total", "Drop rows stored", lambda: current().totals.drops)
+        .counter(
+            "drops_sink_stats_rows_total",
+            "Bucket stats rows stored",
+            lambda: current().totals.stats,
+        )
+        .counter("drops_sink_skipped_total", "Duplicates skipped", lambda: current().totals.skipped)
+        .counter(
+            "drops_sink_deadletters_total",
+            "Records rejected",
+            lambda: current().totals.deadletters,
+        )
+        .counter("drops_sink_restarts_total", "Sink restarts after failures", restarts)
+        .gauge("drops_sink_paused", "1 while ClickHouse is failing", lambda: int(current().paused))
+    )
 
 
 class SinkThread:
@@ -316,9 +343,14 @@ class SinkThread:
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.error: BaseException | None = None
         self.restarts = 0
+        self.readings = sink_readings(lambda: self.sink, lambda: self.restarts)
+
+    def collect(self) -> Iterator[Metric]:
+        """The sink's metrics (a prometheus-client collector)."""
+        return self.readings.collect()
 
     def _run(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0, calm=120.0)  # a run of 2 minutes: a fresh failure
         while not self.stop.is_set():
             started = time.monotonic()
             try:
@@ -327,14 +359,14 @@ class SinkThread:
             except Exception as exc:
                 self.error = exc
                 self.restarts += 1
-                if time.monotonic() - started > 120:
-                    delay = 1.0  # it ran a while: a fresh failure, not a loop
+                delay = backoff.next(time.monotonic() - started)
                 log.exception("sink_crashed", restart_in_s=delay, restarts=self.restarts)
             if self.stop.wait(delay):
                 return
-            delay = min(delay * 2, 30.0)
             try:
+                totals = self.sink.totals
                 self.sink = Sink(self.settings, self.ch, self.stop)
+                self.sink.totals = totals  # counters go on across restarts
                 self.error = None
                 log.info("sink_restarted", restarts=self.restarts)
             except Exception as exc:
@@ -354,29 +386,12 @@ class SinkThread:
         return self.thread.is_alive() and self.error is None
 
 
-def prepare(settings: Settings) -> ClickHouse:
-    """Open ClickHouse and bring its schema up to date (idempotent)."""
-    ch = ClickHouse(settings.clickhouse_url)
-    delay = 0.5
-    while True:
-        try:
-            ch.migrate(settings.retention_days, settings.time_zone)
-            return ch
-        except Exception as exc:
-            if ch.is_chdb:
-                ch.close()
-                raise
-            log.warning("clickhouse_unavailable", error=str(exc)[:300], retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, settings.sink_backoff_max)
-
-
 def run(settings: Settings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
     configure(settings.log_level, settings.log_format)
-    from drops import broker
+    from drops.topics import ensure_topics
 
-    broker.ensure_topics(settings)
+    ensure_topics(settings)
     ch = prepare(settings)
     stop = threading.Event()
 
@@ -386,7 +401,11 @@ def run(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    sink = Sink(settings, ch, stop)
+    reg = registry("sink")
+    reg.register(sink_readings(lambda: sink, lambda: 0))
+    serve(reg, settings.sink_metrics_port, settings.metrics_host)
     try:
-        Sink(settings, ch, stop).run()
+        sink.run()
     finally:
         ch.close()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from drops import broker
+from drops.clock import Clock, parse_instant
 from drops.settings import Settings
+from shell import broker
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_BOOTSTRAP = os.environ.get("DROPS_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:19192")
@@ -19,8 +21,24 @@ TEST_CONTROLLER_PORT = int(os.environ.get("DROPS_TEST_KAFKA_CONTROLLER_PORT", "1
 TEST_DATA_DIR = Path(os.environ.get("DROPS_TEST_DATA_DIR", str(ROOT / ".drops" / "test")))
 
 
+TEST_NOW_ENV = "DROPS_TEST_NOW"
+
+
+def now_under_test() -> datetime:
+    """The instant a test runs at: ``DROPS_TEST_NOW`` (ISO) if set, else the real time now.
+
+    Tests that depend on the time of day or the date are marked ``clock`` and take "now" from
+    here (and the stages they start get it as ``DROPS_CLOCK_START``), so that CI can run them
+    at chosen instants: before and after the 02:05 slide, in the afternoon, at midnight, on
+    the daylight-saving days (``make test-clock``)."""
+    text = os.environ.get(TEST_NOW_ENV, "").strip()
+    return parse_instant(text) if text else datetime.now(UTC)
+
+
 def base_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
+        # the product's clock starts at the test's instant (and runs from there)
+        "clock_start": now_under_test().isoformat(),
         "data_dir": TEST_DATA_DIR,
         "kafka_dist": ROOT / ".drops" / "dist",
         "kafka_bootstrap": TEST_BOOTSTRAP,
@@ -29,6 +47,12 @@ def base_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The product's clock, started at the test's instant (:func:`now_under_test`)."""
+    return Clock.starting_at(now_under_test())
 
 
 @pytest.fixture(scope="session")

@@ -92,9 +92,11 @@
     drawChart();
   }
 
+  let skewMs = 0; // the server's clock minus this device's (from /stats/by-hour's as_of_ms)
+
   function drawChart() {
     const chart = document.getElementById("chart");
-    const now = Math.floor(Date.now() / 3600000) * 3600000;
+    const now = Math.floor((Date.now() + skewMs) / 3600000) * 3600000;
     const slots = [];
     for (let i = 23; i >= 0; i--) slots.push(now - i * 3600000);
     const max = Math.max(1, ...slots.map((h) => hours.get(h) || 0));
@@ -141,6 +143,8 @@
       hq.set("hours", "24");
       if (apiKey) hq.set("api_key", apiKey);
       const [just, byHour] = await Promise.all([getJSON("/just-opened", q), getJSON("/stats/by-hour", hq)]);
+      // the chart's hours are the server's: a device clock that is off does not shift them
+      skewMs = byHour.as_of_ms - Date.now();
       hours.clear();
       for (const h of byHour.hours) hours.set(h.hour_ms, h.drops);
       drawChart();

@@ -7,12 +7,13 @@ read becomes a :class:`~schemas.Failure` and makes the result ``complete=False``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any, Protocol
 
 import orjson
 
 from schemas import Failure, Slot
+from schemas.ids import SlotIds as SlotIds  # the clients take it from here
+from schemas.ids import venue_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,28 +132,6 @@ class SlotEntry:
 
 # "HH:MM" -> minutes after midnight, for every minute of a day (a dict lookup beats parsing)
 MINUTE_OF: dict[str, int] = {f"{h:02d}:{m:02d}": h * 60 + m for h in range(24) for m in range(60)}
-_SEP = b"\x1f"  # the separator of schemas.ids.slot_id_int
-
-
-class SlotIds:
-    """``schemas.ids.slot_id`` for one provider, with the ``provider␟venue␟`` prefix of the
-    hashed text encoded once per venue. Same BLAKE2b text, same value (a test checks it)."""
-
-    __slots__ = ("_head", "_prefix")
-
-    def __init__(self, provider: str) -> None:
-        self._head = provider.encode() + _SEP
-        self._prefix: dict[str, bytes] = {}
-
-    def prefix(self, venue_id: str) -> bytes:
-        pre = self._prefix.get(venue_id)
-        if pre is None:
-            pre = self._prefix[venue_id] = self._head + venue_id.encode() + _SEP
-        return pre
-
-    def __call__(self, venue_id: str, actual_time: str) -> str:
-        """The id of a normalized ``YYYY-MM-DD HH:MM:SS`` start time."""
-        return blake2b(self.prefix(venue_id) + actual_time.encode(), digest_size=8).hexdigest()
 
 
 class VenueSlots:
@@ -210,7 +189,7 @@ class Collector:
                 continue
             venue_of.extend([len(venues)] * len(times))
             venues.append((vid, v.name, v.time_zone, v.neighborhood))
-            head = blake2b(self.ids.prefix(vid), digest_size=8)  # the venue's prefix, hashed once
+            head = venue_hash(self.ids.prefix(vid))  # the venue's prefix, hashed once
             for actual in sorted(times):
                 seating, pmin, pmax, token = times[actual]
                 if len(seating) > 1:

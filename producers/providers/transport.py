@@ -21,12 +21,13 @@ from typing import Any
 import httpx
 import orjson
 
+from drops.errors import DropsError, InvariantError
 from producers.providers.base import Counters
 
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class ProviderError(Exception):
+class ProviderError(DropsError):
     """A request that did not give a usable answer (after retries, when retryable)."""
 
     def __init__(self, kind: str, detail: str = "", retryable: bool = True) -> None:
@@ -35,7 +36,7 @@ class ProviderError(Exception):
         self.retry_after: float | None = None
 
 
-class Invalid(Exception):
+class Invalid(DropsError):
     """Raised by a response validator: the body parsed but is not a whole answer."""
 
 
@@ -267,7 +268,8 @@ class Transport:
             lane.breaker.failure(self._clock())
             if not last.retryable:
                 break
-        assert last is not None
+        if last is None:
+            raise InvariantError("a request loop that made no attempt")
         raise last
 
     def _check(

@@ -13,8 +13,9 @@ import uvicorn
 
 from api import cursor as C
 from api.app import create_app
-from drops.pipeline import free_port
+from bench.pipeline import free_port
 from drops.settings import Settings
+from sinks.service import SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
 
 pytestmark = pytest.mark.kafka
@@ -24,6 +25,8 @@ class Server:
     def __init__(self, settings: Settings, **kw: Any) -> None:
         self.port = free_port()
         self.settings = settings.model_copy(update={"api_port": self.port})
+        if kw.pop("with_sink", False):
+            kw["sink"] = SinkThread
         self.app = create_app(self.settings, **kw)
         self.server = uvicorn.Server(
             uvicorn.Config(
@@ -123,16 +126,17 @@ def test_feed_pages_in_log_order_without_skip_or_repeat(
     w.close()
 
 
+@pytest.mark.clock
 def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settings) -> None:
     w = DropWriter(kafka_settings)
-    now = int(time.time() * 1000)
+    now = kafka_settings.clock().now_ms()  # the API's clock: "the last 10 minutes" of it
     fresh = [make_drop(i, opened_at_ms=now - 1000 * i) for i in range(4)]
     old = make_drop(50, opened_at_ms=now - 20 * 60_000)
     w.write([*fresh, old, close_of(fresh[1], now)])
     w.write_stats(
         [
-            make_stats(kind="baseline", slots=300, date="2099-01-01"),
-            make_stats(slots=310, date="2099-01-01"),
+            make_stats(kind="baseline", slots=300, date="2099-01-01", polled_at_ms=now),
+            make_stats(slots=310, date="2099-01-01", polled_at_ms=now),
             # a bucket without a baseline build: its first fetch is the processor's baseline
             make_stats(slots=200, date="2099-01-02", polled_at_ms=now - 30_000),
             make_stats(slots=210, date="2099-01-02", polled_at_ms=now),
@@ -163,7 +167,8 @@ def test_just_opened_and_the_small_endpoints(api: Server, kafka_settings: Settin
     assert sum(h["drops"] for h in hours) == 5
     m = httpx.get(api.url + "/metrics").text
     assert 'drops_http_requests_total{route="/just-opened",status="200"}' in m
-    assert "drops_sink_rows_total 6" in m
+    assert "drops_sink_rows_total 6.0" in m
+    assert "# TYPE drops_sink_rows_total counter" in m and "drops_build_info{" in m
     spec = httpx.get(api.url + "/openapi.json").json()
     assert "/feed" in spec["paths"] and "/feed/stream" in spec["paths"]
     page = httpx.get(api.url + "/")

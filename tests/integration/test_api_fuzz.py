@@ -19,8 +19,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from drops import broker
 from drops.settings import Settings
+from shell import broker
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
 from tests.conftest import isolated_settings
 from tests.integration.test_api_feed import Server, read_all, wait_for

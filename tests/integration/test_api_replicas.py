@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from drops.pipeline import free_port, settings_env
+from bench.pipeline import free_port, settings_env
 from drops.settings import Settings
 from sinks.testdata import DropWriter, make_drop
 from tests.integration.test_api_stream import SSE
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "drops.cli", "api", "--with-sink"],
+        [sys.executable, "-m", "shell.cli", "api", "--with-sink"],
         cwd=ROOT,
         env=settings_env(settings, DROPS_API_PORT=str(port)),
         stdout=open(log, "ab"),

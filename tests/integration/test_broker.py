@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from drops import broker
 from drops.settings import Settings
+from shell import broker
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drops import chaos
+from bench import chaos
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -6,7 +6,6 @@ expected drops come out of ``/feed`` and ``/feed/stream``: none missing, none ex
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,8 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from domain.calendar import window
-from drops.pipeline import (
+from bench.pipeline import (
     BEGINNING,
     Pipeline,
     feed_items,
@@ -25,12 +23,13 @@ from drops.pipeline import (
     sse_events,
     wait_for,
 )
+from bench.processor_harness import read_all
+from domain.calendar import window
 from drops.settings import Settings
 from schemas import SnapshotView, decode_snapshot, slot_id
 from simulator.control import SimControl
-from tests.integration.test_processor_harness import read_all
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.clock]
 
 
 def free_time(sim: SimControl, date: str, time_slot: str, venue: int, candidates: list[str]) -> str:
@@ -91,7 +90,7 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
         wait_first_fetches(pipeline, settings)
 
         tz = ZoneInfo(settings.time_zone)
-        buckets = window(datetime.now(UTC), settings.market, tz)
+        buckets = window(settings.clock().now(), settings.market, tz)  # the stages' clock
         b0, b1 = buckets[2], buckets[5]  # tomorrow 15:00, the day after 19:00
         venues = [int(v["id"]) for v in sim.venues("resy")]
         opened = [
@@ -219,7 +218,7 @@ def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
         time.sleep(3)  # a few polls of every bucket
 
         tz = ZoneInfo(settings.time_zone)
-        buckets = window(datetime.now(UTC), settings.market, tz)
+        buckets = window(settings.clock().now(), settings.market, tz)
         b0, b1 = buckets[2], buckets[5]
         venue = int(sim.venues("resy")[0]["id"])
         base = sim.slots(str(b1.date), b1.time_slot)[0]  # open since the start: baseline

@@ -118,9 +118,11 @@ class Browser:
         os.close(self.w_ours)
 
 
+@pytest.mark.clock
 def test_page_shows_drops_closes_and_the_chart(kafka_settings: Settings, tmp_path: Path) -> None:
     w = DropWriter(kafka_settings)
-    now = int(time.time() * 1000)
+    clock = kafka_settings.clock()  # the API's clock: the chart is its last 24 hours
+    now = clock.now_ms()
     a = make_drop(1, opened_at_ms=now - 60_000, neighborhood="SoHo")
     b = make_drop(2, opened_at_ms=now - 30_000, neighborhood="Tribeca")
     with Server(kafka_settings, with_sink=True) as srv:
@@ -141,7 +143,7 @@ def test_page_shows_drops_closes_and_the_chart(kafka_settings: Settings, tmp_pat
                 time.sleep(0.2)
                 dom = browser.html()
             # a drop written while the page is open appears live
-            c = make_drop(3, opened_at_ms=int(time.time() * 1000), neighborhood="Harlem")
+            c = make_drop(3, opened_at_ms=clock.now_ms(), neighborhood="Harlem")
             w.write([c])
             while c.slot_id not in dom:
                 assert time.monotonic() < deadline + 30, dom[-3000:]

@@ -12,21 +12,20 @@ from pathlib import Path
 import orjson
 import pytest
 
-from drops.settings import Settings
-from schemas import Failure, Snapshot, encode
-from tests.integration.test_processor_harness import (
+from bench.processor_harness import (
     ProcessorProc,
     as_events,
     committed,
     drops,
     headers_dict,
     producer,
-    random_history,
     read_all,
-    reference_events,
     wait_processed,
     write,
 )
+from drops.settings import Settings
+from schemas import Failure, Snapshot, encode
+from tests.integration.reference import random_history, reference_events
 from tests.unit.test_rule import UNIVERSE, snapshot
 
 
@@ -211,7 +210,7 @@ def test_drops_rebaseline_is_honoured_by_the_processor(
     import subprocess
     import sys
 
-    from drops.pipeline import settings_env
+    from bench.pipeline import settings_env
     from producers import rebaseline
 
     settings = kafka_settings.model_copy(update={"commit_interval": 0.2})
@@ -228,7 +227,7 @@ def test_drops_rebaseline_is_honoured_by_the_processor(
     first = [snapshot("p1", 1_000, S((0, 0))), snapshot("p2", 2_000, S((0, 0), (1, 1)))]
     write(settings, [at(s) for s in first])
     cli = subprocess.run(
-        [sys.executable, "-m", "drops.cli", "rebaseline", "--bucket", b.bucket_id],
+        [sys.executable, "-m", "shell.cli", "rebaseline", "--bucket", b.bucket_id],
         env=settings_env(settings),
         capture_output=True,
         timeout=60,

@@ -16,19 +16,18 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 
-from drops import broker
-from drops.settings import Settings
-from tests.conftest import base_settings
-from tests.integration.test_processor_harness import (
+from bench.processor_harness import (
     ProcessorProc,
     as_events,
     committed,
     drops,
-    random_history,
-    reference_events,
     wait_processed,
     write,
 )
+from drops.settings import Settings
+from shell import broker
+from tests.conftest import base_settings
+from tests.integration.reference import random_history, reference_events
 
 pytestmark = pytest.mark.kafka
 

@@ -10,18 +10,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from drops.settings import Settings
-from schemas import SchemaError, decode_snapshot, encode
-from tests.integration.test_processor_harness import (
+from bench.processor_harness import (
     ProcessorProc,
     as_events,
     drops,
-    random_history,
     read_all,
-    reference_events,
     wait_processed,
     write,
 )
+from drops.settings import Settings
+from schemas import SchemaError, decode_snapshot, encode
+from tests.integration.reference import random_history, reference_events
 
 pytestmark = pytest.mark.kafka
 

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from drops.pipeline import free_port, settings_env
+from bench.pipeline import free_port
+from bench.replicas_bench import held, polls, produce
 from drops.settings import Settings
 from producers.core import stream_part
-from schemas import decode_snapshot
 from simulator.control import serve
 from simulator.market import Market
 from simulator.server import create_app
@@ -28,51 +23,6 @@ from simulator.server import create_app
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 8.0
-
-
-def produce(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "drops.cli", "produce"],
-        cwd=ROOT,
-        env=settings_env(settings),
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def held(log: Path) -> set[int] | None:
-    """The assignment partitions a replica holds, from its last fleet line."""
-    found = re.findall(r"fleet_(?:assigned|revoked|lost).*?held[=\"': ]+\[([0-9, ]*)\]",
-                       log.read_text(errors="replace"))  # fmt: skip
-    if not found:
-        return None
-    return {int(x) for x in found[-1].split(",") if x.strip()}
-
-
-def polls(settings: Settings) -> dict[str, list[int]]:
-    """Each stream's polls (polled_at_ms of part 0) on the snapshot topic, in order."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
-                  "enable.partition.eof": True, "enable.auto.commit": False})  # fmt: skip
-    topic = settings.snapshot_topic
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: dict[str, list[int]] = defaultdict(list)
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(at_end) < len(parts) and time.monotonic() < deadline:
-        msg = c.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            assert msg.error().code() == KafkaError._PARTITION_EOF
-            at_end.add(msg.partition())
-            continue
-        snap = decode_snapshot(msg.value())
-        if snap.part == 0:
-            out[snap.key].append(snap.polled_at_ms)
-    c.close()
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def test_two_producers_split_streams_and_fail_over(

@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from drops.settings import Settings
-from sinks.clickhouse import ClickHouse
-from sinks.service import Sink, SinkThread, prepare
+from sinks.service import Sink, SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
+from store.clickhouse import ClickHouse, prepare
 
 pytestmark = pytest.mark.kafka
 

@@ -12,9 +12,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from drops.settings import Settings
-from sinks.clickhouse import ClickHouse
-from sinks.service import Sink, SinkThread, prepare
+from sinks.service import Sink, SinkThread
 from sinks.testdata import DropWriter, make_drop
+from store.clickhouse import ClickHouse, prepare
 
 pytestmark = pytest.mark.kafka
 

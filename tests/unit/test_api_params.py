@@ -7,7 +7,8 @@ import pytest
 from api import cursor as C
 from api.hub import LiveBatch, LiveEvent, render
 from api.items import item_bytes, item_from_event, sse_bytes
-from api.params import Allowed, BadRequest, Filters, parse_feed, parse_stream
+from api.params import Allowed, Filters, parse_feed, parse_stream
+from drops.errors import BadRequest
 from sinks.testdata import close_of, make_drop
 
 ALLOWED = Allowed(

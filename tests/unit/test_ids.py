@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import ids
+from schemas.ids import SlotIds, slot_id, slot_id_int, slot_prefix, venue_hash
 
 
 def test_slot_id_is_stable_across_releases() -> None:
@@ -44,3 +50,32 @@ def test_dedupe_key_is_per_minute() -> None:
     assert ids.dedupe_key(b, "ab", 60_000) == ids.dedupe_key(b, "ab", 119_999)
     assert ids.dedupe_key(b, "ab", 60_000) != ids.dedupe_key(b, "ab", 120_000)
     assert ids.dedupe_key(b, "ab", 60_000, "close").endswith("|close")
+
+
+_texts = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x1f"), min_size=1
+)
+_times = st.datetimes(min_value=datetime(2000, 1, 1)).map(lambda d: d.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+@given(provider=_texts, venue=_texts, actual=_times)
+def test_the_producers_fast_path_is_the_slot_hash(provider: str, venue: str, actual: str) -> None:
+    """SlotIds (the producers' per-venue prefix) and venue_hash (one hash per venue, copied per
+    start time) give exactly slot_id / slot_id_int."""
+    assert SlotIds(provider)(venue, actual) == slot_id(provider, venue, actual)
+    h = venue_hash(slot_prefix(provider, venue)).copy()
+    h.update(actual.encode())
+    assert int.from_bytes(h.digest(), "big") == slot_id_int(provider, venue, actual)
+
+
+def test_the_slot_hash_has_one_implementation() -> None:
+    """Only schemas/ids.py hashes slots (BLAKE2b, 8 bytes); everything else calls it."""
+    root = Path(__file__).resolve().parents[2]
+    product = ("drops", "schemas", "domain", "store", "producers", "processors", "sinks", "api")
+    hashing = sorted(
+        str(p.relative_to(root))
+        for pkg in (*product, "shell", "simulator", "bench")
+        for p in (root / pkg).rglob("*.py")
+        if "digest_size=8" in p.read_text()
+    )
+    assert hashing == ["schemas/ids.py"]

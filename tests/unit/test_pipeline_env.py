@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drops.pipeline import settings_env
+from bench.pipeline import settings_env
 from drops.settings import Settings
 
 

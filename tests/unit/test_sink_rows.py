@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sinks import rows as R
-from sinks import schema
 from sinks.testdata import close_of, make_drop, make_stats
+from store import rows as R
+from store import tables as schema
 
 
 def test_drop_row_matches_the_columns() -> None:

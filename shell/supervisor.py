@@ -14,9 +14,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drops import broker
+from drops.errors import DropsError
 from drops.log import get_log
+from drops.runtime import Backoff
 from drops.settings import Settings
+from shell import broker
 
 log = get_log("up")
 
@@ -27,18 +29,19 @@ class Child:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(2.0, 30.0, calm=300.0))
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "drops.cli", *self.args]
+        cmd = [sys.executable, "-m", "shell.cli", *self.args]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         log.info("stage_started", stage=self.name, pid=self.proc.pid)
 
 
 def stages(settings: Settings) -> list[Child]:
-    children = [Child("simulator", ["simulate"])]
+    children = [Child("simulator", ["simulate"])] if settings.up_simulator else []
     if settings.uses_chdb:
         children.append(Child("api+sink", ["api", "--with-sink"]))
     else:
@@ -49,13 +52,18 @@ def stages(settings: Settings) -> list[Child]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
+    env["DROPS_UP_SIMULATOR"] = "true" if settings.up_simulator else "false"
+    if settings.up_simulator:  # the demo polls its simulator fast; real providers keep theirs
+        env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
     env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
+    if settings.clock_start:  # every stage (and each restart of one) reads the same clock
+        env["DROPS_CLOCK_START"] = settings.clock_start
+        env["DROPS_CLOCK_ANCHOR"] = repr(settings.clock_anchor)
     return env
 
 
-class _Stop(Exception):
+class _Stop(DropsError):
     pass
 
 
@@ -107,10 +115,11 @@ def _watch(children: list[Child], env: dict[str, str], settings: Settings) -> No
             child.proc = None
             if child.restarts >= settings.up_restarts:
                 raise RuntimeError(f"stage {child.name} keeps crashing (exit {code})")
-            if now - child.started_at > 300:
+            ran = now - child.started_at
+            if ran > 300:
                 child.restarts = 0  # it ran a while: a fresh failure, not a crash loop
             child.restarts += 1
-            delay = min(30.0, 2.0**child.restarts)
+            delay = child.backoff.next(ran)
             child.next_start = now + delay
             log.warning("stage_exited", stage=child.name, code=code, restart_in_s=delay)
         time.sleep(0.5)

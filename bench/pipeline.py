@@ -72,7 +72,7 @@ class Pipeline:
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "drops.cli", *args],
+            [sys.executable, "-m", "shell.cli", *args],
             env=settings_env(self.settings, **(env or {})),
             stdout=out,
             stderr=subprocess.STDOUT,

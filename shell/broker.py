@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
+from drops.errors import DropsError
 from drops.log import get_log
 from drops.settings import Settings
+from drops.topics import ensure_topics
+
+__all__ = ["BrokerError", "ensure_topics", "fetch", "is_ready", "start", "status", "stop"]
 
 log = get_log("broker")
 
@@ -40,7 +44,7 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 """
 
 
-class BrokerError(RuntimeError):
+class BrokerError(DropsError, RuntimeError):
     pass
 
 
@@ -84,7 +88,7 @@ def fetch(settings: Settings) -> Path:
         raise BrokerError("the local broker needs java (17+) and mvn on PATH")
     p.home.mkdir(parents=True, exist_ok=True)
     pom = p.home / "pom.xml"
-    pom.write_text(resources.files("drops").joinpath("kafka/pom.xml").read_text())
+    pom.write_text(resources.files("shell").joinpath("kafka/pom.xml").read_text())
     log.info("kafka_fetch_start", version=settings.kafka_version, into=str(p.lib))
     started = time.monotonic()
     cmd = [
@@ -238,27 +242,3 @@ def status(settings: Settings) -> dict[str, object]:
         "ready": is_ready(settings, timeout=1.0),
         "version": settings.kafka_version,
     }
-
-
-def ensure_topics(settings: Settings) -> None:
-    """Create the project's topics if they are missing (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    big = {"max.message.bytes": str(settings.max_message_bytes)}
-    wanted = [
-        NewTopic(settings.snapshot_topic, settings.snapshot_partitions, 1, config=big),
-        NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
-        NewTopic(settings.deadletter_topic, 1, 1, config=big),
-        NewTopic(settings.stats_topic, 1, 1, config=big),
-        NewTopic(settings.producer_topic, settings.producer_partitions, 1),
-    ]
-    todo = [t for t in wanted if t.topic not in existing]
-    if not todo:
-        return
-    for topic, future in admin.create_topics(todo).items():
-        try:
-            future.result()
-            log.info("topic_created", topic=topic)
-        except Exception as exc:  # already created by a concurrent caller
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise

@@ -32,24 +32,15 @@ ITEM_KEYS: tuple[str, ...] = (*_RECORD_FIELDS, "kafka_partition", "kafka_offset"
 """The keys of one feed item (``/feed``, ``/feed/stream``), in order."""
 
 STATS_COLUMNS: tuple[str, ...] = (
-    "market",
-    "provider",
-    "bucket_id",
-    "date",
-    "time_slot",
-    "kind",
-    "snapshot_id",
-    "polled_at",
-    "duration_ms",
-    "venues",
-    "slots",
-    "complete",
-    "failures",
-    "requests",
-    "retries",
+    *(
+        "polled_at" if f.name == "polled_at_ms" else f.name
+        for f in fields(BucketStats)
+        if f.name != "v"
+    ),
     "kafka_partition",
     "kafka_offset",
 )
+"""The columns of ``discovery_buckets``: the stats record's fields (its time as DateTime64)."""
 
 VENUE_COLUMNS: tuple[str, ...] = (
     "market",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from drops.log import get_log
-from sinks import schema
+from drops.runtime import Backoff
+from drops.settings import Settings
+from store import tables as schema
 
 log = get_log("clickhouse")
 
@@ -172,3 +175,20 @@ class ClickHouse:
     def save_progress(self, topic: str, positions: dict[int, int]) -> None:
         rows = [[topic, p, o] for p, o in positions.items()]
         self.insert("sink_progress", rows, ["topic", "kafka_partition", "position"])
+
+
+def prepare(settings: Settings) -> ClickHouse:
+    """Open ClickHouse and bring its schema up to date (idempotent)."""
+    ch = ClickHouse(settings.clickhouse_url)
+    backoff = Backoff(0.5, settings.sink_backoff_max)
+    while True:
+        try:
+            ch.migrate(settings.retention_days, settings.time_zone)
+            return ch
+        except Exception as exc:
+            if ch.is_chdb:
+                ch.close()
+                raise
+            delay = backoff.next()
+            log.warning("clickhouse_unavailable", error=str(exc)[:300], retry_in_s=delay)
+            time.sleep(delay)

@@ -11,7 +11,7 @@ the API after a few seconds). Then a share of the opened slots is closed, and ev
 replica's ``/feed`` must hold each scripted open exactly once and each close exactly once,
 and nothing else. One verdict line, ``PASS`` or ``FAIL`` with the counts; exit 1 on FAIL.
 
-The run reuses the chaos run's pieces (:mod:`drops.chaos`: settings, the market script, the
+The run reuses the chaos run's pieces (:mod:`bench.chaos`: settings, the market script, the
 settle-and-count of a feed) with replicas instead of faults. One market: the simulator
 serves one market per process.
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 import httpx
 import orjson
 
-from drops import broker
-from drops.chaos import Chaos, Config, Report, chaos_settings
+from bench.chaos import Chaos, Config, Report, chaos_settings
+from bench.pipeline import feed_items, free_port, wait_for
 from drops.log import get_log
-from drops.pipeline import free_port, wait_for
+from shell import broker
 
 log = get_log("scale")
 
@@ -186,8 +186,6 @@ class Scale(Chaos):
         self.result.feeds = reports
 
     def _feed(self) -> list[dict[str, object]]:
-        from drops.pipeline import feed_items
-
         return feed_items(self.api)
 
 
@@ -213,7 +211,8 @@ def run(cfg: ScaleConfig, data_dir: Path, bootstrap: str, controller_port: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="drops scale", description=__doc__)
+    text = (__doc__ or "").replace("``", "`").replace(":mod:", "")
+    ap = argparse.ArgumentParser(prog="drops scale", description=text)
     ap.add_argument("--minutes", type=float, default=3.0, help="length of the scripted run")
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--processors", type=int, default=2)

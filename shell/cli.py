@@ -1,10 +1,15 @@
-"""The ``drops`` command: one subcommand per stage, and ``drops up`` for all of them."""
+"""The ``drops`` command: one subcommand per stage, and ``drops up`` for all of them.
+
+The development tools (``simulate``, ``bench``, ``chaos``) are found through the package's
+entry points (group ``drops.tools``), so the shell never imports them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 import orjson
 
@@ -13,7 +18,7 @@ from drops.settings import Settings, get_settings
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
-    from drops import broker
+    from shell import broker
 
     if args.action == "start":
         broker.start(settings)
@@ -28,13 +33,6 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
         status = broker.status(settings)
         print(orjson.dumps(status).decode())
         return 0 if status["ready"] else 1
-    return 0
-
-
-def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator.server import run
-
-    run(settings)
     return 0
 
 
@@ -61,8 +59,9 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     from api.server import run
+    from sinks.service import SinkThread
 
-    run(settings, with_sink=args.with_sink)
+    run(settings, sink=SinkThread if args.with_sink else None)
     return 0
 
 
@@ -79,27 +78,21 @@ def _rebaseline(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from drops.supervisor import up
+    from shell.supervisor import up
 
+    if args.no_simulator:
+        settings = settings.model_copy(update={"up_simulator": False})
     return int(up(settings))
 
 
-def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from bench.__main__ import main as bench_main
-
-    return bench_main(args.rest)
+TOOLS_GROUP = "drops.tools"
 
 
-def _chaos(args: argparse.Namespace, settings: Settings) -> int:
-    from drops.chaos import main as chaos_main
-
-    return chaos_main(args.rest)
-
-
-def _scale(args: argparse.Namespace, settings: Settings) -> int:
-    from drops.scale import main as scale_main
-
-    return scale_main(args.rest)
+def _tool(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a development tool by its entry point: ``main(argv) -> exit code``."""
+    (ep,) = entry_points(group=TOOLS_GROUP, name=args.command)
+    tool: Callable[[list[str]], int] = ep.load()
+    return tool(args.rest)
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,7 +104,7 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] = {
     "broker": ("start, stop or check the local Kafka broker", _broker),
-    "simulate": ("run the provider simulator (Resy and OpenTable wire formats)", _simulate),
+    "simulate": ("run the provider simulator (Resy and OpenTable wire formats)", _tool),
     "produce": ("poll the providers and write snapshot records", _produce),
     "process": ("diff snapshots into drops (Quix Streams, RocksDB state)", _process),
     "sink": ("load drop records into ClickHouse", _sink),
@@ -121,23 +114,39 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
         _rebaseline,
     ),
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
-    "bench": ("run every benchmark and print one table (--quick, --write)", _bench),
-    "chaos": ("run the pipeline under faults and kills; compare with the reference", _chaos),
-    "scale": ("run 2 replicas of every stage, kill one of each; check every feed", _scale),
+    "bench": ("run every benchmark and print one table (--quick, --write)", _tool),
+    "chaos": ("run the pipeline under faults and kills; compare with the reference", _tool),
+    "scale": ("run 2 replicas of every stage, kill one of each; check every feed", _tool),
     "settings": ("print the settings table (env vars DROPS_*)", _settings),
 }
 
 
-PASS_THROUGH = {"bench", "chaos", "scale"}
+PASS_THROUGH = {"simulate", "bench", "chaos", "scale"}  # the tools parse their own options
+
+
+DESCRIPTION = (
+    "Discovery Drops: spots restaurant reservations the moment they open. One subcommand per "
+    "stage; `drops up` runs them all. Settings are env vars DROPS_* (`drops settings`)."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="drops", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from drops.metrics import version
+
+    parser = argparse.ArgumentParser(prog="drops", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"drops {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, (text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text, add_help=name not in PASS_THROUGH)
         if name == "broker":
             p.add_argument("action", choices=["start", "stop", "status", "fetch", "topics"])
+        if name == "up":
+            p.add_argument(
+                "--no-simulator",
+                action="store_true",
+                help="poll the real providers (DROPS_RESY_URL, DROPS_OPENTABLE_URL) at "
+                "DROPS_POLL_INTERVAL; no simulator (same as DROPS_UP_SIMULATOR=false)",
+            )
         if name == "rebaseline":
             which = p.add_mutually_exclusive_group(required=True)
             which.add_argument("--bucket", action="append", help="a bucket id (repeatable)")

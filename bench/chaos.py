@@ -21,7 +21,6 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,13 +28,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
+from bench.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from domain.calendar import Bucket, window
-from drops import broker
 from drops.log import get_log
-from drops.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
 from drops.settings import Settings
 from producers.windows import bucket_window
 from schemas import slot_id
+from shell import broker
 from simulator.control import SimControl
 
 log = get_log("chaos")
@@ -190,7 +189,7 @@ class Chaos:
     # ------------------------------------------------------------------ actions
     def learn_market(self) -> None:
         tz = ZoneInfo(self.s.time_zone)
-        every = window(datetime.now(UTC), self.s.market, tz, self.cfg.days, self.s.slot_times)
+        every = window(self.s.clock().now(), self.s.market, tz, self.cfg.days, self.s.slot_times)
         self.buckets = [b for b in every if b.date > every[0].date]  # not today: times pass
         self.venues = [str(v["id"]) for v in self.sim.venues("resy")]
         for b in self.buckets:
@@ -349,7 +348,7 @@ def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Re
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="drops chaos", description=__doc__)
+    ap = argparse.ArgumentParser(prog="drops chaos", description=(__doc__ or "").replace("``", "`"))
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the storm")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--fault-rate", type=float, default=Config.fault_rate)

@@ -1,0 +1,34 @@
+"""Topic admin: the project's topics, created with the right settings (idempotent)."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from drops.log import get_log
+from drops.settings import Settings
+
+log = get_log("broker")
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the project's topics if they are missing (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    big = {"max.message.bytes": str(settings.max_message_bytes)}
+    wanted = [
+        NewTopic(settings.snapshot_topic, settings.snapshot_partitions, 1, config=big),
+        NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
+        NewTopic(settings.deadletter_topic, 1, 1, config=big),
+        NewTopic(settings.stats_topic, 1, 1, config=big),
+        NewTopic(settings.producer_topic, settings.producer_partitions, 1),
+    ]
+    todo = [t for t in wanted if t.topic not in existing]
+    if not todo:
+        return
+    for topic, future in admin.create_topics(todo).items():
+        try:
+            future.result()
+            log.info("topic_created", topic=topic)
+        except Exception as exc:  # already created by a concurrent caller
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
