@@ -31,11 +31,17 @@ pytestmark = pytest.mark.kafka
 def members(settings: Settings) -> dict[str, set[int]]:
     """The processor group's live members (group instance id) and their partitions."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    desc = admin.describe_consumer_groups([settings.processor_group])[settings.processor_group]
-    try:
-        group = desc.result(timeout=10)
-    except KafkaException:  # no coordinator for the group yet
-        return {}
+    for _ in range(5):  # a loaded broker may answer late
+        desc = admin.describe_consumer_groups([settings.processor_group])
+        try:
+            group = desc[settings.processor_group].result(timeout=10)
+            break
+        except TimeoutError:
+            continue
+        except KafkaException:  # no coordinator for the group yet
+            return {}
+    else:
+        raise AssertionError("the group was not described in 5 tries")
     return {
         m.group_instance_id or m.member_id: {tp.partition for tp in m.assignment.topic_partitions}
         for m in group.members
