@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from drops import scale
+from bench import scale
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
