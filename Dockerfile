@@ -14,6 +14,7 @@ COPY domain domain
 COPY store store
 COPY producers producers
 COPY processors processors
+COPY delivery delivery
 COPY sinks sinks
 COPY api api
 COPY shell shell

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -49,6 +51,8 @@ from api.params import (
     parse_just_opened,
     parse_stream,
 )
+from api.watches import ROUTES as WATCH_ROUTES
+from api.watches import WatchStore
 from drops.errors import BadRequest
 from drops.log import get_log
 from drops.settings import Settings
@@ -56,7 +60,7 @@ from store.clickhouse import ClickHouse, prepare
 
 log = get_log("api")
 STATIC = Path(__file__).resolve().parent / "static"
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/static", "/openapi.json")
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json"})  # and /static/...
 
 
 class SinkView(Protocol):
@@ -64,9 +68,17 @@ class SinkView(Protocol):
 
     head: dict[int, int]
     paused: bool
+    blocked: str  # why the sink will not store (a recreated topic), or ""
 
     @property
     def totals(self) -> Any: ...
+
+
+class RetentionGaps(Protocol):
+    """What the sink counts of records deleted by retention before it read them."""
+
+    gaps: int
+    offsets: int
 
 
 class InProcessSink(Protocol):
@@ -76,6 +88,9 @@ class InProcessSink(Protocol):
     imports the sink stage."""
 
     restarts: int
+
+    @property
+    def gaps(self) -> RetentionGaps: ...
 
     def collect(self) -> Iterable[Metric]: ...
 
@@ -108,16 +123,26 @@ class State:
             providers=KNOWN_PROVIDERS | frozenset(settings.provider_names),
             time_slots=frozenset(settings.slot_times),
             max_limit=settings.feed_max_limit,
+            partitions=settings.drops_partitions,
         )
         self.keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
         self.ch: ClickHouse | None = None
         self.data: Data | None = None
         self.hub: Hub | None = None
         self.sink: InProcessSink | None = None
+        self.watches: WatchStore | None = None
         self.closing = False
         self.exiting: Callable[[], bool] | None = None  # set by the server: shutdown begun
         # set by sse-starlette when it sees the server shut down (shared by every stream)
         self.sse_shutdown: anyio.Event | None = None
+
+    def allowed_now(self) -> Allowed:
+        """The accepted values, with the drops topic's partitions as the live tail found them
+        (an operator may have raised them above ``drops_partitions``)."""
+        n = self.hub.partitions if self.hub is not None else 0
+        if n > self.allowed.partitions:
+            self.allowed = dataclasses.replace(self.allowed, partitions=n)
+        return self.allowed
 
     def db(self) -> Data:
         if self.data is None:
@@ -146,9 +171,12 @@ async def _db(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def feed(request: Request) -> Response:
     st = _st(request)
-    req = parse_feed(_q(request), st.allowed)
-    rows, nxt = await _db(st.db().feed, req.since, req.filters, req.limit)
-    return Response(feed_body(rows, C.encode(nxt)), media_type="application/json")
+    req = parse_feed(_q(request), st.allowed_now())
+    data = st.db()
+    head = await _db(data.head)
+    rows, nxt = await _db(data.feed_window, dict(req.since or {}), head, req.filters, req.limit)
+    more = not C.covers(nxt, head)
+    return Response(feed_body(rows, C.encode(nxt), more), media_type="application/json")
 
 
 async def just_opened(request: Request) -> Response:
@@ -207,9 +235,14 @@ async def readyz(request: Request) -> Response:
     else:
         checks["kafka"] = await _db(_kafka_ok, st.s.kafka_bootstrap)
     if st.sink is not None:
-        checks["sink"] = st.sink.alive and not st.sink.sink.paused
+        checks["sink"] = st.sink.alive and not st.sink.sink.paused and not st.sink.sink.blocked
     ok = all(bool(v) for v in checks.values()) and not st.closing
-    return JSON({"ready": ok, "checks": checks}, 200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks}
+    if st.sink is not None:
+        # records deleted by retention before the sink read them: lost for the feed (not a
+        # readiness failure: restarting brings nothing back; see docs/operations.md)
+        body["retention_gaps"] = st.sink.gaps.gaps
+    return JSON(body, 200 if ok else 503)
 
 
 def _kafka_ok(bootstrap: str) -> bool:
@@ -239,13 +272,22 @@ async def index(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     st = _st(request)
-    since, filters = parse_stream(_q(request), request.headers.get("last-event-id"), st.allowed)
+    since, filters = parse_stream(
+        _q(request), request.headers.get("last-event-id"), st.allowed_now()
+    )
     hub = st.hub
     if hub is None or not hub.ready.is_set():
         return JSON(
             {"error": "unavailable", "param": "", "message": "live tail not ready, retry"},
             503,
             headers={"Retry-After": "2"},
+        )
+    if len(hub.clients) >= st.s.sse_max_clients:
+        st.metrics.inc("drops_sse_refused_total", help_text="SSE clients refused: at the cap")
+        return JSON(
+            {"error": "unavailable", "param": "", "message": "too many live clients, retry"},
+            503,
+            headers={"Retry-After": "5"},
         )
     client = hub.subscribe(filters)
     start = dict(hub.position) if since is None else dict(since)
@@ -316,6 +358,17 @@ async def _events(
                 await client.wake.wait()
             if client.closing:
                 return
+            if client.resync:  # the live tail restarted: what it skipped comes from ClickHouse
+                client.resync = False
+                client.queue.clear()
+                st.metrics.inc(
+                    "drops_sse_resyncs_total", help_text="SSE catch-ups after a live-tail restart"
+                )
+                async for chunk, at in _catch_up(st, hub, client, pos, filters):
+                    pos = at
+                    if chunk:
+                        yield chunk
+                continue
             if client.dropped:  # counted by the hub (drops_sse_dropped_clients_total)
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
@@ -347,7 +400,7 @@ async def _catch_up(
             pos = C.merge(nxt, begin)
             if chunks:
                 yield b"".join(chunks), pos
-            if len(rows) < page:
+            if C.covers(pos, head):  # a short page may end before the head (scan bound)
                 break
         if client.dropped:  # the queue overflowed while catching up: the ring has those events
             client.dropped = False
@@ -397,12 +450,16 @@ class Guard:
                 status["code"] = message["status"]
                 status["sent"] = True
                 st.metrics.observe(route, message["status"], time.perf_counter() - started)
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY]}
             await send(message)
 
-        if st.keys and scope["method"] != "OPTIONS" and not _open(path):
+        # every method on every path but the open ones (CORS preflights never reach here:
+        # the CORS middleware, outside this one, answers them)
+        if st.keys and not _open(path):
             request = Request(scope)
+            # the header first; ?api_key= because EventSource (the page) cannot send headers
             key = request.headers.get("x-api-key") or request.query_params.get("api_key")
-            if key not in st.keys:
+            if not _key_ok(key, st.keys):
                 await JSON(
                     {"error": "unauthorized", "param": "api_key", "message": "API key required"},
                     401,
@@ -428,7 +485,33 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _open(path: str) -> bool:
-    return path == "/" or any(path.startswith(p) for p in OPEN_PATHS[1:])
+    """Paths served without a key: exactly these, and files under ``/static/``."""
+    return path in OPEN_PATHS or (path.startswith("/static/") and ".." not in path)
+
+
+def _key_ok(key: str | None, keys: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, compared in constant time (each key is compared,
+    whatever matched)."""
+    given = (key or "").encode()
+    ok = False
+    for k in keys:
+        ok |= hmac.compare_digest(given, k.encode())
+    return ok and bool(key)
+
+
+SECURITY: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+]
+"""Headers on every answer: no MIME sniffing, no framing (clickjacking), no referrer (the
+page's URL may carry ``?api_key=``), and a content policy that allows only the page's own
+files."""
 
 
 def _route(path: str) -> str:
@@ -436,6 +519,8 @@ def _route(path: str) -> str:
         return "/venues/{id}"
     if path.startswith("/static/"):
         return "/static"
+    if path.startswith("/watches/"):
+        return "/watches/{id}"
     return path if path in _ROUTES else "other"
 
 
@@ -450,6 +535,7 @@ _ROUTES = {
     "/readyz",
     "/metrics",
     "/openapi.json",
+    "/watches",
 }
 
 
@@ -459,9 +545,11 @@ def create_app(
     ch: ClickHouse | None = None,
     sink: SinkFactory | None = None,
     live: bool = True,
+    watches: bool = True,
 ) -> Starlette:
     """The API. ``ch``: an open ClickHouse (else opened and migrated here, closed at the end);
-    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE."""
+    ``sink``: builds the sink run in this process; ``live``: run the Kafka live tail for SSE;
+    ``watches``: serve ``/watches`` (read from and written to the watches topic)."""
     st = State(settings)
 
     @contextlib.asynccontextmanager
@@ -478,12 +566,15 @@ def create_app(
             live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
             clock=st.clock,
+            scan_max=settings.feed_scan_max,
         )
         if live:
             st.hub = Hub(settings)
             st.sse_shutdown = shutdown = anyio.Event()
             st.hub.exiting = lambda: shutdown.is_set() or (st.exiting is not None and st.exiting())
             st.hub.start(asyncio.get_running_loop())
+        if watches:
+            st.watches = WatchStore(settings).start()
         _gauges(st)
         log.info("api_started", with_sink=sink is not None, live=live, chdb=st.ch.is_chdb)
         try:
@@ -493,6 +584,8 @@ def create_app(
             if st.hub is not None:
                 st.hub.close_clients()
                 await to_thread.run_sync(st.hub.stop)
+            if st.watches is not None:
+                await to_thread.run_sync(st.watches.stop)
             if st.sink is not None:
                 await to_thread.run_sync(st.sink.close)
             if owned and st.ch is not None:
@@ -525,6 +618,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/openapi.json", openapi_json),
+            *WATCH_ROUTES,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=middleware,

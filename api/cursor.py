@@ -167,20 +167,27 @@ def range_sql(start: Mapping[int, int], head: Mapping[int, int]) -> str:
 
 
 def windows(
-    start: Mapping[int, int], head: Mapping[int, int], limit: int, first: int = 0
+    start: Mapping[int, int],
+    head: Mapping[int, int],
+    limit: int,
+    first: int = 0,
+    span: int | None = None,
 ) -> list[Cursor]:
-    """Growing upper bounds for a page read, the last one being ``head``.
+    """Growing upper bounds for a page read, the last one being ``head`` (or, with ``span``,
+    ``head`` capped at ``lo + span``: one request reads at most ``span`` offsets a partition).
 
     Each bound caps every partition at ``lo + width`` (``lo`` = the lowest start) and never
     passes the head; widths grow eightfold from ``max(4 * limit, 1000)``. Reading window after
     window, with the cursor advanced by :func:`next_cursor` against each bound, gives the same
-    rows as one read bounded by ``head``.
+    rows as one read bounded by the last bound.
     """
     live = {p: h for p, h in head.items() if h > start.get(p, -1)}
     if not live:
         return [dict(head)]
     lo = min(start.get(p, -1) for p in live)
-    top = max(live.values())
+    if span is not None:
+        head = {p: min(h, lo + max(span, 1)) for p, h in head.items()}
+    top = max(live.values()) if span is None else max(head.values())
     width = first or max(4 * limit, 1000)
     out: list[Cursor] = []
     while lo + width < top:

@@ -35,9 +35,11 @@ class Data:
         live_head: Callable[[], Mapping[int, int]] | None = None,
         head_ttl: float = 0.0,
         clock: Clock | None = None,
+        scan_max: int | None = None,
     ) -> None:
         self.ch = ch
         self.clock = clock or Clock()
+        self.scan_max = scan_max
         self.topic = drops_topic
         if "'" in time_zone or "\\" in time_zone:
             raise ValueError("bad time zone")
@@ -104,14 +106,17 @@ class Data:
     def feed_window(
         self, start: Mapping[int, int], head: Mapping[int, int], filters: Filters, limit: int
     ) -> tuple[list[FeedRow], C.Cursor]:
-        """A page read through growing offset windows (see :func:`api.cursor.windows`).
+        """A page read through growing offset windows (see :func:`api.cursor.windows`), of at
+        most ``scan_max`` offsets a partition: a filter that matches little cannot make one
+        request read the whole table; the page then ends early, and its cursor (short of the
+        head) is where the next request goes on.
 
         A read ordered by the primary key but open to the head merges every part after the
         cursor (one or more per partition of the table); a window of offsets touches one or two.
         """
         items: list[FeedRow] = []
         pos = dict(start)
-        for bound in C.windows(start, head, limit):
+        for bound in C.windows(start, head, limit, span=self.scan_max):
             want = limit - len(items)
             got = self.feed_page(pos, bound, filters, want)
             items += got
@@ -140,55 +145,9 @@ class Data:
 
     def buckets(self, market: str, today: str, poll_interval: float) -> list[dict[str, Any]]:
         """Each bucket of the window: baseline size, last poll, lag and status."""
-        rows = self.ch.query_dicts(
-            "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
-            # the baseline: the last baseline build, else the stream's first fetch (the
-            # processor takes a stream's first snapshot as its baseline when it has none)
-            "if(countIf(kind = 'baseline') > 0, argMaxIf(slots, polled_at, kind = 'baseline'), "
-            "argMin(slots, polled_at)) AS baseline_slots, "
-            "if(countIf(kind = 'baseline') > 0, maxIf(polled_at, kind = 'baseline'), "
-            "min(polled_at)) AS baseline_at, "
-            "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
-            "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
-            "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "
-            "argMaxIf(duration_ms, polled_at, kind = 'poll') AS last_poll_ms, "
-            "countIf(kind = 'poll') AS polls "
-            "FROM discovery_buckets WHERE market = %(m)s AND date >= %(today)s "
-            "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
-            {"m": market, "today": datetime.fromisoformat(today).date()},
-        )
+        rows = self.ch.query_dicts(*buckets_query(market, today))
         now = self.clock.now()
-        out = []
-        for r in rows:
-            last = _aware(r["last_poll_at"])
-            base = _aware(r["baseline_at"])
-            has_poll = r["polls"] > 0
-            lag = (now - last).total_seconds() if has_poll else None
-            if not has_poll:
-                status = "baseline_only" if base.year > 1970 else "unknown"
-            elif lag is not None and lag > 3 * poll_interval + 30:
-                status = "stale"
-            elif not r["last_poll_complete"]:
-                status = "partial"
-            else:
-                status = "ok"
-            out.append(
-                {
-                    "bucket_id": r["bucket_id"],
-                    "provider": r["provider"],
-                    "date": r["bdate"].isoformat(),
-                    "time_slot": r["bslot"],
-                    "baseline_slots": int(r["baseline_slots"]) if base.year > 1970 else None,
-                    "baseline_at_ms": _ms(base) if base.year > 1970 else None,
-                    "last_poll_at_ms": _ms(last) if has_poll else None,
-                    "last_poll_slots": int(r["last_poll_slots"]) if has_poll else None,
-                    "last_poll_ms": int(r["last_poll_ms"]) if has_poll else None,
-                    "lag_seconds": round(lag, 1) if lag is not None else None,
-                    "polls": int(r["polls"]),
-                    "status": status,
-                }
-            )
-        return out
+        return [_bucket_status(r, now, poll_interval) for r in rows]
 
     def venue(self, venue_id: str, provider: str | None, history: int) -> dict[str, Any] | None:
         params: dict[str, Any] = {"v": venue_id}
@@ -212,11 +171,7 @@ class Data:
             f"FROM drop_events WHERE venue_id = %(v)s{pf}",
             params,
         )[0]
-        watched = self.ch.query(
-            "SELECT uniqExact(date) FROM discovery_buckets WHERE kind = 'poll'"
-            + (" AND provider = %(p)s" if provider else ""),
-            params,
-        )[0][0]
+        watched = self.ch.query(*watched_query(provider))[0][0]
         recent = self.ch.query(
             "SELECT kafka_offset, kafka_partition, item FROM drop_events "
             f"WHERE venue_id = %(v)s{pf} ORDER BY kafka_offset DESC LIMIT {int(history)}",
@@ -262,6 +217,73 @@ class Data:
         return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
 
 
+def watched_query(provider: str | None) -> tuple[str, dict[str, Any]]:
+    """The days a provider (or any) was polled: from ``watched_days`` (a row per provider and
+    day), not from every bucket fetch of ``discovery_buckets``."""
+    if provider:
+        return "SELECT uniqExact(date) FROM watched_days WHERE provider = %(p)s", {"p": provider}
+    return "SELECT uniqExact(date) FROM watched_days", {}
+
+
+WINDOW_POLL_DAYS = 15
+"""A bucket of the window (today .. today+13) is first fetched when it enters it: its rows
+were all polled within the last 15 days (a margin for the slide time and the zones)."""
+
+
+def buckets_query(market: str, today: str) -> tuple[str, dict[str, Any]]:
+    """``/buckets``: the window's buckets, reading only the day partitions (``polled_at``)
+    that can hold them instead of every day of retention."""
+    day = datetime.fromisoformat(today).date()
+    since = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(days=WINDOW_POLL_DAYS)
+    return (
+        "SELECT bucket_id, provider, any(date) AS bdate, any(time_slot) AS bslot, "
+        # the baseline: the last baseline build, else the stream's first fetch (the
+        # processor takes a stream's first snapshot as its baseline when it has none)
+        "if(countIf(kind = 'baseline') > 0, argMaxIf(slots, polled_at, kind = 'baseline'), "
+        "argMin(slots, polled_at)) AS baseline_slots, "
+        "if(countIf(kind = 'baseline') > 0, maxIf(polled_at, kind = 'baseline'), "
+        "min(polled_at)) AS baseline_at, "
+        "maxIf(polled_at, kind = 'poll') AS last_poll_at, "
+        "argMaxIf(slots, polled_at, kind = 'poll') AS last_poll_slots, "
+        "argMaxIf(complete, polled_at, kind = 'poll') AS last_poll_complete, "
+        "argMaxIf(duration_ms, polled_at, kind = 'poll') AS last_poll_ms, "
+        "countIf(kind = 'poll') AS polls "
+        "FROM discovery_buckets WHERE market = %(m)s AND date >= %(today)s "
+        "AND polled_at >= %(since)s "
+        "GROUP BY bucket_id, provider ORDER BY bdate, bslot, provider",
+        {"m": market, "today": day, "since": since},
+    )
+
+
+def _bucket_status(r: dict[str, Any], now: datetime, poll_interval: float) -> dict[str, Any]:
+    last = _aware(r["last_poll_at"])
+    base = _aware(r["baseline_at"])
+    has_poll = r["polls"] > 0
+    lag = (now - last).total_seconds() if has_poll else None
+    if not has_poll:
+        status = "baseline_only" if base.year > 1970 else "unknown"
+    elif lag is not None and lag > 3 * poll_interval + 30:
+        status = "stale"
+    elif not r["last_poll_complete"]:
+        status = "partial"
+    else:
+        status = "ok"
+    return {
+        "bucket_id": r["bucket_id"],
+        "provider": r["provider"],
+        "date": r["bdate"].isoformat(),
+        "time_slot": r["bslot"],
+        "baseline_slots": int(r["baseline_slots"]) if base.year > 1970 else None,
+        "baseline_at_ms": _ms(base) if base.year > 1970 else None,
+        "last_poll_at_ms": _ms(last) if has_poll else None,
+        "last_poll_slots": int(r["last_poll_slots"]) if has_poll else None,
+        "last_poll_ms": int(r["last_poll_ms"]) if has_poll else None,
+        "lag_seconds": round(lag, 1) if lag is not None else None,
+        "polls": int(r["polls"]),
+        "status": status,
+    }
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -289,6 +311,8 @@ def parse_rows(raw: bytes) -> list[FeedRow]:
     return out
 
 
-def feed_body(rows: list[FeedRow], cursor: str) -> bytes:
-    """The ``/feed`` response ``{"items": [...], "next": cursor}`` from stored item bytes."""
-    return b'{"items":[' + b",".join(r[2] for r in rows) + b'],"next":"' + cursor.encode() + b'"}'
+def feed_body(rows: list[FeedRow], cursor: str, more: bool = False) -> bytes:
+    """The ``/feed`` response ``{"items": [...], "next": cursor, "more": bool}`` from stored
+    item bytes; ``more``: the read stopped short of the head (ask again from ``next``)."""
+    tail = b'","more":true}' if more else b'","more":false}'
+    return b'{"items":[' + b",".join(r[2] for r in rows) + b'],"next":"' + cursor.encode() + tail

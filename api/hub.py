@@ -67,6 +67,7 @@ class Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     closing: bool = False
+    resync: bool = False  # the live tail restarted: catch up from ClickHouse to the new ring
 
     def offer(self, batch: LiveBatch) -> None:
         if self.dropped:
@@ -79,7 +80,7 @@ class Client:
         self.wake.set()
 
     def busy(self) -> bool:
-        return bool(self.queue) or self.dropped or self.closing
+        return bool(self.queue) or self.dropped or self.closing or self.resync
 
     def drain(self) -> list[LiveBatch]:
         items = list(self.queue)
@@ -129,6 +130,7 @@ class Hub:
         self.base: C.Cursor = {}
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
+        self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
         self.error: str | None = None
         self.events_in = 0
@@ -262,10 +264,18 @@ class Hub:
                     consumer = None
 
     def _reset(self, start: C.Cursor) -> None:
-        # a (re)started consumer: the ring restarts at the consumer's first position
+        # a (re)started consumer: the ring restarts at the consumer's first position. The
+        # events between a connected client's position and that base were never read by
+        # this consumer: every client goes through the catch-up path (ClickHouse, then the
+        # ring) before it takes live batches again
         self.ring.clear()
         self.base = dict(start)
+        self.partitions = max(self.partitions, len(start))
         self.position = C.merge(self.position, start)
+        for c in self.clients:
+            c.resync = True
+            c.queue.clear()
+            c.wake.set()
 
     def _call(self, fn: Any, *args: Any) -> None:
         if self._loop is None:

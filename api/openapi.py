@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.params import KNOWN_PROVIDERS
+from api.watches import openapi_part
 from drops.settings import Settings
 from schemas import DropEvent
 from schemas.shapes import properties
@@ -41,7 +42,8 @@ ITEM = _obj(
         "kafka_offset": INT,
     }
 )
-ITEM["required"].remove("opened_after_ms")  # (optional: items stored before drop records v2)
+for _key in ("opened_after_ms", "read_via"):  # optional: items stored before drop records v2
+    ITEM["required"].remove(_key)
 
 ERROR = _obj(
     {
@@ -205,6 +207,11 @@ def openapi(s: Settings) -> dict[str, Any]:
                         {
                             "items": {"type": "array", "items": _ref("Item")},
                             "next": {"type": "string", "pattern": CURSOR_PATTERN},
+                            "more": {
+                                "type": "boolean",
+                                "description": "the read stopped before the newest stored "
+                                "event (a page may end early, even empty): ask again from next",
+                            },
                         }
                     )
                 ),
@@ -330,11 +337,21 @@ def openapi(s: Settings) -> dict[str, Any]:
                             "type": "object",
                             "additionalProperties": {"type": "boolean"},
                         },
-                    }
+                        "retention_gaps": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "times records were deleted by retention before "
+                            "the in-process sink read them (with --with-sink)",
+                        },
+                    },
+                    ["ready", "checks"],
                 ),
             }
         },
     }
+    watch_paths, watch_schemas = openapi_part(err, auth)
+    doc["paths"].update(watch_paths)
+    doc["components"]["schemas"].update(watch_schemas)
     if s.api_keys.strip():
         doc["components"]["securitySchemes"] = {
             "header": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -42,6 +42,7 @@ class Allowed:
     providers: frozenset[str]
     time_slots: frozenset[str]
     max_limit: int = 1000
+    partitions: int = 1  # of the drops topic: a cursor naming any other is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +233,22 @@ def check_known(q: Query, known: Iterable[str]) -> None:
             raise BadRequest(name, "unknown parameter")
 
 
-def parse_cursor(raw: str | None, name: str = "since") -> C.Cursor | None:
+def parse_cursor(
+    raw: str | None, name: str = "since", partitions: int | None = None
+) -> C.Cursor | None:
+    """A cursor; with ``partitions``, only one naming partitions of the drops topic (a cursor
+    of thousands of made-up partitions would be copied for every event such a client gets)."""
     if raw is None or raw == "":
         return None
     try:
-        return C.decode(raw.strip())
+        cur = C.decode(raw.strip())
     except C.CursorError as exc:
         raise BadRequest(name, f"malformed cursor ({exc})") from None
+    if partitions is not None and cur and max(cur) >= partitions:
+        raise BadRequest(
+            name, f"cursor names partition {max(cur)}; the drops topic has {partitions}"
+        )
+    return cur
 
 
 def parse_feed(q: Query, allowed: Allowed) -> FeedRequest:
@@ -247,7 +257,9 @@ def parse_feed(q: Query, allowed: Allowed) -> FeedRequest:
     if limit is None:
         raise InvariantError("limit: no value and no default")
     return FeedRequest(
-        since=parse_cursor(_one(q, "since")), limit=limit, filters=parse_filters(q, allowed)
+        since=parse_cursor(_one(q, "since"), partitions=allowed.partitions),
+        limit=limit,
+        filters=parse_filters(q, allowed),
     )
 
 
@@ -257,9 +269,9 @@ def parse_stream(
     """``Last-Event-ID`` (the browser's reconnect) wins over ``?since=``."""
     check_known(q, ("since", *FILTER_PARAMS))
     since = (
-        parse_cursor(last_event_id, "Last-Event-ID")
+        parse_cursor(last_event_id, "Last-Event-ID", allowed.partitions)
         if last_event_id
-        else parse_cursor(_one(q, "since"))
+        else parse_cursor(_one(q, "since"), partitions=allowed.partitions)
     )
     return since, parse_filters(q, allowed)
 

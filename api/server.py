@@ -15,10 +15,14 @@ on any other.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import SinkFactory, create_app
 from drops import slots
@@ -43,18 +47,14 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
                  sink_group=settings.sink_group)  # fmt: skip
     ensure_topics(settings)
     app = create_app(settings, sink=sink)
-    config = uvicorn.Config(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        backlog=4096,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     tune_gc(*GC_THRESHOLD)
     app.state.drops.exiting = lambda: bool(server.should_exit)
+    app.state.drops.metrics.counter(
+        "drops_http_head_timeouts_total",
+        lambda: HeadTimeout.timeouts,
+        "Connections closed because the request head did not arrive in time",
+    )
     logging.getLogger("uvicorn.error").addFilter(quiet_cut_clients)
     log.info("api_listening", url=f"http://{settings.api_host}:{settings.api_port}/")
     server.run()
@@ -73,6 +73,72 @@ def embedded_replica(settings: Settings) -> tuple[Settings, int]:
     return settings.model_copy(
         update={"clickhouse_dsn": f"chdb://{folder(k)}", "sink_group": group}
     ), k
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The server's configuration: connection cap (503 beyond ``api_max_connections``) and the
+    request-head timeout (:class:`HeadTimeout`)."""
+    HeadTimeout.head_timeout = settings.api_head_timeout
+    values: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        "backlog": 4096,
+        "limit_concurrency": settings.api_max_connections,
+        "http": HeadTimeout,
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
+
+
+class HeadTimeout(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for each request's head (uvicorn has none: a
+    client sending its headers a byte at a time, slowloris, would hold a connection for ever).
+
+    The clock starts when the connection opens and again when a response completes; it stops
+    when the head is complete. A connection past it is closed (``drops_http_head_timeouts``).
+    """
+
+    head_timeout = 10.0
+    timeouts = 0  # connections closed for a slow head, in this process
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.head_timeout, self._head_timed_out
+        )
+
+    def _cancel_head_timer(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            HeadTimeout.timeouts += 1
+            log.info("http_head_timeout", client=str(self.client), seconds=self.head_timeout)
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
 
 GC_THRESHOLD = (10_000, 10, 10)

@@ -32,6 +32,7 @@ MODULES: dict[str, list[str]] = {
     "processor": ["bench.processor_bench"],
     "api": ["bench.api_bench"],
     "replicas": ["bench.replicas_bench"],
+    "alerts": ["bench.alerts_bench"],
 }
 QUICK_EXTRA: dict[str, list[str]] = {"producer": ["--venues", "1000", "10000"]}
 

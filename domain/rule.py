@@ -54,6 +54,7 @@ from domain import slotsets
 from domain.slotsets import EMPTY, IdArray
 from drops.errors import InvariantError
 from schemas import DropEvent, Slot, Snapshot, SnapshotView, dedupe_key
+from schemas.records import READ_SEARCH
 
 Mode = Literal["baseline", "poll"]
 
@@ -341,4 +342,5 @@ def _event(
         closed_at_ms=closed_at_ms,
         open_seconds=None if closed_at_ms is None else (closed_at_ms - opened_at_ms) / 1000,
         opened_after_ms=opened_after_ms,
+        read_via=slot.get("read_via", READ_SEARCH),  # payloads kept before the field: search
     )

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         "", description="API keys, comma separated; when set, X-API-Key or ?api_key= is required"
     )
     feed_max_limit: int = Field(1000, description="Largest page /feed serves")
+    feed_scan_max: int = Field(
+        200_000,
+        description="Feed: most offsets one request reads a partition; a page that ends early "
+        "returns its cursor and more=true",
+    )
     just_opened_minutes: int = Field(10, description="Window of GET /just-opened, minutes")
     sse_ping: float = Field(15.0, description="SSE: seconds between ping comments")
     sse_retry_ms: int = Field(2000, description="SSE: reconnection delay hint sent to clients")
@@ -129,11 +134,50 @@ class Settings(BaseSettings):
     sse_flush_ms: int = Field(
         100, description="SSE: live events are handed to clients at most this often, ms"
     )
+    sse_max_clients: int = Field(
+        10_000, description="SSE: most connected clients; more are answered 503 + Retry-After"
+    )
+    api_max_connections: int = Field(
+        12_000, description="API: most open connections; more are answered 503"
+    )
+    api_head_timeout: float = Field(
+        10.0, description="API: seconds a client has to send a request's head, then closed"
+    )
     api_head_cache_ms: int = Field(
         100,
         description="Feed: ms an API without the in-process sink reuses the stored head "
         "(sink_progress); with --with-sink the sink hands it over exactly",
     )
+
+    # --- watches and alerts --------------------------------------------------------------
+    watches_topic: str = Field(
+        "drops.watches", description="Compacted topic of watches (key = watch id; empty = deleted)"
+    )
+    alerts_topic: str = Field("drops.alerts", description="Topic of alerts (one per watch, drop)")
+    deliveries_topic: str = Field(
+        "drops.deliveries", description="Topic of the delivery log (one record per alert, channel)"
+    )
+    local_owner: str = Field("local", description="Owner of every watch when no API keys are set")
+    watches_per_owner: int = Field(1000, description="Most watches one owner may have")
+    matcher_group: str = Field("drops-matcher", description="Consumer group of the alert matcher")
+    matcher_commit_interval: float = Field(
+        0.25,
+        description="Matcher checkpoint interval, seconds (alerts become readable at commit)",
+    )
+    matcher_instance: str = Field(
+        "0", description="Id of this matcher replica, stable across restarts (transactional.id)"
+    )
+    delivery_group: str = Field(
+        "drops-delivery", description="Consumer group of the delivery worker"
+    )
+    delivery_attempts: int = Field(6, description="Delivery: attempts per alert and channel")
+    delivery_backoff: float = Field(0.5, description="Delivery: first retry pause cap, s (jitter)")
+    delivery_backoff_max: float = Field(60.0, description="Delivery: longest retry pause, s")
+    delivery_timeout: float = Field(10.0, description="Delivery: timeout of one send, s")
+    delivery_rate: float = Field(
+        5.0, description="Delivery: sends per second per channel (token bucket, burst of 10)"
+    )
+    delivery_concurrency: int = Field(16, description="Delivery: sends in flight")
 
     # --- simulator -----------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulator bind address")
@@ -145,6 +189,11 @@ class Settings(BaseSettings):
         False, description="Simulator scripted mode: no churn, only changes made by /_control"
     )
     sim_fault_rate: float = Field(0.0, description="Share of simulator requests that fail")
+    sim_reach: str = Field(
+        "150",
+        description="Simulator: minutes a time query answers around the asked time, "
+        "'150' (±150) or 'before,after' such as '90,150'",
+    )
     sim_cache_mb: int = Field(
         512, description="Simulator: MiB of search pages kept while the market is unchanged"
     )
@@ -185,6 +234,10 @@ class Settings(BaseSettings):
         9102, description="Processor's /metrics port (0: off; one per replica on a host)"
     )
     sink_metrics_port: int = Field(9103, description="Standalone sink's /metrics port (0: off)")
+    matcher_metrics_port: int = Field(
+        9104, description="Alert matcher's /metrics port (0: off; one per replica on a host)"
+    )
+    delivery_metrics_port: int = Field(9105, description="Delivery worker's /metrics port (0: off)")
 
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field("INFO", description="Log level")
@@ -212,6 +265,18 @@ class Settings(BaseSettings):
     @property
     def slot_times(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.time_slots.split(",") if t.strip())
+
+    @property
+    def sim_reach_minutes(self) -> tuple[int, int]:
+        """``sim_reach`` as (minutes before, minutes after) the asked time."""
+        parts = [p.strip() for p in self.sim_reach.split(",")]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (1, 2) or min(values) < 0:
+            raise ValueError(f"sim_reach is 'minutes' or 'before,after', not {self.sim_reach!r}")
+        return (values[0], values[-1])
 
     @property
     def provider_names(self) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from drops.log import get_log
 from drops.settings import Settings
@@ -21,6 +21,10 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.deadletter_topic, 1, 1, config=big),
         NewTopic(settings.stats_topic, 1, 1, config=big),
         NewTopic(settings.producer_topic, settings.producer_partitions, 1),
+        # the system of record of watches: compacted, a tombstone deletes
+        NewTopic(settings.watches_topic, 1, 1, config={**big, "cleanup.policy": "compact"}),
+        NewTopic(settings.alerts_topic, 1, 1, config=big),
+        NewTopic(settings.deliveries_topic, 1, 1, config=big),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:
@@ -32,3 +36,14 @@ def ensure_topics(settings: Settings) -> None:
         except Exception as exc:  # already created by a concurrent caller
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def record_limit(settings: Settings, topic: str) -> int:
+    """The largest record ``topic`` accepts: its ``max.message.bytes``, at most ours (an
+    operator may have created the topic with a smaller limit)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    res = ConfigResource("topic", topic)
+    configs = admin.describe_configs([res])[res].result(timeout=10)
+    entry = configs.get("max.message.bytes")
+    limit = int(entry.value) if entry is not None and entry.value else settings.max_message_bytes
+    return min(limit, settings.max_message_bytes)

@@ -38,10 +38,11 @@ from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import ensure_topics, record_limit
 from processors.replica import Replica, claim
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
+from schemas import deadletter as DL
 
 log = get_log("processor")
 
@@ -94,6 +95,7 @@ class Processor:
         self._lock = threading.Lock()
         self.last_polled_ms = 0
         self.first_record = True  # log the moment this run starts consuming
+        self.deadletter_max_bytes = settings.max_message_bytes  # lowered to the topic's limit
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
 
     def _count(self, **counts: int) -> None:
@@ -161,27 +163,26 @@ class Processor:
         return [Out(e.key.encode(), encode(e)) for e in events]
 
     def _dead_letter(self, value: Any, key: Any, error: str) -> Out:
+        """The dead letter of a record, bounded to the dead-letter topic's record limit (an
+        error text quoting a megabyte field, or a record near the limit plus its headers,
+        would be refused, and a refused produce would be retried for ever)."""
         ctx = message_context()
         self._count(dead_letters=1)
         log.warning(
             "dead_letter",
-            error=error[:500],
+            error=DL.error_text(error, 500),
             topic=ctx.topic,
             partition=ctx.partition,
             offset=ctx.offset,
         )
         raw = value if isinstance(value, bytes) else b""
-        return Out(
-            key if isinstance(key, bytes) else None,
-            raw,
-            headers=(
-                ("error", error.encode()),
-                ("source_topic", ctx.topic.encode()),
-                ("source_partition", str(ctx.partition).encode()),
-                ("source_offset", str(ctx.offset).encode()),
-            ),
-            error=error,
+        k = key if isinstance(key, bytes) else None
+        if k is not None and len(k) > 1024:
+            k = None  # a key that large is itself what is wrong: the headers locate the record
+        data, headers = DL.record(
+            raw, k, error, (ctx.topic, ctx.partition, ctx.offset), self.deadletter_max_bytes
         )
+        return Out(k, data, headers=tuple(headers), error=DL.error_text(error))
 
 
 def build_app(
@@ -228,6 +229,7 @@ def build_app(
         settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
     )
     proc = proc or Processor(settings)
+    proc.deadletter_max_bytes = record_limit(settings, settings.deadletter_topic)
     proc.states.forget()  # a new application may start from another state: read it again
     sdf = app.dataframe(snapshots)
     out = sdf.apply(proc.process, stateful=True, expand=True, metadata=True)
@@ -306,7 +308,18 @@ def transient(exc: BaseException) -> bool:
         err = e.args[0] if isinstance(e, KafkaException) and e.args else None
         if isinstance(err, KafkaError) and err.code() in FATAL_CODES:
             return False
-    return any(isinstance(e, TRANSIENT) for e in chain)
+    return any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
+
+
+def _recovery_race(exc: BaseException) -> bool:
+    """Quix Streams 3.28's state recovery, when a rebalance lands while it replays a
+    changelog, can hand a changelog record to the application's dataframes (a ``KeyError``
+    naming the changelog topic) or leave a newly assigned changelog partition unpositioned
+    ("Recovery stuck ..."). Nothing was committed: rebuilding the application recovers the
+    state again and resumes at the committed offsets, as after a crash."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0]).startswith("changelog__")
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Recovery stuck")
 
 
 def run(settings: Settings) -> None:

@@ -18,7 +18,7 @@ import orjson
 from domain.calendar import Bucket, diff_windows
 from producers.providers.base import BucketQuery, FetchResult, SlotTable
 from producers.windows import bucket_window
-from schemas import BucketStats, Snapshot, encode, stream_key
+from schemas import BucketStats, Failure, Snapshot, encode, stream_key
 from schemas.records import pack_snapshot
 
 JobKind = Literal["baseline", "poll"]
@@ -182,6 +182,39 @@ def pack_part(header: Snapshot, table: SlotTable, a: int, b: int) -> bytes:
     )
 
 
+DISPLAY_MAX = 200  # characters of a venue name or neighborhood (display strings) kept
+
+
+def bounded(table: SlotTable, slot_limit: int) -> tuple[SlotTable, list[str]]:
+    """``table`` with display strings cut to :data:`DISPLAY_MAX` characters and without the
+    venues that have a slot over ``slot_limit`` bytes (returned by id: each is a venue
+    failure, its slots unknown). The same table when nothing needs either."""
+    long_names = any(len(v[1]) > DISPLAY_MAX or len(v[3]) > DISPLAY_MAX for v in table.venues)
+    venue_bytes = [8 + sum(map(len, v)) + len(table.provider) for v in table.venues]
+    worst = max(map(len, table.rows), default=0) + 16 + max(venue_bytes, default=0)
+    if not long_names and worst <= slot_limit:
+        return table, []
+    bad = {
+        table.venue_of[i]
+        for i, row in enumerate(table.rows)
+        if 16 + len(row) + venue_bytes[table.venue_of[i]] > slot_limit
+    }
+    out = SlotTable(table.provider)
+    index: dict[int, int] = {}
+    for i, j in enumerate(table.venue_of):
+        if j in bad:
+            continue
+        k = index.get(j)
+        if k is None:
+            vid, name, tz, hood = table.venues[j]
+            k = index[j] = len(out.venues)
+            out.venues.append((vid, name[:DISPLAY_MAX], tz, hood[:DISPLAY_MAX]))
+        out.venue_of.append(k)
+        out.ids.append(table.ids[i])
+        out.rows.append(table.rows[i])
+    return out, sorted(table.venues[j][0] for j in bad)
+
+
 def to_records(
     result: FetchResult,
     job: Job,
@@ -197,6 +230,8 @@ def to_records(
     are built from the fetch's columns by ``schemas.pack_snapshot``, the one writer of the
     layout (the same bytes ``schemas.encode`` writes for the same slots)."""
 
+    complete, failures = result.complete, list(result.failures)
+
     def header(part: int, parts: int) -> Snapshot:
         return Snapshot(
             snapshot_id=snapshot_id,
@@ -207,18 +242,25 @@ def to_records(
             date=job.bucket.date.isoformat(),
             time_slot=job.bucket.time_slot,
             polled_at_ms=polled_at_ms,
-            complete=result.complete,
+            complete=complete,
             part=part,
             parts=parts,
-            failures=tuple(result.failures),
+            failures=tuple(failures),
         )
 
+    # a venue with a slot that cannot fit any record is a venue failure (its slots unknown),
+    # never a failed job (2,000 bytes kept for the failures this adds to the header)
+    room = max_bytes - RECORD_MARGIN - len(encode(header(0, 1))) - 2_000
+    table, failed = bounded(result.slots, room)
+    if failed:
+        complete = False
+        failures += [Failure("venue", vid, "a slot over the record limit") for vid in failed]
     head = len(encode(header(0, 1)))
-    ranges = chunk_ranges(result.slots, slots_per_record, max_bytes, head)
+    ranges = chunk_ranges(table, slots_per_record, max_bytes, head)
     out = []
     for i, (a, b) in enumerate(ranges):
         h = header(i, len(ranges))
-        value = pack_part(h, result.slots, a, b)
+        value = pack_part(h, table, a, b)
         if len(value) > max_bytes:  # chunk_ranges' estimate is an upper bound: never here
             raise ValueError(f"snapshot part of {len(value)} bytes is over {max_bytes}")
         out.append((h, value))

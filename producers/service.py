@@ -56,6 +56,8 @@ class CycleReport:
     records: int = 0
     requests: int = 0
     retries: int = 0
+    fallback_venues: int = 0  # venues read by the fallback endpoint after a page failed
+    contradictions: int = 0  # answers with starts the bucket's ordinary read does not cover
     duration_s: float = 0.0
     keys: list[str] = field(default_factory=list)
 
@@ -203,6 +205,8 @@ class ProducerService:
             r.records += len(records)
             r.requests += result.requests
             r.retries += result.retries
+            r.fallback_venues += result.fallback_venues
+            r.contradictions += result.contradictions
             r.keys.append(job.key)
         except asyncio.CancelledError:
             raise
@@ -256,6 +260,8 @@ class ProducerService:
             records=r.records,
             requests=r.requests,
             retries=r.retries,
+            fallback_venues=r.fallback_venues,
+            coverage_contradictions=r.contradictions,
             running=len(self.running),
             window=f"{self.window[0].date}..{self.window[-1].date}" if self.window else "",
             duration_s=round(time.monotonic() - cycle_started, 2),

@@ -2,7 +2,7 @@
 clients and the simulator.
 
 A bucket ``HH:MM`` stands for the start times around it. Providers answer a time query with
-the slots within ±150 minutes of the asked time (Resy's ``time_filter``, OpenTable's
+the slots within at most ±150 minutes of the asked time (Resy's ``time_filter``, OpenTable's
 ``backwardMinutes``/``forwardMinutes``), so the windows of 15:00 and 19:00 overlap. To give
 each start time exactly one bucket, a bucket covers the half-open range ``[lo, hi)`` where
 
@@ -11,6 +11,10 @@ each start time exactly one bucket, a bucket covers the half-open range ``[lo, h
 - both are clamped to ``T ± 150`` (what a provider returns for one query).
 
 With the default bucket times this gives: 15:00 → 13:00-16:59, 19:00 → 17:00-21:29.
+
+The window is an upper bound, never an assumption of what a provider answers: a provider may
+answer less (±120, say), and a snapshot holds only what the bucket's ordinary read covers
+(the coverage rule, ``docs/architecture.md``; :mod:`producers.providers.resy`).
 """
 
 from __future__ import annotations

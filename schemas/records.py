@@ -29,6 +29,11 @@ DROP_VERSION = 2  # v2 adds the optional ``opened_after_ms``; v1 records are sti
 DROP_VERSIONS = (1, 2)  # the drop versions this build reads
 STATS_VERSION = 1
 
+ReadVia = Literal["search", "fallback"]
+READ_SEARCH: ReadVia = "search"  # read by its bucket's ordinary read (area search, availability)
+READ_FALLBACK: ReadVia = "fallback"  # read by the fallback endpoint (Resy's per-venue find)
+READ_VIA: tuple[ReadVia, ...] = (READ_SEARCH, READ_FALLBACK)
+
 # "rebaseline" is an operator's marker (``drops rebaseline``): no slots, it tells the processor
 # that the stream's next snapshot is its new baseline
 SnapshotKind = Literal["baseline", "poll", "close", "rebaseline"]
@@ -62,6 +67,7 @@ class Slot:
     party_max: int = 0
     booking: str = ""  # a booking link or token (tokens rotate: never an identity)
     slot_id: str = ""
+    read_via: str = READ_SEARCH  # which endpoint read it (READ_VIA)
 
     def __post_init__(self) -> None:
         if not self.slot_id:
@@ -81,6 +87,7 @@ class Slot:
             "party_max": self.party_max,
             "booking": self.booking,
             "slot_id": self.slot_id,
+            "read_via": self.read_via,
         }
 
 
@@ -164,6 +171,7 @@ class DropEvent:
     opened_after_ms: int | None = None
     # (optional fields of v2 go here, each with a default: readers of v2 treat them as
     # absent when missing; see docs/operations.md, "Upgrades")
+    read_via: ReadVia = READ_SEARCH  # how the slot was read: "search" or "fallback"
     v: int = DROP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -288,6 +296,7 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
         party_max=_opt(doc, "party_max", int, 0, where),
         booking=_opt(doc, "booking", str, "", where),
         slot_id=_opt(doc, "slot_id", str, "", where),
+        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, where), where),
     )
     try:
         expected = ids.slot_id(slot.provider, slot.venue_id, slot.actual_time)
@@ -296,6 +305,13 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
     if slot.slot_id != expected:
         raise SchemaError(f"{where}: field 'slot_id' is not hash(provider, venue_id, actual_time)")
     return slot
+
+
+def _read_via(value: str, where: str) -> ReadVia:
+    for via in READ_VIA:
+        if value == via:
+            return via
+    raise SchemaError(f"{where}: field 'read_via' is {value!r}, not one of {READ_VIA}")
 
 
 def snapshot_from_dict(doc: Any) -> Snapshot:
@@ -338,6 +354,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
         closed_at_ms=_opt(doc, "closed_at_ms", int, None, w),
         open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
         opened_after_ms=_opt(doc, "opened_after_ms", int, None, w),
+        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, w), w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 
@@ -414,9 +431,10 @@ def _encode_v2(snap: Snapshot) -> bytes:
         if j is None:
             j = venues[vk] = len(venues)
         vidx.append(j)
-        rows.append(
-            orjson.dumps((s.actual_time, s.seating_types, s.party_min, s.party_max, s.booking))
-        )
+        row: tuple[Any, ...] = (
+            s.actual_time, s.seating_types, s.party_min, s.party_max, s.booking
+        )  # fmt: skip
+        rows.append(orjson.dumps(row if s.read_via == READ_SEARCH else (*row, s.read_via)))
     n = len(rows)
     offsets = np.zeros(n + 1, dtype=np.uint32)
     offsets[1:] = np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=n))
@@ -559,6 +577,9 @@ class SnapshotView:
         if not isinstance(row, list) or len(row) < 5:
             raise SchemaError(f"{w}: not a row of 5 values")
         actual_time, seating, party_min, party_max, booking = row[:5]
+        via = row[5] if len(row) > 5 else READ_SEARCH  # the sixth value: only when not search
+        if via not in READ_VIA:
+            raise SchemaError(f"{w}: field 'read_via' is {via!r}, not one of {READ_VIA}")
         for name, value, typ in (
             ("actual_time", actual_time, str),
             ("seating_types", seating, list),
@@ -592,6 +613,7 @@ class SnapshotView:
             party_max=party_max,
             booking=booking,
             slot_id=f"{sid:016x}",
+            read_via=via,
         )
 
     @property

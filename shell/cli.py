@@ -50,6 +50,20 @@ def _process(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _match(args: argparse.Namespace, settings: Settings) -> int:
+    from processors.alerts import run
+
+    run(settings)
+    return 0
+
+
+def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    from delivery.worker import run
+
+    run(settings)
+    return 0
+
+
 def _sink(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.service import run
 
@@ -107,6 +121,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "simulate": ("run the provider simulator (Resy and OpenTable wire formats)", _tool),
     "produce": ("poll the providers and write snapshot records", _produce),
     "process": ("diff snapshots into drops (Quix Streams, RocksDB state)", _process),
+    "match": ("match drops against the watches into alerts (Quix Streams, exactly-once)", _match),
+    "deliver": ("send alerts to webhooks and Apprise channels, once, with a log", _deliver),
     "sink": ("load drop records into ClickHouse", _sink),
     "api": ("serve the feed, the SSE stream and the live page", _api),
     "rebaseline": (

@@ -46,7 +46,12 @@ def stages(settings: Settings) -> list[Child]:
         children.append(Child("api+sink", ["api", "--with-sink"]))
     else:
         children += [Child("sink", ["sink"]), Child("api", ["api"])]
-    children += [Child("processor", ["process"]), Child("producer", ["produce"])]
+    children += [
+        Child("processor", ["process"]),
+        Child("matcher", ["match"]),
+        Child("delivery", ["deliver"]),
+        Child("producer", ["produce"]),
+    ]
     return children
 
 

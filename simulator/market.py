@@ -157,8 +157,12 @@ class Market:
         venues: int = 200,
         churn: float = 0.02,
         providers: tuple[str, ...] = PROVIDERS,
+        reach: tuple[int, int] = (REACH, REACH),
     ) -> None:
         self.seed, self.churn, self.providers = seed, churn, providers
+        if min(reach) < 0:
+            raise ValueError(f"a search reach is minutes before and after, not {reach!r}")
+        self.reach = reach  # minutes a time query answers before and after the asked time
         self.venues: dict[str, list[Venue]] = {
             p: [self._venue(p, i) for i in range(venues)] for p in providers
         }
@@ -258,9 +262,16 @@ class Market:
                 )
         return [out[m] for m in sorted(out)]
 
-    def around(self, requested: int) -> tuple[int, int]:
-        """What a provider answers for a time query: ``[t - 150, t + 150]`` (inclusive)."""
-        return max(requested - REACH, 0), min(requested + REACH + 1, 24 * 60)
+    def around(
+        self, requested: int, before: int | None = None, after: int | None = None
+    ) -> tuple[int, int]:
+        """What a provider answers for a time query, as ``[lo, hi)``: the starts within
+        ``[t - reach_before, t + reach_after]`` (the market's reach, ±150 by default), or less
+        when the query asks for less (OpenTable's ``backwardMinutes``/``forwardMinutes``)."""
+        back, fwd = self.reach
+        back = back if before is None else min(before, back)
+        fwd = fwd if after is None else min(after, fwd)
+        return max(requested - back, 0), min(requested + fwd + 1, 24 * 60)
 
     def open_slots(
         self,

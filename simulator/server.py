@@ -6,16 +6,20 @@ Provider endpoints (field notes §5)
 - ``GET /4/find?day=&party_size=&venue_id=`` (Resy per-venue find; the whole day)
 - ``POST /dapi/fe/gql?optype=query&opname=RestaurantsAvailability`` (OpenTable GraphQL)
 
-A time query (Resy ``time_filter``, OpenTable ``time``) answers the slots starting within
-±150 minutes of the asked time; the clients keep the bucket's own window of those
-(:mod:`producers.windows`). Resy endpoints need ``Authorization: ResyAPI api_key="<key>"``
-(419 otherwise) and a ``User-Agent`` (500 without one), like the real API.
+A time query (Resy ``time_filter``, OpenTable ``time``) answers the slots starting within the
+market's reach of the asked time (±150 minutes unless ``sim_reach`` says otherwise, e.g.
+``120`` or ``90,150`` for minutes before and after; OpenTable never more than its
+``backwardMinutes``/``forwardMinutes``); the clients keep the bucket's own window of those
+(:mod:`producers.windows`). ``/4/find`` answers the venue's whole day. Resy endpoints need
+``Authorization: ResyAPI api_key="<key>"`` (419 otherwise) and a ``User-Agent`` (500 without
+one), like the real API.
 
 Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a client:
 - ``POST /_control/open``   ``{provider, venue_id, actual_time, seating_types?,
   party_min?, party_max?}``
 - ``POST /_control/close``  ``{provider, venue_id, actual_time}``
-- ``POST /_control/faults`` ``{kind, count? | rate?, provider?, retry_after?, delay_ms?, status?}``
+- ``POST /_control/faults`` ``{kind, count? | rate?, provider?, endpoint?, retry_after?,
+  delay_ms?, status?}`` (``endpoint``: ``search``, ``find``, ``availability`` or ``*``)
   kinds: ``5xx``, ``timeout``, ``429``, ``403``, ``malformed``, ``truncated``, ``slow``;
   ``DELETE /_control/faults`` removes all; ``GET /_control/faults`` lists them.
 - ``POST /_control/freeze`` ``{at_ms?}`` (scripted mode: no churn, only scripted changes),
@@ -23,6 +27,7 @@ Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a clie
 - ``POST /_control/clock`` ``{now_ms} | {advance_ms} | {wall: true}``
 - ``POST /_control/reset`` (overlay, faults, clock and mode back to the start)
 - ``GET /_control/slots?date=&time_slot=[&party_size=][&provider=]``: the exact open set
+  that a bucket's snapshot should hold (its window, within the search reach)
 - ``GET /_control/venues?provider=``, ``GET /_control/stats``, ``GET /_control/health``
 """
 
@@ -53,6 +58,7 @@ log = get_log("simulator")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "403", "malformed", "truncated", "slow")
 MAX_PER_PAGE = 100
+ENDPOINTS = ("*", "search", "find", "availability")
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -64,6 +70,7 @@ class Fault:
     id: int
     kind: str
     provider: str = "*"  # "resy", "opentable" or "*"
+    endpoint: str = "*"  # "search", "find", "availability" or "*"
     remaining: int | None = None  # the next N matching requests ...
     rate: float = 0.0  # ... or this share of them
     retry_after: float = 1.0
@@ -76,6 +83,7 @@ class Fault:
             "id": self.id,
             "kind": self.kind,
             "provider": self.provider,
+            "endpoint": self.endpoint,
             "remaining": self.remaining,
             "rate": self.rate,
             "retry_after": self.retry_after,
@@ -137,6 +145,8 @@ class SimState:
         kind = str(spec.get("kind", ""))
         if kind not in FAULT_KINDS:
             raise BadRequest(f"fault kind must be one of {FAULT_KINDS}, not {kind!r}")
+        if str(spec.get("endpoint") or "*") not in ENDPOINTS:
+            raise BadRequest(f"fault endpoint must be one of {ENDPOINTS}")
         count, rate = spec.get("count"), float(spec.get("rate") or 0.0)
         if count is None and rate <= 0:
             count = 1
@@ -146,6 +156,7 @@ class SimState:
             id=self._next_fault,
             kind=kind,
             provider=str(spec.get("provider") or "*"),
+            endpoint=str(spec.get("endpoint") or "*"),
             remaining=None if count is None else int(count),
             rate=rate if count is None else 0.0,
             retry_after=float(spec.get("retry_after", 1.0)),
@@ -156,9 +167,9 @@ class SimState:
         self.faults.append(fault)
         return fault
 
-    def pick_fault(self, provider: str) -> Fault | None:
+    def pick_fault(self, provider: str, endpoint: str = "*") -> Fault | None:
         for fault in self.faults:
-            if fault.provider not in ("*", provider):
+            if fault.provider not in ("*", provider) or fault.endpoint not in ("*", endpoint):
                 continue
             if fault.remaining is not None:
                 if fault.remaining > 0:
@@ -313,7 +324,7 @@ def ot_availability(state: SimState, body: Any) -> dict[str, Any]:
     party = _int(var.get("partySize", 2), "partySize")
     back = _int(var.get("backwardMinutes", 150), "backwardMinutes")
     fwd = _int(var.get("forwardMinutes", 150), "forwardMinutes")
-    lo, hi = max(asked - min(back, 150), 0), min(asked + min(fwd, 150) + 1, 24 * 60)
+    lo, hi = state.market.around(asked, back, fwd)
     model_ms = state.model_ms()
     now = state.market.local_now(model_ms)
     wanted = [state.market.venue("opentable", _int(i, "restaurantIds[]")) for i in ids_]
@@ -367,6 +378,8 @@ def reference_slots(
     state: SimState, day: date, time_slot: str, party: int, providers: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     lo, hi = bucket_window(time_slot, state.time_slots)
+    reach_lo, reach_hi = state.market.around(minutes(time_slot))  # what a time query answers
+    lo, hi = max(lo, reach_lo), min(hi, reach_hi)
     model_ms = state.model_ms()
     out = []
     for provider in providers:
@@ -414,9 +427,10 @@ def create_app(
         if fault_rate > 0:
             state.add_fault(kind=kind, rate=fault_rate / len(fault_kinds))
 
-    async def faulted(provider: str, build: Any, truncate: Any) -> Response:
+    async def faulted(provider: str, build: Any, truncate: Any, endpoint: str = "*") -> Response:
         state.counts[f"{provider}_requests"] += 1
-        fault = state.pick_fault(provider)
+        state.counts[f"{endpoint}_requests"] += 1
+        fault = state.pick_fault(provider, endpoint)
         if fault is not None:
             state.counts[f"fault_{fault.kind}"] += 1
             if fault.kind == "5xx":
@@ -477,14 +491,14 @@ def create_app(
         if denied is not None:
             return denied
         body = await read_json(request)
-        return await faulted("resy", lambda: search_page(state, body), cut_hits)
+        return await faulted("resy", lambda: search_page(state, body), cut_hits, "search")
 
     async def find(request: Request) -> Response:
         denied = resy_auth(request)
         if denied is not None:
             return denied
         params = dict(request.query_params)
-        return await faulted("resy", lambda: find_venue(state, params), cut_find)
+        return await faulted("resy", lambda: find_venue(state, params), cut_find, "find")
 
     async def gql(request: Request) -> Response:
         if not request.headers.get("user-agent"):
@@ -492,7 +506,9 @@ def create_app(
         if request.query_params.get("opname") != "RestaurantsAvailability":
             return _json({"errors": [{"message": "unknown operation"}], "data": None}, 400)
         body = await read_json(request)
-        return await faulted("opentable", lambda: ot_availability(state, body), cut_availability)
+        return await faulted(
+            "opentable", lambda: ot_availability(state, body), cut_availability, "availability"
+        )
 
     # -------------------------------------------------------------- control
 
@@ -641,6 +657,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         seed=settings.sim_seed,
         venues=settings.sim_venues,
         churn=settings.sim_churn,
+        reach=settings.sim_reach_minutes,
     )
     kinds = tuple(k.strip() for k in settings.sim_fault_kinds.split(",") if k.strip())
     return create_app(

@@ -34,6 +34,8 @@ from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff
 from drops.settings import Settings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
+from schemas import deadletter as DL
+from sinks import alert_rows as A
 from store import rows as R
 from store.clickhouse import ClickHouse, prepare
 
@@ -46,6 +48,15 @@ class BatchResult:
     stats: int = 0
     skipped: int = 0
     deadletters: int = 0
+    deadletters_lost: int = 0  # dead letters the broker refused for good
+
+
+@dataclass
+class Gaps:
+    """Records the sink never saw: deleted by retention before it read them."""
+
+    gaps: int = 0  # times the log started past the next position the sink needed
+    offsets: int = 0  # offsets skipped in all (records and transaction markers)
 
 
 @dataclass
@@ -54,18 +65,30 @@ class _Parsed:
     stats: dict[int, list[tuple[int, BucketStats]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    watches: list[list[Any]] = field(default_factory=list)
+    deliveries: list[list[Any]] = field(default_factory=list)
     bad: list[tuple[Message, str]] = field(default_factory=list)
+    first: dict[tuple[str, int], int] = field(default_factory=dict)  # first offset of each
 
 
 class Sink:
     """One sink consumer. ``step()`` handles one batch; ``run()`` loops until ``stop`` is set."""
 
     def __init__(
-        self, settings: Settings, ch: ClickHouse, stop: threading.Event | None = None
+        self,
+        settings: Settings,
+        ch: ClickHouse,
+        stop: threading.Event | None = None,
+        gaps: Gaps | None = None,
     ) -> None:
         self.s = settings
         self.ch = ch
         self.stop = stop or threading.Event()
+        self.gaps = gaps or Gaps()
+        self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset expected
+        self._gap_checked: dict[tuple[str, int], int] = {}
+        self.blocked = ""  # why the sink will not store (a recreated topic), or ""
+        self._identity_checked = False
         self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
         self._saved_progress: dict[int, int] = {}
         self.paused = False
@@ -93,7 +116,12 @@ class Sink:
             }
         )
         self.consumer.subscribe(
-            [settings.drops_topic, settings.stats_topic],
+            [
+                settings.drops_topic,
+                settings.stats_topic,
+                settings.watches_topic,
+                settings.deliveries_topic,
+            ],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -108,6 +136,7 @@ class Sink:
         log.info("sink_revoked", partitions=[f"{p.topic}[{p.partition}]" for p in parts])
         self._stored.clear()
         self._saved_progress.clear()
+        self._next.clear()
 
     # ----------------------------------------------------------------------------- batches
 
@@ -117,11 +146,16 @@ class Sink:
             topic, part, off = m.topic(), m.partition(), m.offset()
             if topic is None or part is None or off is None:
                 raise InvariantError("a consumed message without topic, partition or offset")
+            out.first.setdefault((topic, part), off)
             try:
                 if topic == self.s.drops_topic:
                     ev = decode_drop(m.value())
                     R.validate_drop(ev)
                     out.drops[part].append(R.Positioned(part, off, ev))
+                elif topic == self.s.watches_topic:
+                    out.watches.append(A.watch_row(m.key(), m.value(), off))
+                elif topic == self.s.deliveries_topic:
+                    out.deliveries.append(A.delivery_row(m.value()))
                 else:
                     st = decode_stats(m.value())
                     R.validate_stats(st)
@@ -136,20 +170,59 @@ class Sink:
             floor = self._saved_progress.get(partition, -1) if table == "drop_events" else -1
             if table == "drop_events" and floor < 0:
                 floor = self.ch.progress(self.s.drops_topic).get(partition, -1)
+                if floor >= 0:
+                    self._saved_progress[partition] = floor
             self._stored[key] = self.ch.stored_upto(table, partition, floor)
         return self._stored[key]
 
+    def _check_gaps(self, parsed: _Parsed) -> None:
+        """A batch that starts past the position the sink needs next, where the log itself
+        now starts past it too: records were deleted by retention before the sink read them
+        (the consumer's reset to the earliest offset skipped them). Logged as
+        ``retention_gap`` and counted; nothing can bring them back."""
+        for (topic, part), first in parsed.first.items():
+            key = (topic, part)
+            expect = self._next.get(key)
+            if expect is None:
+                table = "drop_events" if topic == self.s.drops_topic else "discovery_buckets"
+                expect = self._stored_upto(table, part) + 1
+            if first <= expect or self._gap_checked.get(key) == first:
+                continue
+            self._gap_checked[key] = first  # a retried batch is not counted twice
+            low, _ = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, part), timeout=10, cached=False
+            )
+            if low > expect:
+                self.gaps.gaps += 1
+                self.gaps.offsets += low - expect
+                log.error(
+                    "retention_gap",
+                    topic=topic,
+                    partition=part,
+                    first_missing=expect,
+                    last_missing=low - 1,
+                    offsets=low - expect,
+                    hint="records deleted by retention before the sink read them",
+                )
+
     def _store(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
         res = BatchResult()
+        self._check_gaps(parsed)
         for part, items in parsed.drops.items():
             upto = self._stored_upto("drop_events", part)
-            fresh = [i for i in items if i.offset > upto]
+            # rows at or below the high-water mark may still be missing: an insert spanning
+            # two table partitions commits each on its own, so a failed one can leave a hole
+            # below a stored row. Which of them are stored is read exactly (a primary-key read).
+            floor = self._saved_progress.get(part, -1)  # all stored at or below: exact
+            below = [i.offset for i in items if floor < i.offset <= upto]
+            stored = self.ch.stored_offsets("drop_events", part, below)
+            fresh = [i for i in items if i.offset > floor and i.offset not in stored]
             window = R.opened_window(i.event for i in fresh)
             existing: set[str] = set()
             if window:
                 keys = sorted({i.event.dedupe_key for i in fresh})
                 existing = self.ch.existing_dedupe_keys(keys, *window)
-            todo = R.plan_drops(items, upto, existing)
+            todo = R.plan_drops(fresh, -1, existing)
             res.skipped += len(items) - len(todo)
             if todo:
                 # venues first: a ReplacingMergeTree, so a retry after a failure is harmless
@@ -164,7 +237,15 @@ class Sink:
             self._stored[("drop_events", part)] = max(upto, items[-1].offset)
         for part, stats in parsed.stats.items():
             upto = self._stored_upto("discovery_buckets", part)
-            todo_s = [(o, st) for o, st in stats if o > upto]
+            below_s = [(o, st) for o, st in stats if o <= upto]
+            stored = set[int]()
+            if below_s:
+                times = [R.ms_to_dt(st.polled_at_ms) for _, st in below_s]
+                span = ("polled_at", min(times), max(times))
+                stored = self.ch.stored_offsets(
+                    "discovery_buckets", part, [o for o, _ in below_s], span
+                )
+            todo_s = [(o, st) for o, st in stats if o not in stored]
             res.skipped += len(stats) - len(todo_s)
             if todo_s:
                 self.ch.insert(
@@ -175,9 +256,14 @@ class Sink:
                 )
             res.stats += len(todo_s)
             self._stored[("discovery_buckets", part)] = max(upto, stats[-1][0])
+        # copies for listing and analysts: ReplacingMergeTrees, a re-read record is harmless
+        if parsed.watches:
+            self.ch.insert("watches", parsed.watches, A.WATCH_COLUMNS)
+        if parsed.deliveries:
+            self.ch.insert("alert_deliveries", parsed.deliveries, A.DELIVERY_COLUMNS)
         if parsed.bad:
-            self._deadletter(parsed.bad)
-            res.deadletters = len(parsed.bad)
+            res.deadletters = self._deadletter(parsed.bad)
+            res.deadletters_lost = len(parsed.bad) - res.deadletters
         changed = {p: o for p, o in positions.items() if self._saved_progress.get(p) != o}
         if changed:
             self.ch.save_progress(self.s.drops_topic, changed)
@@ -188,30 +274,55 @@ class Sink:
             self.head = head  # replaced whole: readers in other threads see old or new
         return res
 
-    def _deadletter(self, bad: list[tuple[Message, str]]) -> None:
+    def _deadletter(self, bad: list[tuple[Message, str]]) -> int:
+        """Write the dead letters and wait for the broker's answer. Returns how many were
+        written. A dead letter the broker refused for good (too large for the topic, not
+        allowed) is a logged, counted loss (``deadletter_lost``), never retried for ever; one
+        that failed for a passing reason (the broker away) fails the batch, which is retried."""
+        refused: list[tuple[Message, KafkaError]] = []
         for m, err in bad:
             log.warning(
                 "record_rejected",
                 topic=m.topic(),
                 partition=m.partition(),
                 offset=m.offset(),
-                error=err,
+                error=DL.error_text(err),
             )
+            value, headers = DL.record(
+                m.value(),
+                m.key(),
+                err,
+                (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)),
+                self.s.max_message_bytes,
+                extra=[("stage", b"sink")],
+            )
+
+            def report(e: KafkaError | None, _msg: Message, src: Message = m) -> None:
+                if e is not None:
+                    refused.append((src, e))
+
             self.dlq.produce(
                 self.s.deadletter_topic,
-                value=m.value(),
+                value=value,
                 key=m.key(),
-                headers=[
-                    ("error", err.encode()),
-                    ("source_topic", str(m.topic()).encode()),
-                    ("source_partition", str(m.partition()).encode()),
-                    ("source_offset", str(m.offset()).encode()),
-                    ("stage", b"sink"),
-                ],
+                headers=headers,
+                on_delivery=report,
             )
         left = self.dlq.flush(30)
         if left:
             raise RuntimeError(f"{left} dead letters not acknowledged by Kafka")
+        passing = [e for _, e in refused if e.retriable()]
+        if passing:
+            raise RuntimeError(f"{len(passing)} dead letters failed: {passing[0]}")
+        for m, e in refused:
+            log.error(
+                "deadletter_lost",
+                topic=m.topic(),
+                partition=m.partition(),
+                offset=m.offset(),
+                error=str(e)[:300],
+            )
+        return len(bad) - len(refused)
 
     def _positions(self) -> list[TopicPartition]:
         assigned = self.consumer.assignment()
@@ -219,8 +330,45 @@ class Sink:
             return []
         return [tp for tp in self.consumer.position(assigned) if tp.offset >= 0]
 
+    def _check_identity(self) -> None:
+        """The topics must be the ones the stored offsets belong to. A topic wiped and created
+        again (or another cluster) restarts its offsets: its new records would be skipped as
+        stored, up to the old high-water mark, and the feed would stall without a word. So the
+        sink stops storing (``topic_identity_changed``, ``/readyz`` not ready) until an
+        operator decides (docs/operations.md)."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
+        cluster = str(admin.list_topics(timeout=10).cluster_id or "")
+        topics = [self.s.drops_topic, self.s.stats_topic]
+        described = admin.describe_topics(TopicCollection(topics), request_timeout=10)
+        for topic, fut in described.items():
+            now = (cluster, str(fut.result().topic_id))
+            stored = self.ch.topic_identity(topic)
+            if stored is None:
+                self.ch.save_topic_identity(topic, *now)
+            elif stored != now:
+                what = "topic id" if stored[1] != now[1] else "cluster id"
+                self.blocked = (
+                    f"{topic}: the {what} changed ({stored[0]}/{stored[1]} -> "
+                    f"{now[0]}/{now[1]}): the topic was recreated or the cluster replaced"
+                )
+                log.error("topic_identity_changed", topic=topic, stored=stored, now=now)
+        self._identity_checked = True
+
     def step(self) -> BatchResult:
         """Consume one batch (size or time bound), store it, then commit. Retries until stored."""
+        if not self._identity_checked:
+            try:
+                self._check_identity()
+            except Exception as exc:  # the broker or ClickHouse away: store nothing yet
+                log.warning("topic_identity_unknown", error=str(exc)[:300])
+                self.stop.wait(1.0)
+                return BatchResult()
+        if self.blocked:
+            self.stop.wait(1.0)
+            return BatchResult()
         msgs = self.consumer.consume(
             num_messages=self.s.sink_batch_size, timeout=self.s.sink_batch_seconds
         )
@@ -240,7 +388,9 @@ class Sink:
         res = self._store_with_retry(parsed, drops_pos)
         if tps:
             self._commit(tps)
-        for k in ("drops", "stats", "skipped", "deadletters"):
+            for tp in tps:  # what comes next starts here (past transaction markers)
+                self._next[(tp.topic, tp.partition)] = tp.offset
+        for k in ("drops", "stats", "skipped", "deadletters", "deadletters_lost"):
             setattr(self.totals, k, getattr(self.totals, k) + getattr(res, k))
         return res
 
@@ -288,6 +438,7 @@ class Sink:
                     stats=res.stats,
                     skipped=res.skipped,
                     deadletters=res.deadletters,
+                    deadletters_lost=res.deadletters_lost,
                 )
                 beat.tick(paused=self.paused)
         finally:
@@ -323,6 +474,21 @@ def sink_readings(current: Callable[[], Sink], restarts: Callable[[], int]) -> R
             "Records rejected",
             lambda: current().totals.deadletters,
         )
+        .counter(
+            "drops_sink_deadletters_lost_total",
+            "Dead letters the broker refused (logged as deadletter_lost)",
+            lambda: current().totals.deadletters_lost,
+        )
+        .counter(
+            "drops_sink_retention_gaps_total",
+            "Times records were deleted by retention before the sink read them",
+            lambda: current().gaps.gaps,
+        )
+        .counter(
+            "drops_sink_retention_gap_offsets_total",
+            "Offsets deleted by retention before the sink read them",
+            lambda: current().gaps.offsets,
+        )
         .counter("drops_sink_restarts_total", "Sink restarts after failures", restarts)
         .gauge("drops_sink_paused", "1 while ClickHouse is failing", lambda: int(current().paused))
     )
@@ -339,7 +505,8 @@ class SinkThread:
         self.settings = settings
         self.ch = ch
         self.stop = threading.Event()
-        self.sink = Sink(settings, ch, self.stop)
+        self.gaps = Gaps()  # kept across replaced sinks
+        self.sink = Sink(settings, ch, self.stop, self.gaps)
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.error: BaseException | None = None
         self.restarts = 0
@@ -365,7 +532,7 @@ class SinkThread:
                 return
             try:
                 totals = self.sink.totals
-                self.sink = Sink(self.settings, self.ch, self.stop)
+                self.sink = Sink(self.settings, self.ch, self.stop, self.gaps)
                 self.sink.totals = totals  # counters go on across restarts
                 self.error = None
                 log.info("sink_restarted", restarts=self.restarts)

@@ -158,6 +158,28 @@ class ClickHouse:
             return floor
         return max(floor, int(top))
 
+    def stored_offsets(
+        self,
+        table: str,
+        partition: int,
+        offsets: Sequence[int],
+        window: tuple[str, datetime, datetime] | None = None,
+    ) -> set[int]:
+        """Which of ``offsets`` of ``partition`` are stored in ``table``. ``window``: a time
+        column and the range its rows fall in (prunes the table's time partitions)."""
+        if not offsets:
+            return set()
+        params: dict[str, Any] = {"p": partition, "lo": min(offsets), "hi": max(offsets)}
+        where = "kafka_partition = %(p)s AND kafka_offset >= %(lo)s AND kafka_offset <= %(hi)s"
+        if window is not None:
+            column, params["tlo"], params["thi"] = window
+            if column not in ("opened_at", "polled_at"):
+                raise ValueError(f"not a time column: {column!r}")
+            where += f" AND {column} >= %(tlo)s AND {column} <= %(thi)s"
+        rows = self.query(f"SELECT DISTINCT kafka_offset FROM {table} WHERE {where}", params)
+        wanted = set(offsets)
+        return {int(r[0]) for r in rows} & wanted
+
     def existing_dedupe_keys(self, keys: Sequence[str], lo: datetime, hi: datetime) -> set[str]:
         if not keys:
             return set()
@@ -171,6 +193,18 @@ class ClickHouse:
             },
         )
         return {str(r[0]) for r in rows}
+
+    def topic_identity(self, topic: str) -> tuple[str, str] | None:
+        """The ``(cluster_id, topic_id)`` the stored offsets of ``topic`` belong to."""
+        rows = self.query(
+            "SELECT cluster_id, topic_id FROM sink_topics FINAL WHERE topic = %(t)s", {"t": topic}
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def save_topic_identity(self, topic: str, cluster_id: str, topic_id: str) -> None:
+        self.insert(
+            "sink_topics", [[topic, cluster_id, topic_id]], ["topic", "cluster_id", "topic_id"]
+        )
 
     def save_progress(self, topic: str, positions: dict[int, int]) -> None:
         rows = [[topic, p, o] for p, o in positions.items()]

@@ -166,28 +166,46 @@ def venue_rows(events: Iterable[DropEvent]) -> list[list[Any]]:
     ]
 
 
-def validate_drop(ev: DropEvent) -> None:
-    """Checks the columns need beyond the schema's types (raises ValueError naming the field)."""
+# The ranges of the column types (a value outside one fails the whole insert, for ever)
+DATE_MIN, DATE_MAX = date(1970, 1, 1), date(2149, 6, 6)  # ClickHouse ``Date``
+MS_MAX = 4_294_967_295_000  # the TTLs take ``toDateTime(...)``: a DateTime ends in 2106
+U32_MAX = 2**32 - 1
+
+
+def _check_date(what: str, name: str, text: str) -> None:
     try:
-        _date(ev.date)
+        day = _date(text)
     except ValueError:
-        raise ValueError(f"drop: field 'date' is not YYYY-MM-DD: {ev.date!r}") from None
-    if not 0 <= ev.opened_at_ms < 32503680000000:
-        raise ValueError(f"drop: field 'opened_at_ms' out of range: {ev.opened_at_ms}")
-    for name, ms in (("closed_at_ms", ev.closed_at_ms), ("opened_after_ms", ev.opened_after_ms)):
-        if ms is not None and not 0 <= ms < 32503680000000:
-            raise ValueError(f"drop: field {name!r} out of range: {ms}")
+        raise ValueError(f"{what}: field {name!r} is not YYYY-MM-DD: {text!r}") from None
+    if not DATE_MIN <= day <= DATE_MAX:
+        raise ValueError(f"{what}: field {name!r} is outside {DATE_MIN}..{DATE_MAX}: {text!r}")
+
+
+def _check_ms(what: str, name: str, ms: int | None) -> None:
+    if ms is not None and not 0 <= ms <= MS_MAX:
+        raise ValueError(f"{what}: field {name!r} out of range: {ms}")
+
+
+def validate_drop(ev: DropEvent) -> None:
+    """Checks the columns need beyond the schema's types (raises ValueError naming the field):
+    every value must fit its column's type, or the insert fails on every retry."""
+    _check_date("drop", "date", ev.date)
+    _check_ms("drop", "opened_at_ms", ev.opened_at_ms)
+    _check_ms("drop", "closed_at_ms", ev.closed_at_ms)
+    _check_ms("drop", "opened_after_ms", ev.opened_after_ms)
     if not ev.dedupe_key:
         raise ValueError("drop: field 'dedupe_key' is empty")
+    if not all(isinstance(t, str) for t in ev.seating_types):
+        raise ValueError("drop: field 'seating_types' is not a list of strings")
 
 
 def validate_stats(st: BucketStats) -> None:
-    try:
-        _date(st.date)
-    except ValueError:
-        raise ValueError(f"bucket_stats: field 'date' is not YYYY-MM-DD: {st.date!r}") from None
-    if not 0 <= st.polled_at_ms < 32503680000000:
-        raise ValueError(f"bucket_stats: field 'polled_at_ms' out of range: {st.polled_at_ms}")
+    _check_date("bucket_stats", "date", st.date)
+    _check_ms("bucket_stats", "polled_at_ms", st.polled_at_ms)
+    for name in ("duration_ms", "venues", "slots", "failures", "requests", "retries"):
+        value = getattr(st, name)
+        if value > U32_MAX:
+            raise ValueError(f"bucket_stats: field {name!r} exceeds {U32_MAX}: {value}")
 
 
 @dataclass(frozen=True, slots=True)

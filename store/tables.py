@@ -24,6 +24,16 @@ Migration 3 adds the projection ``by_venue`` (the columns ``GET /venues/{id}`` r
 by venue), so a venue's history is a short range read instead of a scan of every row.
 Migration 4 adds ``drop_events.opened_after`` (drop records v2: the last complete poll before
 the one that saw the slot open); rows of v1 records have NULL.
+Migration 5 adds ``drop_events.read_via``: how the slot was read (``search``, the bucket's
+ordinary read, or ``fallback``); older rows read ``search``.
+Migration 6 adds ``sink_topics``: per topic, the Kafka cluster id and topic id that the
+stored offsets belong to (a topic wiped and created again restarts its offsets).
+Migration 7 adds ``watched_days`` (provider, date), filled from ``discovery_buckets`` by a
+materialized view: the days watched of ``/venues/{id}`` read a few hundred rows, not every
+bucket fetch.
+Migration 8 adds ``watches`` (the watches topic, last record per watch id wins by offset; a
+tombstone is a row with ``deleted = 1``) and ``alert_deliveries`` (the delivery log, one row
+per alert and channel); both are ReplacingMergeTrees, so a re-read record is harmless.
 """
 
 from __future__ import annotations
@@ -162,12 +172,93 @@ ALTER TABLE drop_events ADD PROJECTION IF NOT EXISTS by_venue (
             "Nullable(DateTime64(3, 'UTC')) AFTER open_seconds",
         ),
     ),
+    Migration(
+        5,
+        "drop_events.read_via: how the slot was read (search or fallback)",
+        (
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS "
+            "read_via LowCardinality(String) DEFAULT 'search'",
+        ),
+    ),
+    Migration(
+        6,
+        "sink_topics: the cluster and topic ids the sink's progress belongs to",
+        (
+            """
+CREATE TABLE IF NOT EXISTS sink_topics (
+    topic String,
+    cluster_id String,
+    topic_id String,
+    seen_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(seen_at)
+ORDER BY topic
+""",
+        ),
+    ),
+    Migration(
+        7,
+        "watched_days: the days each provider was polled (GET /venues/{id} without a scan)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watched_days (
+    provider LowCardinality(String),
+    date Date
+) ENGINE = ReplacingMergeTree
+ORDER BY (provider, date)
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS watched_days_mv TO watched_days AS
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+            """
+INSERT INTO watched_days
+SELECT provider, date FROM discovery_buckets WHERE kind = 'poll' GROUP BY provider, date
+""",
+        ),
+    ),
+    Migration(
+        8,
+        "watches (a copy of the watches topic) and alert_deliveries (the delivery log)",
+        (
+            """
+CREATE TABLE IF NOT EXISTS watches (
+    watch_id String,
+    owner String,
+    name String,
+    deleted UInt8,
+    closes UInt8,
+    criteria String,
+    channel_types Array(LowCardinality(String)),
+    created_at DateTime64(3, 'UTC'),
+    updated_at DateTime64(3, 'UTC'),
+    kafka_offset Int64
+) ENGINE = ReplacingMergeTree(kafka_offset)
+ORDER BY watch_id
+""",
+            """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    alert_id String,
+    channel UInt8,
+    watch_id String,
+    channel_type LowCardinality(String),
+    target String,
+    status LowCardinality(String),
+    attempts UInt16,
+    latency_ms Int64,
+    error String,
+    at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY (alert_id, channel)
+""",
+        ),
+    ),
 )
 
 TTL_TABLES = {
     "drop_events": "toDateTime(opened_at)",
     "discovery_buckets": "toDateTime(polled_at)",
     "venues": "toDateTime(last_seen)",
+    "watched_days": "toDateTime(date)",
 }
 
 

@@ -35,6 +35,16 @@
     if (s < 5400) return Math.round(s / 60) + " min";
     return (s / 3600).toFixed(1) + " h";
   }
+  const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  // "2026-12-08 19:30:00" (already in the venue's zone) -> "Tue 8 Dec, 7:30 pm"
+  function humanTime(actual) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})/.exec(actual || "");
+    if (!m) return actual || "";
+    const day = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3]));
+    const h = +m[4];
+    return DAYS[day.getUTCDay()] + " " + (+m[3]) + " " + MONTHS[+m[2] - 1] + ", " + (h % 12 || 12) + ":" + m[5] + " " + (h < 12 ? "am" : "pm");
+  }
   function text(tag, cls, value) {
     const el = document.createElement(tag);
     el.className = cls;
@@ -50,10 +60,17 @@
     const left = document.createElement("div");
     left.append(text("div", "venue", d.venue_name || d.venue_id));
     const party = d.party_max ? d.party_min + "–" + d.party_max : d.party_min + "+";
-    left.append(text("div", "meta", [d.neighborhood, d.actual_time, "party " + party, d.provider, (d.seating_types || []).join(", ")].filter(Boolean).join(" · ")));
+    left.append(text("div", "meta", [d.neighborhood, humanTime(d.actual_time), "party " + party, d.provider, (d.seating_types || []).join(", ")].filter(Boolean).join(" · ")));
     const right = document.createElement("div");
     right.className = "when";
     right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms)));
+    if (/^https?:\/\//.test(d.booking || "")) {
+      const a = text("a", "book", "Book");
+      a.href = d.booking;
+      a.target = "_blank";
+      a.rel = "noopener";
+      right.append(a);
+    }
     li.append(left, right);
     return li;
   }
@@ -162,6 +179,76 @@
     history.replaceState(null, "", "?" + q);
     start();
   });
+  // watches: create one from the current filters, list them, delete them
+  const watchForm = document.getElementById("watch-form");
+  const watchList = document.getElementById("watch-list");
+  const watchError = document.getElementById("watch-error");
+  function withKey(path) { return apiKey ? path + (path.includes("?") ? "&" : "?") + "api_key=" + encodeURIComponent(apiKey) : path; }
+  function criteriaFromFilters() {
+    const c = {};
+    const v = (n) => (form.elements[n].value || "").trim();
+    if (v("provider")) c.providers = [v("provider")];
+    if (v("neighborhood")) c.neighborhoods = [v("neighborhood")];
+    if (v("venue")) c.venue_ids = [v("venue")];
+    if (v("party_size")) c.party_size = +v("party_size");
+    if (v("date_from")) c.date_from = v("date_from");
+    if (v("date_to")) c.date_to = v("date_to");
+    if (v("time_slot")) c.time_slots = [v("time_slot")];
+    return c;
+  }
+  function describe(c) {
+    const parts = [];
+    if (c.venue_ids && c.venue_ids.length) parts.push("venue " + c.venue_ids.join(", "));
+    if (c.neighborhoods && c.neighborhoods.length) parts.push(c.neighborhoods.join(", "));
+    if (c.providers && c.providers.length) parts.push(c.providers.join(", "));
+    if (c.date_from || c.date_to) parts.push((c.date_from || "…") + " – " + (c.date_to || "…"));
+    if (c.time_slots && c.time_slots.length) parts.push("around " + c.time_slots.join(", "));
+    if (c.time_from || c.time_to) parts.push((c.time_from || "") + "–" + (c.time_to || ""));
+    if (c.party_size) parts.push("party " + c.party_size);
+    return parts.join(" · ") || "every drop";
+  }
+  async function loadWatches() {
+    try {
+      const body = await getJSON(withKey("/watches"));
+      watchList.replaceChildren(...body.watches.map((w) => {
+        const li = document.createElement("li");
+        li.dataset.id = w.watch_id;
+        li.append(text("span", "wname", w.name || w.watch_id), text("span", "crit", describe(w.criteria) + (w.closes ? " · also closes" : "")));
+        const del = text("button", "del", "Delete");
+        del.type = "button";
+        del.addEventListener("click", async () => {
+          const r = await fetch(withKey("/watches/" + encodeURIComponent(w.watch_id)), { method: "DELETE" });
+          if (r.ok || r.status === 404) loadWatches();
+        });
+        li.append(del);
+        return li;
+      }));
+    } catch (err) {
+      watchError.textContent = String(err.message || err);
+      watchError.hidden = false;
+    }
+  }
+  watchForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    watchError.hidden = true;
+    const url = watchForm.elements.url.value.trim();
+    const body = {
+      name: watchForm.elements.name.value.trim(),
+      criteria: criteriaFromFilters(),
+      channels: [{ type: /^https?:\/\//.test(url) ? "webhook" : "apprise", url: url }],
+      closes: watchForm.elements.closes.checked,
+    };
+    const r = await fetch(withKey("/watches"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (!r.ok) {
+      const err = await r.json().catch(() => ({}));
+      watchError.textContent = (err.param ? err.param + ": " : "") + (err.message || r.status);
+      watchError.hidden = false;
+      return;
+    }
+    watchForm.reset();
+    loadWatches();
+  });
   drawChart();
   start();
+  loadWatches();
 })();

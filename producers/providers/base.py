@@ -14,6 +14,7 @@ import orjson
 from schemas import Failure, Slot
 from schemas.ids import SlotIds as SlotIds  # the clients take it from here
 from schemas.ids import venue_hash
+from schemas.records import READ_SEARCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,8 @@ class SlotTable:
     ``venues`` are ``(venue_id, venue_name, time_zone, neighborhood)``; per slot, in venue
     then start-time order: ``venue_of`` (index into ``venues``, non-decreasing), ``ids`` (the
     slot id as an unsigned 64-bit integer) and ``rows`` (the JSON row
-    ``[actual_time, seating_types, party_min, party_max, booking]``)."""
+    ``[actual_time, seating_types, party_min, party_max, booking]``, plus ``"fallback"`` when
+    the slot was read by the fallback endpoint instead of the bucket's ordinary read)."""
 
     provider: str
     venues: list[tuple[str, str, str, str]] = field(default_factory=list)
@@ -54,7 +56,7 @@ class SlotTable:
         out = []
         for j, sid, row in zip(self.venue_of, self.ids, self.rows, strict=True):
             vid, name, tz, hood = self.venues[j]
-            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            actual, seating, pmin, pmax, booking, *via = orjson.loads(row)
             out.append(
                 Slot(
                     self.provider,
@@ -68,6 +70,7 @@ class SlotTable:
                     pmax,
                     booking,
                     f"{sid:016x}",
+                    via[0] if via else READ_SEARCH,
                 )
             )
         return out
@@ -85,8 +88,12 @@ class SlotTable:
                 table.venues.append(vk)
             table.venue_of.append(j)
             table.ids.append(int(s.slot_id, 16))
-            row = (s.actual_time, list(s.seating_types), s.party_min, s.party_max, s.booking)
-            table.rows.append(orjson.dumps(row))
+            row: tuple[Any, ...] = (
+                s.actual_time, list(s.seating_types), s.party_min, s.party_max, s.booking
+            )  # fmt: skip
+            table.rows.append(
+                orjson.dumps(row if s.read_via == READ_SEARCH else (*row, s.read_via))
+            )
         return table
 
 
@@ -102,6 +109,8 @@ class FetchResult:
     venues: int = 0  # venues whose availability was read
     requests: int = 0
     retries: int = 0
+    fallback_venues: int = 0  # venues read by the fallback endpoint (Resy's /4/find)
+    contradictions: int = 0  # answers with starts the bucket's ordinary read does not cover
 
     def as_slots(self) -> list[Slot]:
         return self.slots.slots()
@@ -136,14 +145,16 @@ MINUTE_OF: dict[str, int] = {f"{h:02d}:{m:02d}": h * 60 + m for h in range(24) f
 
 class VenueSlots:
     """One venue's slots in one fetch, merged: one per start time (seating types joined,
-    party sizes widened, the first booking token kept)."""
+    party sizes widened, the first booking token kept). ``read_via`` says which endpoint read
+    them (``"search"``: the bucket's ordinary read; ``"fallback"``)."""
 
-    __slots__ = ("name", "neighborhood", "time_zone", "times", "venue_id")
+    __slots__ = ("name", "neighborhood", "read_via", "time_zone", "times", "venue_id")
 
     def __init__(self, venue_id: str, name: str, time_zone: str, neighborhood: str) -> None:
         self.venue_id, self.name = venue_id, name
         self.time_zone, self.neighborhood = time_zone, neighborhood
         self.times: dict[str, list[Any]] = {}  # actual_time -> [seating, pmin, pmax, token]
+        self.read_via = READ_SEARCH
 
     def add(self, actual: str, seating: str, pmin: int, pmax: int, booking: str) -> None:
         got = self.times.get(actual)
@@ -190,6 +201,7 @@ class Collector:
             venue_of.extend([len(venues)] * len(times))
             venues.append((vid, v.name, v.time_zone, v.neighborhood))
             head = venue_hash(self.ids.prefix(vid))  # the venue's prefix, hashed once
+            via = v.read_via
             for actual in sorted(times):
                 seating, pmin, pmax, token = times[actual]
                 if len(seating) > 1:
@@ -197,7 +209,10 @@ class Collector:
                 h = head.copy()
                 h.update(actual.encode())
                 ids.append(from_bytes(h.digest()))
-                rows.append(dumps((actual, seating, pmin, pmax, token)))
+                if via == READ_SEARCH:  # the row of the ordinary read: five values
+                    rows.append(dumps((actual, seating, pmin, pmax, token)))
+                else:
+                    rows.append(dumps((actual, seating, pmin, pmax, token, via)))
         return table
 
 
@@ -210,8 +225,12 @@ def merge_results(results: list[FetchResult]) -> FetchResult:
     for r in results:
         t = r.slots
         for j, row in zip(t.venue_of, t.rows, strict=True):
-            actual, seating, pmin, pmax, booking = orjson.loads(row)
+            actual, seating, pmin, pmax, booking, *via = orjson.loads(row)
             v = acc.venue(*t.venues[j])
+            if via and not v.times:  # read by the fallback for every party size so far
+                v.read_via = via[0]
+            elif not via:
+                v.read_via = READ_SEARCH  # the ordinary read saw the venue: say so
             for seat in seating or [""]:
                 v.add(actual, seat, pmin, pmax, booking)
     return FetchResult(
@@ -222,6 +241,8 @@ def merge_results(results: list[FetchResult]) -> FetchResult:
         max(r.venues for r in results),
         sum(r.requests for r in results),
         sum(r.retries for r in results),
+        sum(r.fallback_venues for r in results),
+        sum(r.contradictions for r in results),
     )
 
 

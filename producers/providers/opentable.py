@@ -8,6 +8,12 @@ restaurant missing from the answer, or a batch that failed after retries, is a
 
 The venue list (id → name, neighborhood, zone) comes from the configured ids or, when none
 are configured, from the simulator's directory (``GET /_control/venues?provider=opentable``).
+
+Time coverage: the query asks for ``backwardMinutes``/``forwardMinutes`` around the bucket
+time (:data:`producers.windows.REACH`); the one endpoint reads every bucket, so a snapshot holds
+only what the query covers: starts within what was asked and inside the bucket window. A slot
+offset beyond what was asked contradicts the query: it is not kept, and it is logged and
+counted (``FetchResult.contradictions``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from drops.log import get_log
 from producers.providers.base import (
     BucketQuery,
     Collector,
@@ -25,10 +32,12 @@ from producers.providers.base import (
     SlotTable,
 )
 from producers.providers.transport import Invalid, ProviderError, Transport
-from producers.windows import minutes
+from producers.windows import REACH, minutes
 from schemas import Failure
 
 NAME = "opentable"
+log = get_log("producer.opentable")
+BACKWARD = FORWARD = REACH  # minutes asked before and after the bucket time
 PERSISTED_HASH = "e6b87021ed6e865a7778aa39d35d09864c1be29c683c707602dd3de43c854d86"
 
 
@@ -53,10 +62,16 @@ def _availability(doc: Any) -> list[Any]:
 
 
 def parse_restaurant(
-    row: dict[str, Any], venue: OtVenue, query: BucketQuery, asked: int, acc: Collector
+    row: dict[str, Any],
+    venue: OtVenue,
+    query: BucketQuery,
+    asked: int,
+    acc: Collector,
+    beyond: list[int] | None = None,
 ) -> str | None:
     """Add the restaurant's available slots in the bucket window to ``acc``; an error text
-    when the row cannot be read (then nothing of it is kept)."""
+    when the row cannot be read (then nothing of it is kept). Offsets beyond what the query
+    asked (:data:`BACKWARD`/:data:`FORWARD`) are left out and appended to ``beyond``."""
     lo, hi = query.window
     days = row.get("availabilityDays")
     if not isinstance(days, list):
@@ -74,6 +89,10 @@ def parse_restaurant(
             offset = s.get("timeOffsetMinutes")
             if offset.__class__ is not int:
                 return "slot without timeOffsetMinutes"
+            if offset < -BACKWARD or offset > FORWARD:  # more than was asked: not covered
+                if beyond is not None:
+                    beyond.append(offset)
+                continue
             minute = asked + offset
             if minute < lo or minute >= hi:
                 continue
@@ -156,8 +175,8 @@ class OpenTableClient:
                 "databaseRegion": "NA",
                 "restaurantAvailabilityTokens": [],
                 "loyaltyRedemptionTiers": [],
-                "backwardMinutes": 150,
-                "forwardMinutes": 150,
+                "backwardMinutes": BACKWARD,
+                "forwardMinutes": FORWARD,
             },
             "extensions": {"persistedQuery": {"version": 1, "sha256Hash": PERSISTED_HASH}},
         }
@@ -190,6 +209,7 @@ class OpenTableClient:
         failures: list[Failure] = []
         acc = Collector(NAME, self._ids)
         seen = 0
+        beyond: list[int] = []
         for batch, res in zip(batches, results, strict=True):
             if isinstance(res, ProviderError):
                 failures.extend(Failure("venue", vid, str(res)) for vid in batch)
@@ -204,10 +224,29 @@ class OpenTableClient:
                 if row is None:
                     failures.append(Failure("venue", vid, "missing from the availability answer"))
                     continue
-                error = parse_restaurant(row, directory[vid], query, asked, acc)
+                error = parse_restaurant(row, directory[vid], query, asked, acc, beyond)
                 if error is not None:
                     failures.append(Failure("venue", vid, error))
                     continue
                 seen += 1
+        if beyond:
+            log.warning(
+                "coverage_contradiction",
+                provider=NAME,
+                date=query.date,
+                time_slot=query.time_slot,
+                asked=f"-{BACKWARD}..+{FORWARD}",
+                offsets=f"{min(beyond)}..{max(beyond)}",
+                slots=len(beyond),
+            )
         slots = acc.table()
-        return FetchResult(NAME, slots, not failures, failures, seen, c.requests, c.retries)
+        return FetchResult(
+            NAME,
+            slots,
+            not failures,
+            failures,
+            seen,
+            c.requests,
+            c.retries,
+            contradictions=len(beyond),
+        )

@@ -5,6 +5,14 @@ Coverage: the first page says how many venues the area has (``nbHits``) and how 
 server puts on a page; every later page must hold exactly its share. A page that failed after
 retries (or came back short) is a ``Failure(scope="page")``; a venue whose find failed is a
 ``Failure(scope="venue")``; when not even the first page could be read, ``scope="provider"``.
+
+Time coverage: the bucket's ordinary read is the area search, which answers the starts within
+the provider's own reach of ``time_filter`` (±150 minutes is what :mod:`producers.windows`
+assumes; a provider may answer less). ``/4/find`` answers the whole day, so a venue read by the
+fallback may show starts the search never shows. The fallback keeps a venue only when every
+start of its find answer inside the bucket window lies within the span of starts the same
+fetch's successful pages returned (see :func:`search_span`); otherwise the venue is unknown
+(``Failure(scope="venue")``), never read as more than the search would show.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from drops.log import get_log
 from producers.providers.base import (
     MINUTE_OF,
     BucketQuery,
@@ -22,9 +31,42 @@ from producers.providers.base import (
     SlotTable,
 )
 from producers.providers.transport import Invalid, ProviderError, Transport
+from producers.windows import hhmm
 from schemas import Failure
+from schemas.records import READ_FALLBACK
 
 NAME = "resy"
+log = get_log("producer.resy")
+
+Span = tuple[str, str]  # the first and last start time (``YYYY-MM-DD HH:MM:SS``), inclusive
+
+
+def search_span(acc: Collector) -> Span | None:
+    """The span of start times (inside the bucket window) that the search pages read so far
+    returned, or ``None`` when they returned none.
+
+    It is what the search is known to cover at this moment: every start in it is one the
+    search answers for this ``time_filter`` (a time query covers one range of start times).
+    It is never more than the search covers, so a start outside it may or may not be covered;
+    and it is learned from the same fetch, so it cannot be stale when the provider changes
+    its reach, and a restart forgets nothing. (Starts are ``YYYY-MM-DD HH:MM:SS`` of one day:
+    their text order is their time order.)"""
+    lo: str | None = None
+    hi: str | None = None
+    for v in acc.venues.values():
+        if v.times:
+            a, b = min(v.times), max(v.times)
+            lo = a if lo is None or a < lo else lo
+            hi = b if hi is None or b > hi else hi
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def beyond_span(times: dict[str, Any] | list[str], span: Span | None) -> list[str]:
+    """The start times (inside the window) that the span does not cover, in order."""
+    if span is None:
+        return sorted(times)
+    lo, hi = span
+    return sorted(t for t in times if t < lo or t > hi)
 
 
 def _hits(doc: Any) -> list[Any]:
@@ -114,6 +156,10 @@ def parse_venue(
         if pmax > got[2]:
             got[2] = pmax
     return venue_id, None
+
+
+def _span_text(span: Span | None) -> str:
+    return "none yet" if span is None else f"{span[0][11:16]}-{span[1][11:16]}"
 
 
 def _bad(acc: Collector, venue_id: str, error: str) -> tuple[str, str]:
@@ -254,14 +300,23 @@ class ResyClient:
                     break
                 p += 1
         self.directory.update(seen)
+        read = beyond = 0
         if total is not None and any(f.scope == "page" for f in failures):
-            failures = await self._fallback(query, total, seen, failures, acc, c)
+            failures, read, beyond = await self._fallback(query, total, seen, failures, acc, c)
         for f in failures:  # the failed venues' slots are unknown: keep none of them
             if f.scope == "venue":
                 acc.discard(f.ref)
         slots_out = acc.table()
         return FetchResult(
-            NAME, slots_out, not failures, failures, len(seen), c.requests, c.retries
+            NAME,
+            slots_out,
+            not failures,
+            failures,
+            len(seen),
+            c.requests,
+            c.retries,
+            fallback_venues=read,
+            contradictions=beyond,
         )
 
     async def _fallback(
@@ -272,8 +327,9 @@ class ResyClient:
         failures: list[Failure],
         acc: Collector,
         c: Counters,
-    ) -> list[Failure]:
-        """Per-venue find for the venues of failed pages.
+    ) -> tuple[list[Failure], int, int]:
+        """Per-venue find for the venues of failed pages; returns the failures, the venues
+        read by find and the venues whose find contradicted the search's coverage.
 
         The failed pages held ``total - len(seen)`` venues. The candidates are the venues of
         the directory (every venue this client has seen in an area page or a find, plus the
@@ -281,15 +337,26 @@ class ResyClient:
         candidates as missing venues, and every find succeeds, do the page failures go away:
         then every venue whose slots could be in the processor's state was read again. In
         every other case the page failures stay (the snapshot stays incomplete) and the
-        slots that were found are only added."""
+        slots that were found are only added.
+
+        A find answers the venue's whole day, the search only its reach around
+        ``time_filter``. A found venue is kept only when all its starts in the bucket window
+        lie within :func:`search_span` of this fetch's successful pages: then it holds
+        exactly what the search would have shown. Otherwise (a start the search is not known
+        to cover, or no span yet) the venue is unknown: a named ``Failure(scope="venue")``,
+        which still lets the page failures go (the venue is named, the processor keeps its
+        slots), and the answer is logged and counted as one contradicting the window."""
         missing = total - len(seen)
         candidates = sorted(self.directory - seen)
         if not candidates or missing <= 0 or len(candidates) > self.fallback_max:
-            return failures
+            return failures, 0, 0
+        span = search_span(acc)  # before any find adds to acc
         results = await asyncio.gather(
             *(self.find(query, vid, c) for vid in candidates), return_exceptions=True
         )
         venue_failures: list[Failure] = []
+        uncovered: list[Failure] = []
+        read = 0
         for vid, res in zip(candidates, results, strict=True):
             if isinstance(res, BaseException):
                 if not isinstance(res, ProviderError):
@@ -299,11 +366,41 @@ class ResyClient:
             error = self._take_find(res, vid, query, acc)
             if error is not None:
                 venue_failures.append(Failure("venue", vid, f"fallback find: {error}"))
-            else:
+                continue
+            found = acc.venues.get(vid)
+            if found is None:  # no start in the window: the search would show none either
                 seen.add(vid)
+                read += 1
+                continue
+            beyond = beyond_span(found.times, span)
+            if beyond:
+                acc.discard(vid)
+                uncovered.append(
+                    Failure(
+                        "venue",
+                        vid,
+                        f"fallback find: {len(beyond)} starts ({beyond[0][11:16]}..) outside "
+                        f"what the search covers ({_span_text(span)}): unknown",
+                    )
+                )
+                continue
+            found.read_via = READ_FALLBACK
+            seen.add(vid)
+            read += 1
+        if uncovered:
+            log.warning(
+                "coverage_contradiction",
+                provider=NAME,
+                date=query.date,
+                time_slot=query.time_slot,
+                window=f"{hhmm(query.window[0])}-{hhmm(query.window[1] - 1)}",
+                search_span=_span_text(span),
+                venues=len(uncovered),
+                first=uncovered[0].ref,
+            )
         covered = len(candidates) == missing and not venue_failures
         kept = [f for f in failures if f.scope != "page"] if covered else failures
-        return kept + venue_failures
+        return kept + venue_failures + uncovered, read, len(uncovered)
 
     # ------------------------------------------------------------------ per-venue find
 

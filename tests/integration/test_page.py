@@ -159,4 +159,54 @@ def test_page_shows_drops_closes_and_the_chart(kafka_settings: Settings, tmp_pat
     bars = re.findall(r'class="bar"[^>]*data-drops="(\d+)"', dom)
     assert len(bars) == 24 and sum(int(n) for n in bars) >= 3
     assert 'data-state="live"' in dom
+    # venue-local times as people read them, and one tap to book
+    assert "Tue 1 Dec, 6:00 pm" in dom and a.actual_time not in dom
+    assert f'class="book" href="{a.booking}"' in dom
     w.close()
+
+
+def test_page_creates_and_deletes_a_watch(kafka_settings: Settings, tmp_path: Path) -> None:
+    with Server(kafka_settings, with_sink=True) as srv:
+        browser = Browser(tmp_path / "profile")
+        try:
+            browser.goto(f"{srv.url}/?neighborhood=SoHo&party_size=4")
+            deadline = time.monotonic() + 30
+            while 'id="watch-form"' not in browser.html():
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1.0)  # the page's script has run
+            browser.call(
+                "Runtime.evaluate",
+                {
+                    "expression": "const f = document.getElementById('watch-form');"
+                    "f.elements.name.value = 'SoHo for four';"
+                    "f.elements.url.value = 'https://example.invalid/hook';"
+                    "f.elements.closes.checked = true;"
+                    "f.querySelector('button').click();"
+                },
+                browser.session,
+            )
+            while not httpx.get(srv.url + "/watches").json()["watches"]:
+                assert time.monotonic() < deadline, browser.html()[-3000:]
+                time.sleep(0.2)
+            [w] = httpx.get(srv.url + "/watches").json()["watches"]
+            assert w["name"] == "SoHo for four" and w["closes"] is True
+            assert w["criteria"]["neighborhoods"] == ["SoHo"] and w["criteria"]["party_size"] == 4
+            assert w["channels"] == [{"type": "webhook", "url": "https://example.invalid/hook"}]
+            while f'data-id="{w["watch_id"]}"' not in browser.html():
+                assert time.monotonic() < deadline + 10
+                time.sleep(0.2)
+            assert "SoHo · party 4 · also closes" in browser.html()
+            browser.call(
+                "Runtime.evaluate",
+                {"expression": "document.querySelector('#watch-list .del').click()"},
+                browser.session,
+            )
+            while httpx.get(srv.url + "/watches").json()["watches"]:
+                assert time.monotonic() < deadline + 20
+                time.sleep(0.2)
+            while f'data-id="{w["watch_id"]}"' in browser.html():
+                assert time.monotonic() < deadline + 30
+                time.sleep(0.2)
+        finally:
+            browser.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -44,7 +45,7 @@ def test_migrations_are_idempotent_and_retention_follows_settings(
     versions = ch.query(
         "SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version"
     )
-    assert versions == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    assert versions == [(i, 1) for i in range(1, 9)]
     ddl = ch.query("SELECT engine_full FROM system.tables WHERE name = 'drop_events'")[0][0]
     assert "toIntervalDay(30)" in ddl
     views = {r[0] for r in ch.query("SELECT name FROM system.tables WHERE engine = 'View'")}
@@ -56,6 +57,7 @@ def test_sink_stores_drops_closes_stats_and_venues(
 ) -> None:
     w = DropWriter(kafka_settings)
     opens = [make_drop(i) for i in range(20)]
+    opens[3] = replace(opens[3], read_via="fallback")
     w.write(opens[:10])
     w.write([*opens[10:], close_of(opens[0], opens[0].opened_at_ms + 90000)])
     w.write_stats([make_stats(), make_stats(kind="baseline", slots=300)])
@@ -85,6 +87,8 @@ def test_sink_stores_drops_closes_stats_and_venues(
     assert count(ch, "SELECT sum(drops) FROM drops_per_venue_day") == 20
     med = ch.query("SELECT median_open_seconds FROM drop_open_time")
     assert med == [(90.0,)]
+    via = ch.query("SELECT read_via, count() FROM drop_events GROUP BY read_via ORDER BY 1")
+    assert via == [("fallback", 1), ("search", 20)]
     w.close()
 
 

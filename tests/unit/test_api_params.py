@@ -118,3 +118,27 @@ def test_render_skips_what_the_client_has_and_filters() -> None:
     data, pos, n = render([b1, b2], {0: 4}, Filters(event=("close",)))
     assert n == 1 and b"close" in data and pos == {0: 6}
     assert render([b1, b2], {0: 6}, Filters())[2] == 0
+
+
+def test_a_cursor_naming_partitions_the_topic_does_not_have_is_rejected() -> None:
+    """A cursor may name up to 4,096 partitions; only the drops topic's are accepted (before:
+    every partition was kept, and each event for such a client copied a 4,096-entry cursor)."""
+    one = Allowed(
+        markets=ALLOWED.markets,
+        providers=ALLOWED.providers,
+        time_slots=ALLOWED.time_slots,
+        partitions=1,
+    )
+    huge = C.encode(dict.fromkeys(range(4096), 0))  # 16,000 characters
+    for query, header in ((q(since=huge), None), ({}, huge)):
+        with pytest.raises(BadRequest) as exc:
+            if header is None:
+                parse_feed(query, one)
+            else:
+                parse_stream(query, header, one)
+        assert "partition" in exc.value.message
+    assert parse_feed(q(since=C.encode({0: 5})), one).since == {0: 5}
+    three = Allowed(ALLOWED.markets, ALLOWED.providers, ALLOWED.time_slots, partitions=3)
+    assert parse_feed(q(since=C.encode({0: 5, 2: 1})), three).since == {0: 5, 2: 1}
+    with pytest.raises(BadRequest):
+        parse_feed(q(since=C.encode({3: 1})), three)

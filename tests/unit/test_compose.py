@@ -22,7 +22,16 @@ def compose() -> dict[str, Any]:
 def test_every_stage_runs_a_drops_subcommand() -> None:
     services = compose()["services"]
     commands = {name: svc["command"][0] for name, svc in services.items() if "command" in svc}
-    assert set(commands.values()) >= {"simulate", "produce", "process", "sink", "api", "broker"}
+    assert set(commands.values()) >= {
+        "simulate",
+        "produce",
+        "process",
+        "match",
+        "deliver",
+        "sink",
+        "api",
+        "broker",
+    }
     assert all(cmd in COMMANDS for cmd in commands.values())
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")

@@ -136,3 +136,45 @@ def test_windowed_reads_equal_one_read(log: list[tuple[int, bool]], limit: int, 
             break
     assert whole == windowed and cur_a == cur_b
     del start
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=80),
+    st.integers(1, 6),
+    st.integers(1, 9),
+)
+def test_bounded_reads_deliver_every_row_once_and_each_reads_at_most_the_span(
+    log: list[tuple[int, bool]], limit: int, span: int
+) -> None:
+    """Requests whose read is bounded to ``span`` offsets a partition: pages may end early
+    (short, cursor before the head); following the cursors delivers what one read would."""
+    next_offset = {0: 0, 1: 0, 2: 0}
+    rows: list[tuple[int, int, bool]] = []
+    for p, m in log:
+        rows.append((next_offset[p], p, m))
+        next_offset[p] += 1 + (next_offset[p] % 4 == 3)
+    head = {p: o - 1 for p, o in next_offset.items() if o}
+    cur: C.Cursor = {}
+    got: list[tuple[int, int]] = []
+    for _ in range(1000):
+        if C.covers(cur, head):
+            break
+        pos = dict(cur)
+        bounds = C.windows(cur, head, limit, 1, span)
+        lo = min(cur.get(p, -1) for p in head if head[p] > cur.get(p, -1))
+        assert all(o <= lo + span for o in bounds[-1].values() if o > lo)
+        page: list[tuple[int, int]] = []
+        for bound in bounds:
+            want = limit - len(page)
+            part = _read(rows, pos, bound, want)
+            page += part
+            pos = C.next_cursor(pos, bound, part, want)
+            if len(part) == want:
+                break
+        assert len(page) <= limit
+        got += page
+        assert pos != cur, "no progress"
+        cur = pos
+    assert C.covers(cur, head)
+    assert got == sorted((o, p) for o, p, m in rows if m)

@@ -33,3 +33,12 @@ def test_other_errors_end_the_process() -> None:
     # another replica runs with this replica's group.instance.id: a configuration error
     fenced = KafkaException(KafkaError(KafkaError.FENCED_INSTANCE_ID))
     assert not transient(raised_from(PartitionAssignmentError("assignment"), fenced))
+
+
+def test_a_rebalance_during_state_recovery_is_ridden_out() -> None:
+    # seen under load: Quix 3.28 handed a changelog record to the dataframes and the
+    # processor exited ("KeyError: 'changelog__<group>--<topic>--default'")
+    assert transient(KeyError("changelog__drops-processor--drops.snapshots--default"))
+    assert transient(RuntimeError("Recovery stuck for changelog__x[0]: position invalid"))
+    assert not transient(KeyError("venue_id"))
+    assert not transient(RuntimeError("something else"))

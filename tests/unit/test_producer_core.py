@@ -155,3 +155,37 @@ def test_rebaseline_plan_reads_the_markets() -> None:
         rebaseline.plan(s, ["sf:2026-03-03:1500"], now=now)
     with pytest.raises(ValueError, match="not a bucket id"):
         rebaseline.plan(s, ["garbage"], now=now)
+
+
+def test_a_venue_whose_slot_cannot_fit_a_record_is_a_venue_failure() -> None:
+    """One venue with a slot over the record limit (a provider's 200 KB booking string)
+    fails that venue, not the whole bucket's job on every cycle (before: to_records raised,
+    and the job failed with nothing written)."""
+    good = [
+        Slot("resy", "1", "Good", f"2026-03-04 19:{m:02d}:00", "EST5EDT", "SoHo", ("Bar",), 1, 4)
+        for m in range(3)
+    ]
+    huge = Slot("resy", "2", "Huge", "2026-03-04 19:30:00", "EST5EDT", "SoHo", (), 1, 4,
+                "x" * 200_000)  # fmt: skip
+    also = Slot("resy", "2", "Huge", "2026-03-04 20:00:00", "EST5EDT", "SoHo", (), 1, 4)
+    after = Slot("resy", "3", "After", "2026-03-04 19:00:00", "EST5EDT", "Tribeca", (), 2, 2)
+    result = FetchResult("resy", SlotTable.of("resy", [*good, huge, also, after]), True)
+    records = core.to_records(result, JOB, "nyc", "sid", 1, 2000, 100_000)
+    snaps = [decode_snapshot(v) for _, v in records]
+    got = [sl for s in snaps for sl in s.slots]
+    assert got == [*good, after]  # the venue that failed is unknown: none of its slots
+    assert all(not s.complete for s in snaps)
+    (failure,) = snaps[0].failures
+    assert failure.scope == "venue" and failure.ref == "2" and "record limit" in failure.error
+    assert all(len(v) <= 100_000 for _, v in records)
+
+
+def test_long_display_strings_are_cut() -> None:
+    """Venue names and neighborhoods are display strings: cut to 200 characters."""
+    s = Slot("resy", "1", "N" * 5000, "2026-03-04 19:00:00", "EST5EDT", "H" * 900, (), 1, 4)
+    records = core.to_records(
+        FetchResult("resy", SlotTable.of("resy", [s]), True), JOB, "nyc", "sid", 1, 10, 10**6
+    )
+    (slot,) = decode_snapshot(records[0][1]).slots
+    assert slot.venue_name == "N" * 200 and slot.neighborhood == "H" * 200
+    assert decode_snapshot(records[0][1]).complete

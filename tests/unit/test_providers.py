@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -341,6 +342,23 @@ def test_opentable_availability_filters_nearby_unavailable_and_window() -> None:
     assert (s.party_min, s.party_max) == (2, 2)
 
 
+def test_opentable_keeps_only_what_the_query_asked_and_counts_the_rest() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        var = orjson.loads(request.content)["variables"]
+        assert (var["backwardMinutes"], var["forwardMinutes"]) == (150, 150)
+        # 21:35 (+155) is more than was asked; so is 16:20 (-160): neither is covered
+        slots = (ot_slot(-160), ot_slot(60), ot_slot(155))
+        rows = [ot_row(r, *slots) for r in var["restaurantIds"]]
+        return httpx.Response(200, json={"data": {"availability": rows}})
+
+    client, _ = ot(handle)
+    last = BucketQuery(DAY, "19:00", 2, (17 * 60, 22 * 60))  # a window wider than was asked
+    result = run(client.fetch(last))
+    assert result.complete and result.contradictions == 6  # two a restaurant, three of them
+    assert {s.actual_time for s in result.as_slots()} == {f"{DAY} 20:00:00"}
+    assert {s.read_via for s in result.as_slots()} == {"search"}
+
+
 def test_opentable_missing_restaurant_errors_and_failed_batches() -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         var = orjson.loads(request.content)["variables"]
@@ -394,10 +412,36 @@ def test_slot_columns_carry_the_contract_slot_ids() -> None:
     assert ids("200001", f"{DAY} 19:00:00") == slot_id("opentable", "200001", f"{DAY} 19:00:00")
 
 
-def area_and_find(fail_pages: set[int], fail_finds: set[int]) -> Callable[..., httpx.Response]:
-    """The area search of AREA (2 venues a page) and the per-venue find of the same venues."""
-    area = area_handler(AREA)
-    by_id = {h["id"]["resy"]: h for h in AREA}
+FB_AREA = [  # the search's starts in the 19:00 window span 17:00-21:15 without page 2
+    resy_hit(
+        1,
+        resy_slot(f"{DAY} 17:00:00"),
+        resy_slot(f"{DAY} 19:30:00", "Dining Room", "a"),
+        resy_slot(f"{DAY} 21:15:00"),
+        resy_slot(f"{DAY} 21:30:00"),  # past the 19:00 window (21:29)
+    ),
+    resy_hit(2),
+    resy_hit(3, resy_slot(f"{DAY} 17:00:00")),
+    resy_hit(4, resy_slot(f"{DAY} 21:15:00")),
+    resy_hit(5, resy_slot(f"{DAY} 18:00:00"), resy_slot("2026-03-05 19:00:00")),
+]
+
+
+def within(hit: dict[str, Any], last: str) -> dict[str, Any]:
+    """The hit as a search with a shorter reach answers it: no start after ``last``."""
+    slots = [x for x in hit["availability"]["slots"] if x["date"]["start"][11:16] <= last]
+    return {**hit, "availability": {"slots": slots}}
+
+
+def area_and_find(
+    fail_pages: set[int], fail_finds: set[int], hits: list[dict[str, Any]] | None = None,
+    reach_to: str = "23:59",
+) -> Callable[..., httpx.Response]:  # fmt: skip
+    """The area search of ``hits`` (2 venues a page; starts up to ``reach_to``) and the
+    per-venue find of the same venues (the whole day)."""
+    hits = FB_AREA if hits is None else hits
+    area = area_handler([within(h, reach_to) for h in hits])
+    by_id = {h["id"]["resy"]: h for h in hits}
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/4/find":
@@ -425,8 +469,42 @@ def test_a_failed_page_is_read_venue_by_venue_when_its_venues_are_known() -> Non
     fail_pages.add(2)  # venues 3 and 4
     second = run(client.fetch(Q19))
     assert second.complete and second.failures == []  # every venue was read: complete
-    assert second.as_slots() == first.as_slots()
+    assert [s.read_via for s in second.as_slots()] == ["search"] * 3 + ["fallback"] * 2 + ["search"]
+    assert [replace(s, read_via="search") for s in second.as_slots()] == first.as_slots()
     assert second.requests == 1 + 3 + 1 + 2  # page 1, page 2 three times, page 3, two finds
+    assert second.fallback_venues == 2 and second.contradictions == 0
+
+
+def test_the_fallback_keeps_only_what_the_search_covers() -> None:
+    """The search answers up to 21:00 (a reach of +120), the window runs to 21:29 and the
+    find answers the whole day: venue 4's 21:15 is one the search never shows."""
+    fail_pages: set[int] = set()
+    transport, _ = make(area_and_find(fail_pages, set(), reach_to="21:00"))
+    client = resy(transport)
+    alone = run(client.fetch(Q19))  # what the search alone shows: nothing at 21:15
+    assert alone.complete and all(s.actual_time[11:16] <= "21:00" for s in alone.as_slots())
+    fail_pages.add(2)  # venues 3 (17:00, within what the search covers) and 4 (21:15)
+    second = run(client.fetch(Q19))
+    assert not second.complete  # venue 4 is unknown, never read as open at 21:15
+    assert [(f.scope, f.ref) for f in second.failures] == [("venue", "4")]
+    assert "outside what the search covers (17:00-19:30)" in second.failures[0].error
+    assert second.contradictions == 1 and second.fallback_venues == 1
+    got = {(s.venue_id, s.actual_time, s.read_via) for s in second.as_slots()}
+    assert ("3", f"{DAY} 17:00:00", "fallback") in got and not any(v == "4" for v, *_ in got)
+    assert {(v, t) for v, t, _ in got} == {(s.venue_id, s.actual_time) for s in alone.as_slots()}
+
+
+def test_with_no_span_known_the_fallback_reads_only_venues_without_slots() -> None:
+    hits = [resy_hit(1), resy_hit(2), resy_hit(3, resy_slot(f"{DAY} 19:00:00")), resy_hit(4)]
+    fail_pages: set[int] = set()
+    transport, _ = make(area_and_find(fail_pages, set(), hits))
+    client = resy(transport)
+    run(client.fetch(Q19))
+    fail_pages.add(2)  # page 1 has no start at all: nothing is known of the search's reach
+    second = run(client.fetch(Q19))
+    assert [(f.scope, f.ref) for f in second.failures] == [("venue", "3")]
+    assert "(none yet)" in second.failures[0].error
+    assert len(second.slots) == 0 and second.fallback_venues == 1  # venue 4: no slot, read
 
 
 def test_fallback_that_cannot_cover_the_page_keeps_the_failure() -> None:

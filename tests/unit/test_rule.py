@@ -6,7 +6,7 @@ code with ``domain.rule`` (the integration tests reuse it to predict the drops t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -523,3 +523,16 @@ def test_events_carry_the_payload() -> None:
         "dedupe_key": f"{BUCKET}|{s.slot_id}|2",
     }
     assert {k: event.to_dict()[k] for k in expect} == expect
+
+
+def test_open_and_close_say_how_the_slot_was_read() -> None:
+    p = Pair()
+    p.step(snapshot("a", 0, S(), kind="baseline"))
+    found = replace(UNIVERSE[1, 1], read_via="fallback")
+    snap = decode_snapshot(encode(snapshot("b", 120_000, [found, UNIVERSE[2, 1]])))
+    out = rule.apply(p.state, snap, TTL)
+    opened = {e.venue_id: e.read_via for e in rule.events(snap, out)}
+    assert opened == {found.venue_id: "fallback", UNIVERSE[2, 1].venue_id: "search"}
+    gone = snapshot("c", 240_000, [])
+    closes = rule.events(gone, rule.apply(p.state, gone, TTL))
+    assert {e.venue_id: e.read_via for e in closes} == opened  # the payload kept at the open

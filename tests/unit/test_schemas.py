@@ -119,6 +119,37 @@ def test_v1_drops_still_read() -> None:
         decode_drop(orjson.dumps(doc))
 
 
+def test_the_read_source_travels_per_slot_and_old_records_read_as_search() -> None:
+    found = dataclasses.replace(SLOT, read_via="fallback", actual_time="2026-12-01 20:00:00")
+    found = dataclasses.replace(found, slot_id="")  # the id of the new start time
+    snap = dataclasses.replace(SNAP, slots=(SLOT, found))
+    data = encode(snap)
+    view = decode_snapshot(data)
+    assert [s.read_via for s in view.slots] == ["search", "fallback"]
+    assert decode_snapshot(orjson.dumps(snap.to_dict())) == snap  # the v1 form too
+    # a row of the ordinary read keeps its five values: the bytes of records written before
+    # the field are exactly what this build writes for search slots, and read as search
+    assert b'"rgs://resy/1505/abc"]' in data and b'"fallback"]' in data
+    old_v1 = snap.to_dict()
+    for s in old_v1["slots"]:
+        del s["read_via"]
+    assert [s.read_via for s in decode_snapshot(orjson.dumps(old_v1)).slots] == ["search"] * 2
+    bad = data.replace(b'"fallback"]', b'"sideways"]')  # same length: a valid layout
+    with pytest.raises(SchemaError, match="read_via"):
+        _ = decode_snapshot(bad).slots
+
+
+def test_a_drop_says_how_its_slot_was_read_and_older_drops_read_as_search() -> None:
+    doc = orjson.loads(encode(dataclasses.replace(DROP, read_via="fallback")))
+    jsonschema.validate(doc, schema("drop.v2.json"))
+    assert decode_drop(orjson.dumps(doc)).read_via == "fallback"
+    del doc["read_via"]
+    jsonschema.validate(doc, schema("drop.v2.json"))
+    assert decode_drop(orjson.dumps(doc)).read_via == "search"
+    with pytest.raises(SchemaError, match="read_via"):
+        decode_drop(orjson.dumps({**doc, "read_via": "x"}))
+
+
 def test_stats_round_trip() -> None:
     stats = BucketStats(
         market="nyc",
@@ -281,6 +312,7 @@ slots_st = st.builds(
     party_min=st.integers(0, 20),
     party_max=st.integers(-(2**40), 2**40),
     booking=text,
+    read_via=st.sampled_from(["search", "fallback"]),
 )
 snapshots_st = st.builds(
     Snapshot,

@@ -211,3 +211,64 @@ def test_search_pages_are_cached_only_while_the_market_is_unchanged(client: Test
     assert search(client, 1) == first
     client.post("/_control/freeze", json={"at_ms": T0 + 3_600_000})  # an hour of churn later
     assert search(client, 1) != first
+
+
+REACHES = [((120, 120), (17 * 60, 21 * 60)), ((90, 150), (17 * 60 + 30, 21 * 60 + 30))]
+
+
+@pytest.mark.parametrize(("reach", "span"), REACHES)
+def test_the_search_reach_is_a_setting(reach: tuple[int, int], span: tuple[int, int]) -> None:
+    c = TestClient(create_app(Market(seed=4, venues=230, reach=reach), api_key="k", scripted=True))
+    c.post("/_control/freeze", json={"at_ms": T0})
+    starts = {
+        int(s["date"]["start"][11:13]) * 60 + int(s["date"]["start"][14:16])
+        for p in (1, 2, 3)
+        for h in search(c, p)["search"]["hits"]
+        for s in h["availability"]["slots"]
+    }
+    assert (min(starts), max(starts)) == span  # the market has a slot at both ends
+    body = {  # OpenTable: never more than the reach, never more than asked
+        "variables": {"restaurantIds": [200001 + i for i in range(40)], "date": DAY,
+                      "time": "19:00", "partySize": 2, "backwardMinutes": 150,
+                      "forwardMinutes": 60},
+    }  # fmt: skip
+    r = c.post("/dapi/fe/gql?optype=query&opname=RestaurantsAvailability", json=body,
+               headers={"User-Agent": "x"})  # fmt: skip
+    offsets = {
+        s["timeOffsetMinutes"]
+        for row in r.json()["data"]["availability"]
+        for d in row["availabilityDays"]
+        for s in d["slots"]
+    }
+    assert min(offsets) == -reach[0] and max(offsets) == 60
+
+
+def test_sim_reach_setting_reads_one_or_two_numbers() -> None:
+    from drops.settings import Settings
+
+    assert Settings(sim_reach="120").sim_reach_minutes == (120, 120)
+    assert Settings(sim_reach="90, 150").sim_reach_minutes == (90, 150)
+    with pytest.raises(ValueError, match="sim_reach"):
+        _ = Settings(sim_reach="1,2,3").sim_reach_minutes
+
+
+def test_a_fault_can_hit_one_endpoint_only(client: TestClient) -> None:
+    r = client.post("/_control/faults", json={"kind": "5xx", "rate": 1.0, "endpoint": "search"})
+    assert r.json()["fault"]["endpoint"] == "search"
+    body = {"slot_filter": {"day": DAY, "party_size": 2, "time_filter": "19:00"}}
+    assert client.post("/3/venuesearch/search", json=body, headers=HEADERS).status_code == 503
+    params = {"day": DAY, "party_size": 2, "venue_id": 1005}
+    assert client.get("/4/find", params=params, headers=HEADERS).status_code == 200
+    counts = client.get("/_control/stats").json()["counts"]
+    assert counts["search_requests"] == 1 and counts["find_requests"] == 1
+    bad = client.post("/_control/faults", json={"kind": "5xx", "endpoint": "nowhere"})
+    assert bad.status_code == 400 and "endpoint" in bad.json()["error"]
+
+
+def test_the_reference_set_is_what_the_search_reaches() -> None:
+    c = TestClient(create_app(Market(seed=4, venues=230, reach=(120, 120)), api_key="k",
+                              scripted=True))  # fmt: skip
+    c.post("/_control/freeze", json={"at_ms": T0})
+    ref = c.get("/_control/slots", params={"date": DAY, "time_slot": "19:00"}).json()["slots"]
+    starts = {s["actual_time"][11:16] for s in ref}
+    assert max(starts) == "21:00" and min(starts) == "17:00"  # not the window's 21:29

@@ -84,3 +84,31 @@ def test_stored_item_is_the_feed_item_of_the_row() -> None:
     assert [(o, p) for o, p, _ in rows] == [(7, 1), (9, 0)]
     doc = orjson.loads(feed_body(rows, "AQ"))
     assert doc["next"] == "AQ" and doc["items"][0]["kafka_offset"] == 7 and doc["items"][1] == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("date", "1969-12-31"),
+        ("date", "2150-01-01"),
+        ("opened_at_ms", -1),
+        ("opened_at_ms", 4_294_967_296_000),
+        ("seating_types", ("Bar", 7)),
+    ],
+)
+def test_drops_that_do_not_fit_the_columns_are_rejected(field: str, value: object) -> None:
+    import dataclasses
+
+    ev = dataclasses.replace(make_drop(1, opened_at_ms=1_800_000_000_000), **{field: value})
+    with pytest.raises(ValueError, match=repr(field)):
+        R.validate_drop(ev)
+    R.validate_drop(make_drop(1, date="2149-06-06", opened_at_ms=1_800_000_000_000))
+
+
+@pytest.mark.parametrize("field", ["duration_ms", "venues", "slots", "failures", "requests"])
+def test_stats_that_do_not_fit_uint32_are_rejected(field: str) -> None:
+    import dataclasses
+
+    with pytest.raises(ValueError, match=repr(field)):
+        R.validate_stats(dataclasses.replace(make_stats(), **{field: 2**32}))
+    R.validate_stats(dataclasses.replace(make_stats(), **{field: 2**32 - 1}))

@@ -1,0 +1,295 @@
+"""Hostile-client benchmark: ``python -m bench.hostile_bench [--base DIR] [--quick]``.
+
+Event-loop latency of the API (``/healthz`` round trips, p50/p99) while drops arrive at R a
+second, with no hostile client and with C clients holding an oversized cursor (4,096
+partitions, the most the cursor format allows, ~16,000 characters) on ``/feed/stream``.
+With ``--base DIR`` (a checkout of an earlier revision) the same run is made against that
+revision's API too, in the same session, so the two are compared as ratios on a noisy
+machine. The API runs in a child process (``bench.api_bench serve``, with the sink) from the
+given source tree; the broker is the settings' (``DROPS_KAFKA_BOOTSTRAP``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from api import cursor as C
+from bench.api_bench import _pct
+
+ROOT = Path(__file__).resolve().parent.parent
+OVERSIZED = C.encode(dict.fromkeys(range(4096), 0))
+
+
+def _server(src: Path, data: Path, tag: str, port: int) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "bench.api_bench", "serve", "--data-dir", str(data)]
+    args += ["--tag", tag, "--port", str(port), "--with-sink"]
+    proc = subprocess.Popen(args, cwd=src, env={**os.environ, "PYTHONPATH": str(src)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("API exited")
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError("API not ready")
+
+
+def _writer(tag: str, rate: int, stop: threading.Event) -> None:
+    from bench.api_bench import _settings
+    from sinks.testdata import DropWriter, make_drop
+
+    w = DropWriter(_settings(Path(tempfile.gettempdir()), tag, 0))
+    n = 0
+    began = time.monotonic()
+    while not stop.is_set():
+        batch = [make_drop(n + i) for i in range(max(1, rate // 10))]
+        w.write(batch)
+        n += len(batch)
+        time.sleep(max(0.0, began + n / rate - time.monotonic()))
+    w.close()
+
+
+async def _hostile(port: int, n: int, seconds: float, accepted: list[int]) -> None:
+    async with httpx.AsyncClient(timeout=None) as http:
+
+        async def one() -> None:
+            headers = {"Last-Event-ID": OVERSIZED}
+            async with http.stream(
+                "GET", f"http://127.0.0.1:{port}/feed/stream", headers=headers
+            ) as r:
+                if r.status_code != 200:
+                    return
+                accepted.append(1)
+                end = time.monotonic() + seconds
+                async for _ in r.aiter_raw():
+                    if time.monotonic() > end:
+                        return
+
+        await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+
+
+PROBE_TIMEOUT_S = 5.0  # a probe that gets no answer in time counts as this long
+
+
+def _probe(port: int, seconds: float) -> list[float]:
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    with httpx.Client(timeout=PROBE_TIMEOUT_S) as http:
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            try:
+                http.get(f"http://127.0.0.1:{port}/healthz")
+                out.append((time.perf_counter() - t) * 1000)
+            except httpx.HTTPError:
+                out.append(PROBE_TIMEOUT_S * 1000)
+            time.sleep(0.02)
+    return out
+
+
+def run(src: Path, clients: int, rate: int, seconds: float, port: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    data = Path(tempfile.mkdtemp(prefix="hostile-"))
+    proc = _server(src, data, tag, port)
+    stop = threading.Event()
+    writer = threading.Thread(target=_writer, args=(tag, rate, stop), daemon=True)
+    writer.start()
+    try:
+        time.sleep(2)
+        quiet = _probe(port, seconds / 2)
+        accepted: list[int] = []
+        hostile = threading.Thread(
+            target=lambda: asyncio.run(_hostile(port, clients, seconds + 5, accepted)),
+            daemon=True,
+        )
+        hostile.start()
+        time.sleep(2)
+        loaded = _probe(port, seconds)
+        hostile.join(seconds + 30)
+    finally:
+        stop.set()
+        writer.join(30)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return {
+        "src": str(src),
+        "hostile_accepted": len(accepted),
+        "quiet_p50_ms": round(_pct(quiet, 0.5), 2),
+        "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
+        "hostile_p50_ms": round(_pct(loaded, 0.5), 2),
+        "hostile_p99_ms": round(_pct(loaded, 0.99), 2),
+        "samples": len(loaded),
+        "timeouts": sum(v >= PROBE_TIMEOUT_S * 1000 for v in loaded),
+    }
+
+
+def serve(data: Path, tag: str, port: int) -> None:
+    """The API with the sink, under the product's server configuration (``api.server``:
+    connection cap, request-head timeout)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.server import GC_THRESHOLD, uvicorn_config
+    from bench.api_bench import _settings
+    from drops.runtime import tune_gc
+    from shell import broker
+    from sinks.service import SinkThread
+
+    s = _settings(data, tag, port)
+    broker.ensure_topics(s)
+    app = create_app(s, sink=SinkThread)
+    server = uvicorn.Server(
+        uvicorn_config(app, s, log_level="warning", timeout_graceful_shutdown=3)
+    )
+    tune_gc(*GC_THRESHOLD)  # as api.server.run does
+    server.run()
+
+
+async def _crowd(port: int, n: int, slow: int, seconds: float, counts: dict[str, int]) -> None:
+    """``n`` idle SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
+    connections (a request head trickled a byte a second, reopened when cut)."""
+    end = time.monotonic() + seconds
+
+    async def sse() -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /feed/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        if b" 200 " in head.split(b"\r\n", 1)[0]:
+            counts["sse"] += 1
+        while time.monotonic() < end:
+            if not await asyncio.wait_for(r.read(65536), timeout=max(0.1, end - time.monotonic())):
+                break
+        w.close()
+
+    async def loris() -> None:
+        while time.monotonic() < end:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000:
+                    if time.monotonic() > end:
+                        return
+                    w.write(bytes([byte]))
+                    await w.drain()
+                    await asyncio.sleep(1.0)
+                    if r.at_eof():
+                        break
+            except (ConnectionError, OSError):
+                pass
+            counts["cut"] += 1
+            w.close()
+
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(sse()))
+        if i % 200 == 199:
+            await asyncio.sleep(0.05)
+    tasks += [asyncio.create_task(loris()) for _ in range(slow)]
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def crowd(clients: int, slow: int, rate: int, seconds: float, port: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    data = Path(tempfile.mkdtemp(prefix="crowd-"))
+    args = [sys.executable, "-m", "bench.hostile_bench", "serve", "--data-dir", str(data)]
+    proc = subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("API not ready")
+        time.sleep(0.2)
+    stop = threading.Event()
+    writer = threading.Thread(target=_writer, args=(tag, rate, stop), daemon=True)
+    writer.start()
+    counts = {"sse": 0, "cut": 0}
+    try:
+        time.sleep(2)
+        quiet = _probe(port, 10)
+        t = threading.Thread(
+            target=lambda: asyncio.run(_crowd(port, clients, slow, seconds + 60, counts)),
+            daemon=True,
+        )
+        t.start()
+        deadline = time.monotonic() + 120
+        while counts["sse"] < clients and time.monotonic() < deadline:
+            time.sleep(0.5)
+        loaded = _probe(port, seconds)
+        rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    finally:
+        stop.set()
+        writer.join(30)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return {
+        "sse_clients": counts["sse"],
+        "slow_connections": slow,
+        "slow_cut": counts["cut"],
+        "quiet_p50_ms": round(_pct(quiet, 0.5), 2),
+        "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
+        "crowd_p50_ms": round(_pct(loaded, 0.5), 2),
+        "crowd_p99_ms": round(_pct(loaded, 0.99), 2),
+        "samples": len(loaded),
+        "timeouts": sum(v >= PROBE_TIMEOUT_S * 1000 for v in loaded),
+        "api_rss_mb": round(rss / 1024, 1),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        sv = argparse.ArgumentParser()
+        sv.add_argument("cmd")
+        sv.add_argument("--data-dir", type=Path, required=True)
+        sv.add_argument("--tag", required=True)
+        sv.add_argument("--port", type=int, required=True)
+        a = sv.parse_args()
+        serve(a.data_dir, a.tag, a.port)
+        return
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--crowd", type=int, default=0, help="instead: N idle SSE clients")
+    ap.add_argument("--slow", type=int, default=200, help="with --crowd: slowloris connections")
+    ap.add_argument("--base", type=Path, default=None, help="source tree of the revision before")
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--rate", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--port", type=int, default=48190)
+    args = ap.parse_args()
+    if args.crowd:
+        got = crowd(args.crowd, args.slow, args.rate, args.seconds, args.port)
+        print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
+        return
+    trees = ([args.base] if args.base else []) + [ROOT]
+    results = [run(t, args.clients, args.rate, args.seconds, args.port) for t in trees]
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

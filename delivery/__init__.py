@@ -1,0 +1,1 @@
+"""The delivery worker: alerts to webhooks and Apprise channels, once, with a log."""

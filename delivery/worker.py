@@ -1,0 +1,460 @@
+"""The delivery worker: sends each alert to each of its channels, once, and logs the outcome.
+
+alerts topic (read_committed) → per channel: a signed webhook of ours (:func:`signed_request`)
+or Apprise (ntfy, Discord, Telegram, Slack, email, Pushover, json://, ...) → one
+:class:`schemas.watches.Delivery` record per (alert, channel) on the deliveries topic (the
+delivery log; the sink copies it to ClickHouse ``alert_deliveries``), and the alert on the
+dead-letter topic when its last attempt failed.
+
+- **Retries**: up to ``DROPS_DELIVERY_ATTEMPTS`` attempts with full-jitter backoff
+  (``DROPS_DELIVERY_BACKOFF`` doubling, capped at ``DROPS_DELIVERY_BACKOFF_MAX``); a webhook's
+  ``Retry-After`` is honoured up to the cap. A 4xx other than 408/429 is final at once.
+- **Rate limit**: a token bucket per channel (scheme, host and path), ``DROPS_DELIVERY_RATE``
+  sends a second with a burst of 10, so one busy watch cannot flood a receiver.
+- **Once**: the worker's own log is the record of what was sent. At start it reads the
+  deliveries topic to its end, and it never sends an (alert, channel) that has a record there.
+  A record is written (acks=all, flushed) as soon as its channel answered, and the consumer
+  offset of an alert is committed only after all its channels have records; so a restart
+  re-sends only a send that was under way when the worker died (for a webhook that had
+  answered 2xx: only in the instant between the answer and the record; the idempotency key
+  lets the receiver drop that one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import apprise
+import httpx
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from drops.log import Heartbeat, get_log
+from drops.metrics import Readings, registry, serve
+from drops.settings import Settings
+from drops.topics import ensure_topics
+from schemas import SchemaError
+from schemas.watches import Alert, Channel, Delivery, decode_alert, decode_delivery, encode_record
+
+log = get_log("delivery")
+
+SIGNATURE_HEADER = "X-Drops-Signature"
+TIMESTAMP_HEADER = "X-Drops-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+BURST = 10.0
+
+
+def webhook_body(alert: Alert) -> bytes:
+    """What a webhook receives: the alert without its channels and secret."""
+    return orjson.dumps(alert.model_dump(mode="json", exclude={"channels", "secret"}))
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 with the watch's secret over ``<timestamp>.<body>``."""
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(
+    secret: str, headers: dict[str, str], body: bytes, now: float, tolerance: float = 300
+) -> bool:
+    """What a receiver checks: the signature, and a timestamp within ``tolerance`` seconds."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        ts = int(lower.get(TIMESTAMP_HEADER.lower(), ""))
+    except ValueError:
+        return False
+    good = sign(secret, ts, body)
+    return abs(now - ts) <= tolerance and hmac.compare_digest(
+        good, lower.get(SIGNATURE_HEADER.lower(), "")
+    )
+
+
+def signed_request(alert: Alert, now: float) -> tuple[bytes, dict[str, str]]:
+    body = webhook_body(alert)
+    ts = int(now)
+    return body, {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: sign(alert.secret, ts, body),
+        IDEMPOTENCY_HEADER: alert.alert_id,
+        "User-Agent": "discovery-drops-alerts/1",
+    }
+
+
+def target(ch: Channel) -> str:
+    """A channel's scheme, host and path: its rate-limit key and its name in the log (the
+    query and any credentials in the URL are left out)."""
+    u = urlsplit(ch.url)
+    try:
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        port = ""
+    return f"{u.scheme}://{u.hostname or ''}{port}{u.path}"
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float = BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    async def take(self) -> None:
+        if self.rate <= 0:
+            return
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Failed(Exception):
+    def __init__(self, error: str, final: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(error)
+        self.final, self.retry_after = final, retry_after
+
+
+@dataclass
+class Totals:
+    delivered: int = 0
+    dead: int = 0
+    retries: int = 0
+    skipped: int = 0
+    alerts: int = 0
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.rng = random.Random()
+        self.done: set[tuple[str, int]] = set()
+        self.buckets: dict[str, TokenBucket] = {}
+        self.totals = Totals()
+        self.heartbeat = Heartbeat(log, "delivery_heartbeat", every=settings.heartbeat_interval)
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+            }
+        )
+        self.http: httpx.AsyncClient | None = None
+
+    # -- the log of what was sent ------------------------------------------------------------
+
+    def load_log(self) -> None:
+        """Every (alert, channel) already in the delivery log, read to the topic's end."""
+        topic = self.s.deliveries_topic
+        c = Consumer(
+            {
+                "bootstrap.servers": self.s.kafka_bootstrap,
+                "group.id": f"{self.s.delivery_group}-log",  # assign only: never commits
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+            ends = {
+                p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
+            }
+            pos = dict.fromkeys(parts, 0)
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            deadline = time.monotonic() + 120
+            while any(pos[p] < ends[p] for p in parts) and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is None:
+                    continue
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        pos[m.partition()] = max(pos[m.partition()], m.offset())
+                    continue
+                pos[m.partition()] = m.offset() + 1
+                try:
+                    d = decode_delivery(m.value())
+                except SchemaError:
+                    continue
+                self.done.add((d.alert_id, d.channel))
+            if any(pos[p] < ends[p] for p in parts):
+                raise TimeoutError("the delivery log was not read to its end")
+        finally:
+            c.close()
+
+    def _write(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        errors: list[Any] = []
+        self.producer.produce(
+            topic,
+            key=key,
+            value=value,
+            headers=headers,
+            on_delivery=lambda err, msg: errors.append(err) if err is not None else None,
+        )
+        left = self.producer.flush(30)
+        if left or errors:
+            raise RuntimeError(f"delivery log not written: {errors or 'timeout'}")
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _send_once(self, alert: Alert, ch: Channel) -> None:
+        if ch.type == "webhook":
+            assert self.http is not None
+            body, headers = signed_request(alert, time.time())
+            try:
+                r = await self.http.post(ch.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise Failed(f"{type(exc).__name__}: {exc}"[:300]) from None
+            if 200 <= r.status_code < 300:
+                return
+            final = 400 <= r.status_code < 500 and r.status_code not in (408, 429)
+            ra = r.headers.get("retry-after", "")
+            raise Failed(
+                f"HTTP {r.status_code}",
+                final=final,
+                retry_after=float(ra) if ra.isdigit() else None,
+            )
+        ok = await asyncio.to_thread(self._apprise, alert, ch)
+        if not ok:
+            raise Failed("apprise: the channel did not accept the notification")
+
+    def _apprise(self, alert: Alert, ch: Channel) -> bool:
+        ap = apprise.Apprise()
+        if not ap.add(ch.url):
+            raise Failed("apprise: not a URL it accepts", final=True)
+        text = alert.body + (f"\n{alert.booking_url}" if alert.booking_url else "")
+        return bool(ap.notify(body=text, title=alert.title, timeout=self.s.delivery_timeout))
+
+    async def deliver(self, alert: Alert, i: int) -> Delivery:
+        ch = alert.channels[i]
+        tgt = target(ch)
+        bucket = self.buckets.setdefault(tgt, TokenBucket(self.s.delivery_rate))
+        error = ""
+        attempt = 0
+        for attempt in range(1, self.s.delivery_attempts + 1):
+            await bucket.take()
+            try:
+                await self._send_once(alert, ch)
+                return self._record(alert, i, tgt, "delivered", attempt, "")
+            except Failed as exc:
+                error = str(exc)
+                if exc.final or attempt == self.s.delivery_attempts:
+                    break
+                cap = min(self.s.delivery_backoff_max, self.s.delivery_backoff * 2 ** (attempt - 1))
+                pause = self.rng.uniform(0, cap)
+                if exc.retry_after is not None:
+                    pause = max(pause, min(exc.retry_after, self.s.delivery_backoff_max))
+                self.totals.retries += 1
+                log.info(
+                    "delivery_retry",
+                    alert_id=alert.alert_id,
+                    target=tgt,
+                    attempt=attempt,
+                    error=error,
+                    pause_s=round(pause, 2),
+                )
+                await asyncio.sleep(pause)
+        return self._record(alert, i, tgt, "dead", attempt, error)
+
+    def _record(
+        self, alert: Alert, i: int, tgt: str, status: str, attempts: int, error: str
+    ) -> Delivery:
+        now = int(time.time() * 1000)
+        return Delivery(
+            alert_id=alert.alert_id,
+            watch_id=alert.watch_id,
+            channel=i,
+            channel_type=alert.channels[i].type,
+            target=tgt,
+            status="delivered" if status == "delivered" else "dead",
+            attempts=attempts,
+            latency_ms=max(0, now - alert.matched_at_ms),
+            error=error[:500],
+            at_ms=now,
+        )
+
+    async def handle(self, raw: bytes, offset: int) -> None:
+        """Every channel of one alert: sent (unless logged already), logged, dead-lettered."""
+        try:
+            alert = decode_alert(raw)
+        except SchemaError as exc:
+            await asyncio.to_thread(
+                self._write,
+                self.s.deadletter_topic,
+                b"",
+                raw,
+                [
+                    ("error", str(exc).encode()),
+                    ("source_topic", self.s.alerts_topic.encode()),
+                    ("source_offset", str(offset).encode()),
+                ],
+            )
+            return
+        self.totals.alerts += 1
+        todo = [i for i in range(len(alert.channels)) if (alert.alert_id, i) not in self.done]
+        self.totals.skipped += len(alert.channels) - len(todo)
+        await asyncio.gather(*(self._one(alert, i, raw, offset) for i in todo))
+        self.heartbeat.add(alerts=1)
+
+    async def _one(self, alert: Alert, i: int, raw: bytes, offset: int) -> None:
+        """One channel: sent, then its record written at once (the window of a re-send)."""
+        d = await self.deliver(alert, i)
+        await asyncio.to_thread(
+            self._write, self.s.deliveries_topic, alert.alert_id.encode(), encode_record(d), []
+        )
+        self.done.add((d.alert_id, d.channel))
+        if d.status == "delivered":
+            self.totals.delivered += 1
+            self.heartbeat.add(delivered=1)
+            return
+        self.totals.dead += 1
+        self.heartbeat.add(dead=1)
+        log.warning(
+            "delivery_dead",
+            alert_id=d.alert_id,
+            target=d.target,
+            attempts=d.attempts,
+            error=d.error,
+        )
+        await asyncio.to_thread(
+            self._write,
+            self.s.deadletter_topic,
+            alert.alert_id.encode(),
+            raw,
+            [
+                ("error", f"channel {d.channel} ({d.target}): {d.error}".encode()),
+                ("source_topic", self.s.alerts_topic.encode()),
+                ("source_offset", str(offset).encode()),
+            ],
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: threading.Event) -> None:
+        """Consume alerts until ``stop``; commit an offset once every alert before it is done."""
+        ensure_topics(self.s)
+        self.load_log()
+        log.info("delivery_log_loaded", sent=len(self.done))
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.s.kafka_bootstrap,
+                "group.id": self.s.delivery_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        consumer.subscribe([self.s.alerts_topic])
+        sem = asyncio.Semaphore(self.s.delivery_concurrency)
+        pending: dict[int, dict[int, bool]] = {}  # partition -> offset -> done
+        failures: list[BaseException] = []
+        tasks: set[asyncio.Task[None]] = set()
+        self.http = httpx.AsyncClient(timeout=self.s.delivery_timeout)
+
+        def finished(task: asyncio.Task[None], p: int, o: int) -> None:
+            sem.release()
+            tasks.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                failures.append(exc)
+                return
+            pending[p][o] = True
+
+        try:
+            while not stop.is_set():
+                if failures:
+                    raise failures[0]
+                msgs = await asyncio.to_thread(consumer.consume, 100, 0.2)
+                for m in msgs:
+                    if m.error() is not None:
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("delivery_consumer_error", error=str(m.error()))
+                        continue
+                    await sem.acquire()
+                    p, o = m.partition(), m.offset()
+                    pending.setdefault(p, {})[o] = False
+                    task = asyncio.create_task(self.handle(m.value() or b"", o))
+                    tasks.add(task)
+                    task.add_done_callback(functools.partial(finished, p=p, o=o))
+                await self._commit(consumer, pending)
+                self.heartbeat.tick(in_flight=len(tasks), sent_logged=len(self.done))
+            if tasks:  # let sends under way finish, briefly; the rest go again after a restart
+                await asyncio.wait(tasks, timeout=10)
+            await self._commit(consumer, pending)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.http.aclose()
+            consumer.close()
+            self.producer.flush(10)
+
+    async def _commit(self, consumer: Consumer, pending: dict[int, dict[int, bool]]) -> None:
+        offsets = []
+        for p, marks in pending.items():
+            nxt = None
+            for o in sorted(marks):
+                if not marks[o]:
+                    break
+                del marks[o]
+                nxt = o + 1
+            if nxt is not None:
+                offsets.append(TopicPartition(self.s.alerts_topic, p, nxt))
+        if offsets:
+            await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+
+
+def run(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; a crash is restarted by the supervisor (nothing is lost:
+    offsets are committed only behind alerts whose channels are all logged)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = Worker(settings)
+    reg = registry("delivery")
+    readings = Readings()
+    for name, text in (
+        ("alerts", "Alerts read"),
+        ("delivered", "Sends a channel accepted"),
+        ("dead", "Sends given up after the last try (dead-lettered)"),
+        ("retries", "Sends tried again"),
+        ("skipped", "Sends skipped: already in the delivery log"),
+    ):
+        readings.counter(
+            f"drops_delivery_{name}_total", text, partial(getattr, worker.totals, name)
+        )
+    reg.register(readings)
+    serve(reg, settings.delivery_metrics_port, settings.metrics_host)
+    log.info("delivery_started", alerts_topic=settings.alerts_topic, group=settings.delivery_group)
+    try:
+        asyncio.run(worker.run(stop))
+    finally:
+        t = worker.totals
+        log.info(
+            "delivery_stopped",
+            alerts=t.alerts,
+            delivered=t.delivered,
+            dead=t.dead,
+            retries=t.retries,
+            skipped=t.skipped,
+        )
