@@ -4,12 +4,20 @@ With the embedded chDB engine only one process may open the data folder, so the 
 run inside this process (``drops api --with-sink``: the shell passes ``sink=SinkThread``); with
 a ClickHouse server, the sink can run as its own process (``drops sink``) and any number of
 API replicas.
+
+Replicas with the embedded engine: each ``drops api --with-sink`` on one data folder claims
+a replica slot of its own (:func:`embedded_replica`): slot 0 is the configured chDB folder
+and sink group (one replica: as before), slot ``k`` the folder ``<folder>-k`` and the group
+``<sink_group>-k``. Each loads the whole drops topic into its own ClickHouse, and the feed
+cursor is a position in that topic, so a cursor or ``Last-Event-ID`` from one replica works
+on any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -17,6 +25,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import SinkFactory, create_app
+from drops import slots
 from drops.log import configure, get_log
 from drops.runtime import tune_gc
 from drops.settings import Settings
@@ -32,6 +41,10 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
             "chdb_without_sink",
             hint="with chDB the sink cannot run in another process: use --with-sink",
         )
+    if settings.uses_chdb and sink is not None:
+        settings, slot = embedded_replica(settings)
+        log.info("api_replica", slot=slot, clickhouse=settings.clickhouse_url,
+                 sink_group=settings.sink_group)  # fmt: skip
     ensure_topics(settings)
     app = create_app(settings, sink=sink)
     server = uvicorn.Server(uvicorn_config(app, settings))
@@ -45,6 +58,21 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
     logging.getLogger("uvicorn.error").addFilter(quiet_cut_clients)
     log.info("api_listening", url=f"http://{settings.api_host}:{settings.api_port}/")
     server.run()
+
+
+def embedded_replica(settings: Settings) -> tuple[Settings, int]:
+    """This replica's chDB folder and sink group: the first slot no live replica holds (the
+    lock ``<folder>.lock`` is held until the process ends)."""
+    base = Path(settings.clickhouse_url.removeprefix("chdb://"))
+
+    def folder(k: int) -> Path:
+        return base if k == 0 else base.with_name(f"{base.name}-{k}")
+
+    k, _fd = slots.claim(lambda k: folder(k).with_name(folder(k).name + ".lock"))
+    group = settings.sink_group if k == 0 else f"{settings.sink_group}-{k}"
+    return settings.model_copy(
+        update={"clickhouse_dsn": f"chdb://{folder(k)}", "sink_group": group}
+    ), k
 
 
 def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:

@@ -31,6 +31,7 @@ MODULES: dict[str, list[str]] = {
     "producer": ["bench.producer_bench", "--venues", "1000", "10000", "50000"],
     "processor": ["bench.processor_bench"],
     "api": ["bench.api_bench"],
+    "replicas": ["bench.replicas_bench"],
     "alerts": ["bench.alerts_bench"],
 }
 QUICK_EXTRA: dict[str, list[str]] = {"producer": ["--venues", "1000", "10000"]}

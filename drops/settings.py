@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         20, description="Failed requests in a row that open a provider's circuit breaker"
     )
     breaker_reset: float = Field(30.0, description="Seconds a provider's open breaker waits")
+    producer_group: str = Field(
+        "drops-producer", description="Consumer group of the producer replicas (fail-over)"
+    )
+    producer_topic: str = Field(
+        "drops.producers",
+        description="Assignment topic of the producer replicas: each partition stands for a "
+        "group of streams, polled by the replica the group assigns it to (no records)",
+    )
+    producer_partitions: int = Field(
+        24, description="Partitions of the producers' assignment topic (most useful replicas)"
+    )
 
     # --- processor -----------------------------------------------------------------------
     processor_group: str = Field("drops-processor", description="Consumer group of the processor")
@@ -87,9 +98,10 @@ class Settings(BaseSettings):
     seen_ttl: float = Field(7200.0, description="Seconds a reported slot is not reported again")
     heartbeat_interval: float = Field(10.0, description="Seconds between heartbeat log lines")
     processor_instance: str = Field(
-        "0",
-        description="Id of this processor replica, unique per replica and stable across "
-        "restarts (its Kafka transactional.id: a restart aborts a crashed run's transaction)",
+        "",
+        description="Id of this processor replica (its Kafka transactional.id), unique per "
+        "replica and stable across restarts; empty: the replica claims a free slot folder "
+        "under the state folder and keeps a generated id there",
     )
 
     # --- ClickHouse and the API ----------------------------------------------------------

@@ -20,6 +20,7 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
         NewTopic(settings.deadletter_topic, 1, 1, config=big),
         NewTopic(settings.stats_topic, 1, 1, config=big),
+        NewTopic(settings.producer_topic, settings.producer_partitions, 1),
         # the system of record of watches: compacted, a tombstone deletes
         NewTopic(settings.watches_topic, 1, 1, config={**big, "cleanup.policy": "compact"}),
         NewTopic(settings.alerts_topic, 1, 1, config=big),

@@ -39,6 +39,7 @@ from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
 from drops.topics import ensure_topics, record_limit
+from processors.replica import Replica, claim
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
 from schemas import deadletter as DL
@@ -240,11 +241,16 @@ def check_retention(settings: Settings, gaps: Gaps) -> None:
         c.close()
 
 
-def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Application, Processor]:
-    """The application and its processor (``proc``, or a new one), ready for ``app.run()``.
-    Checks first for snapshots deleted by retention past the group's offsets
+def build_app(
+    settings: Settings, proc: Processor | None = None, replica: Replica | None = None
+) -> tuple[Application, Processor]:
+    """The application and its processor (``proc``, or a new one), ready for ``app.run()``,
+    as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Checks
+    first for snapshots deleted by retention past the group's offsets
     (:func:`check_retention`)."""
     ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    replica = replica or claim(settings)
+    member = f"{settings.processor_group}-{replica.instance}"
     proc = proc or Processor(settings)
     check_retention(settings, proc.gaps)
     app = Application(
@@ -253,12 +259,12 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval,
         processing_guarantee="exactly-once",
-        state_dir=settings.state_dir,
+        state_dir=replica.state_dir,
         consumer_extra_config={
             "isolation.level": "read_committed",
             # static membership: a restarted processor takes its partitions back at once
             # instead of waiting for the crashed member's session to time out
-            "group.instance.id": f"{settings.processor_group}-{settings.processor_instance}",
+            "group.instance.id": member,
             "session.timeout.ms": 15_000,
             "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
             **CONSUMER_TUNING,
@@ -268,7 +274,7 @@ def build_app(settings: Settings, proc: Processor | None = None) -> tuple[Applic
             # stable across restarts: a restarted processor fences the crashed one and its
             # open transaction is aborted at once (a random id leaves it open, holding back
             # read_committed readers of the drops and changelog topics, until it times out)
-            "transactional.id": f"{settings.processor_group}-{settings.processor_instance}",
+            "transactional.id": member,
             "transaction.timeout.ms": 30_000,
             "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
         },
@@ -400,12 +406,14 @@ def run(settings: Settings) -> None:
     reg.register(processor_readings(lambda: current[0]))
     serve(reg, settings.processor_metrics_port, settings.metrics_host)
     threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
+    replica = claim(settings)  # held for the life of the process
     log.info(
         "processor_started",
         topic=settings.snapshot_topic,
         drops_topic=settings.drops_topic,
         group=settings.processor_group,
-        state_dir=str(settings.state_dir),
+        instance=replica.instance,
+        state_dir=str(replica.state_dir),
         commit_interval=settings.commit_interval,
     )
     stopping = threading.Event()
@@ -420,7 +428,7 @@ def run(settings: Settings) -> None:
             began = time.monotonic()
             app: Application | None = None
             try:
-                app, _ = build_app(settings, current[0])
+                app, _ = build_app(settings, current[0], replica)
                 if stopping.is_set():  # a signal while it was being built
                     return
                 if restarts:

@@ -7,6 +7,7 @@ The service (:mod:`producers.service`) is a thin shell around these.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Literal
@@ -351,3 +352,9 @@ def stats_for(
 
 def parts_needed(n_slots: int, per_record: int) -> int:
     return max(1, math.ceil(n_slots / max(per_record, 1)))
+
+
+def stream_part(key: str, parts: int) -> int:
+    """Which partition of the producers' assignment topic stands for stream ``key``: the
+    replica assigned that partition polls the stream (stable across processes and releases)."""
+    return zlib.crc32(key.encode()) % parts

@@ -82,6 +82,19 @@ class ProducerService:
         self.report = CycleReport()  # jobs finished since the last heartbeat
         self.cycles = 0
         self.progress = core.BaselineProgress()
+        # the assignment partitions this replica holds (producers.fleet); None: every stream
+        self.held: frozenset[int] | None = None
+
+    def owns(self, key: str) -> bool:
+        held = self.held
+        return held is None or core.stream_part(key, self.settings.producer_partitions) in held
+
+    def reassign(self, held: frozenset[int]) -> None:
+        """The fleet's new assignment: revoked streams are not scheduled again (a fetch in
+        flight finishes), and streams that moved here start at once, not at the next cycle."""
+        before, self.held = self.held, held
+        if self.cycles and before is not None and held - before:
+            self.start_cycle(only=held - before)
         self.metrics: ProducerMetrics | None = None  # set by run(): counters of each cycle
 
     # ------------------------------------------------------------------ one cycle
@@ -98,15 +111,27 @@ class ProducerService:
         self.window, self.due = new_window, plan.due
         return plan
 
-    def start_cycle(self, now: datetime | None = None) -> core.Plan:
-        """Plan a cycle and start its jobs (returns at once; jobs run as tasks)."""
+    def start_cycle(
+        self, now: datetime | None = None, only: frozenset[int] | None = None
+    ) -> core.Plan:
+        """Plan a cycle and start its jobs (returns at once; jobs run as tasks): of the
+        streams this replica owns, or only of assignment partitions ``only`` (moved here)."""
         now = now or self.now()
         plan = self.plan(now)
-        self.cycles += 1
+        parts = self.settings.producer_partitions
+        mine = (lambda k: core.stream_part(k, parts) in only) if only is not None else self.owns
+        plan.jobs = [j for j in plan.jobs if mine(j.key)]
+        plan.skipped = [k for k in plan.skipped if mine(k)]
+        if only is None:
+            self.cycles += 1
+        else:
+            log.info("streams_moved_here", partitions=sorted(only), jobs=len(plan.jobs))
         now_ms = int(now.timestamp() * 1000)
         for bucket in plan.closed:
             for provider in self.providers:
                 key = f"{bucket.bucket_id}/{provider}"
+                if not self.owns(key):
+                    continue
                 value = core.close_record(bucket, provider, self.market.name, _sid(now_ms), now_ms)
                 self.writer.write(self.settings.snapshot_topic, key, value)
                 self.report.closed += 1
@@ -319,6 +344,8 @@ async def _main(settings: Settings) -> None:
         ensure_topics(settings)
     except Exception as exc:
         log.warning("ensure_topics_failed", error=str(exc))
+    from producers.fleet import Fleet
+
     transport = factory.transport_for(settings, conf)
     writer = Writer(settings)
     services = [
@@ -330,14 +357,33 @@ async def _main(settings: Settings) -> None:
     for svc in services:
         svc.metrics = metrics
     serve(reg, settings.producer_metrics_port, settings.metrics_host)
+    for svc in services:
+        svc.held = frozenset()  # nothing until the group assigns partitions to this replica
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log_config(conf, settings)
+
+    async def reassign(held: frozenset[int]) -> None:
+        await transport.share(max(len(held), 1) / settings.producer_partitions)
+        for svc in services:
+            svc.reassign(held)
+
+    def on_change(held: frozenset[int]) -> None:  # the fleet's thread, in a group callback
+        # applied before the callback returns: a revoked partition goes to another replica
+        # only once this one has stopped scheduling its streams
+        future = asyncio.run_coroutine_threadsafe(reassign(held), loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=10)
+
+    interval = min(m.poll_interval for m in conf.markets)
+    fleet = Fleet(settings, interval, on_change)
+    fleet.start()
     try:
         await asyncio.gather(*(svc.run_forever(stop) for svc in services))
     finally:
+        fleet.close()
         await transport.aclose()
 
 

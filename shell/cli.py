@@ -132,11 +132,12 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace, Settings], int]]] =
     "up": ("run the whole pipeline locally until Ctrl-C", _up),
     "bench": ("run every benchmark and print one table (--quick, --write)", _tool),
     "chaos": ("run the pipeline under faults and kills; compare with the reference", _tool),
+    "scale": ("run 2 replicas of every stage, kill one of each; check every feed", _tool),
     "settings": ("print the settings table (env vars DROPS_*)", _settings),
 }
 
 
-PASS_THROUGH = {"simulate", "bench", "chaos"}  # the tools parse their own options
+PASS_THROUGH = {"simulate", "bench", "chaos", "scale"}  # the tools parse their own options
 
 
 DESCRIPTION = (

@@ -80,6 +80,8 @@ def isolated_settings(root: Path, tag: str, **overrides: object) -> Settings:
         "delivery_group": f"{tag}-delivery",
         "processor_group": f"{tag}-processor",
         "sink_group": f"{tag}-sink",
+        "producer_group": f"{tag}-producer",
+        "producer_topic": f"{tag}.producers",
         "clickhouse_dsn": f"chdb://{root / 'clickhouse'}",
         "state_path": root / "state",
     }

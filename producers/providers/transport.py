@@ -99,11 +99,36 @@ class Breaker:
         return self.opened_at is not None
 
 
+class Gate:
+    """A concurrency limit that can change while requests wait (a replica's share of the
+    fleet's budget follows the group's membership)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used < self.limit)
+            self.used += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self.used -= 1
+            self._cond.notify_all()
+
+    async def resize(self, limit: int) -> None:
+        async with self._cond:
+            self.limit = max(limit, 1)
+            self._cond.notify_all()
+
+
 @dataclass(slots=True)
 class Lane:
     """One provider's limits, shared by all its requests."""
 
-    semaphore: asyncio.Semaphore
+    semaphore: Gate
     breaker: Breaker
     rate: float
     next_slot: float = 0.0
@@ -130,6 +155,7 @@ class Transport:
         self._sleep, self._rng, self._clock = sleep, rng or random.Random(), clock
         self._lanes: dict[str, Lane] = {}
         self._limits: dict[str, tuple[int, float]] = {}
+        self._share = 1.0  # this replica's part of each provider's budget
         self._secrets: set[str] = set()
 
     def secret(self, value: str) -> None:
@@ -154,12 +180,24 @@ class Transport:
                 provider, (self.policy.concurrency, self.policy.rate_limit)
             )
             lane = Lane(
-                semaphore=asyncio.Semaphore(conc),
+                semaphore=Gate(_part(conc, self._share)),
                 breaker=Breaker(self.policy.breaker_failures, self.policy.breaker_reset),
-                rate=rate,
+                rate=rate * self._share,
             )
             self._lanes[provider] = lane
         return lane
+
+    async def share(self, fraction: float) -> None:
+        """Take ``fraction`` (0 < f <= 1) of every provider's concurrency and rate limits: a
+        provider's limits are budgets for the whole producer fleet, split between the live
+        replicas in proportion to the streams each polls (:mod:`producers.fleet`)."""
+        self._share = min(max(fraction, 1e-6), 1.0)
+        for provider, lane in self._lanes.items():
+            conc, rate = self._limits.get(
+                provider, (self.policy.concurrency, self.policy.rate_limit)
+            )
+            lane.rate = rate * self._share
+            await lane.semaphore.resize(_part(conc, self._share))
 
     def breaker_open(self, provider: str) -> bool:
         return self.lane(provider).breaker.is_open
@@ -264,3 +302,8 @@ class Transport:
             except Invalid as exc:
                 raise ProviderError("invalid", str(exc)) from None
         return doc
+
+
+def _part(concurrency: int, share: float) -> int:
+    """A replica's requests in flight: its share of the budget, rounded down, at least one."""
+    return max(1, int(concurrency * share + 1e-9))

@@ -225,7 +225,7 @@ def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
         sim.close("resy", base["venue_id"], base["actual_time"])
         time.sleep(4)  # polls see it closed
         pipeline.kill("producer")  # kill -9
-        down_at = int(time.time() * 1000)
+        down_at = settings.clock().now_ms()  # the stages' clock, as the polls' times
         actual = free_time(sim, str(b0.date), b0.time_slot, venue, ["14:10", "14:25", "14:40"])
         new = slot_id("resy", str(venue), actual)
         sim.open("resy", venue, actual)  # opens while the producer is down
