@@ -74,6 +74,12 @@ def get_log(name: str) -> Log:
     return Log(f"drops.{name}")
 
 
+def kafka_logger() -> logging.Logger:
+    """The logger to hand librdkafka (``logger=`` of a confluent-kafka client): its lines then
+    come out through our handler, as JSON, instead of raw text on stderr."""
+    return logging.getLogger("drops.kafka")
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from drops.log import get_log
+from drops.log import get_log, kafka_logger
 from drops.settings import Settings
 
 log = get_log("broker")
@@ -12,7 +12,7 @@ log = get_log("broker")
 
 def ensure_topics(settings: Settings) -> None:
     """Create the project's topics if they are missing (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}, logger=kafka_logger())
     existing = set(admin.list_topics(timeout=10).topics)
     big = {"max.message.bytes": str(settings.max_message_bytes)}
     wanted = [
@@ -41,7 +41,7 @@ def ensure_topics(settings: Settings) -> None:
 def record_limit(settings: Settings, topic: str) -> int:
     """The largest record ``topic`` accepts: its ``max.message.bytes``, at most ours (an
     operator may have created the topic with a smaller limit)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}, logger=kafka_logger())
     res = ConfigResource("topic", topic)
     configs = admin.describe_configs([res])[res].result(timeout=10)
     entry = configs.get("max.message.bytes")

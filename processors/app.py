@@ -34,7 +34,7 @@ from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
-from drops.log import Heartbeat, get_log
+from drops.log import Heartbeat, get_log, kafka_logger
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
@@ -209,7 +209,8 @@ def check_retention(settings: Settings, gaps: Gaps) -> None:
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.processor_group,
             "enable.auto.commit": False,
-        }
+        },
+        logger=kafka_logger(),
     )
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]

@@ -6,16 +6,21 @@ and the static ``group.instance.id``), and a RocksDB folder of its own. Without 
 ``DROPS_PROCESSOR_INSTANCE`` a replica claims the first free *slot* under the state folder,
 ``<state_dir>/replica-<k>``: a slot is free when no live process holds the exclusive
 ``flock`` on its ``lock`` file (the kernel drops the lock when its process dies, kill -9
-included). The slot's id is generated once and kept in its ``instance`` file, so a replica
-restarted on the same folder takes the same slot back, and with it its id and its state.
+included). The slot's id is derived from the host's name and the slot's folder (and kept in
+its ``instance`` file, for operators), so a replica restarted on the same folder takes the
+same slot back, and with it its id and its state; and one whose folder was wiped (to rebuild
+its state from the changelog) still has its id, which fences the crashed run's transaction
+at once (a new id would leave it open, holding back every read_committed reader of the drops
+topic until the broker's transaction timeout).
 Replicas on one machine (or containers sharing one state volume) each claim a slot of their
 own; replicas on separate machines each take slot 0 of their own disk, with distinct ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import uuid
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +54,9 @@ def _instance_id(folder: Path) -> str:
         got = ""
     if got:
         return got
-    new = uuid.uuid4().hex[:12]
+    # the same host and folder give the same id; another host or folder, another one
+    seed = f"{socket.gethostname()}\0{folder.resolve()}".encode()
+    new = hashlib.blake2b(seed, digest_size=6).hexdigest()
     tmp = folder / "instance.tmp"
     tmp.write_text(new + "\n")
     os.replace(tmp, path)  # a crash leaves the old file or the whole new one

@@ -84,6 +84,7 @@ class ProducerService:
         self.progress = core.BaselineProgress()
         # the assignment partitions this replica holds (producers.fleet); None: every stream
         self.held: frozenset[int] | None = None
+        self.metrics: ProducerMetrics | None = None  # set by run(): counters of each cycle
 
     def owns(self, key: str) -> bool:
         held = self.held
@@ -95,7 +96,6 @@ class ProducerService:
         before, self.held = self.held, held
         if self.cycles and before is not None and held - before:
             self.start_cycle(only=held - before)
-        self.metrics: ProducerMetrics | None = None  # set by run(): counters of each cycle
 
     # ------------------------------------------------------------------ one cycle
 

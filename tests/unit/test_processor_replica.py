@@ -26,3 +26,21 @@ def test_a_hand_set_instance_keeps_todays_folder(tmp_path: Path) -> None:
     s = Settings(state_path=tmp_path / "state", processor_instance="p7")
     r = claim(s)
     assert (r.instance, r.state_dir, r.lock_fd) == ("p7", s.state_dir, None)
+
+
+def test_a_wiped_state_folder_keeps_the_replica_id(tmp_path: Path) -> None:
+    """Wiping the state folder (to rebuild it from the changelog) must not change the id: it
+    is the transactional id that fences the crashed run's open transaction. A new id left it
+    open, and read_committed readers of the drops topic waited for the broker's timeout
+    (test_kill_9_and_restart_lose_and_repeat_nothing read too few drops)."""
+    import shutil
+
+    s = Settings(state_path=tmp_path / "state")
+    a = claim(s)
+    assert a.lock_fd is not None
+    os.close(a.lock_fd)  # killed
+    shutil.rmtree(s.state_dir)
+    again = claim(s)
+    assert (again.instance, again.state_dir) == (a.instance, a.state_dir)
+    other = claim(Settings(state_path=tmp_path / "elsewhere"))
+    assert other.instance != a.instance  # another folder, another replica
