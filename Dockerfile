@@ -23,5 +23,5 @@ COPY bench bench
 COPY drops drops
 RUN pip install --no-cache-dir .
 USER drops
-ENV DROPS_DATA_DIR=/data DROPS_KAFKA_DIST=/data/dist
+ENV DROPS_DATA_DIR=/data DROPS_KAFKA__DIST=/data/dist
 ENTRYPOINT ["drops"]

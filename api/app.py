@@ -119,13 +119,13 @@ class State:
         self.clock = settings.clock()
         self.metrics = Metrics()
         self.allowed = Allowed(
-            markets=frozenset(m.strip() for m in settings.market.split(",") if m.strip()),
-            providers=KNOWN_PROVIDERS | frozenset(settings.provider_names),
-            time_slots=frozenset(settings.slot_times),
-            max_limit=settings.feed_max_limit,
-            partitions=settings.drops_partitions,
+            markets=frozenset(m.strip() for m in settings.market.name.split(",") if m.strip()),
+            providers=KNOWN_PROVIDERS | frozenset(settings.market.providers),
+            time_slots=frozenset(settings.producer.time_slots),
+            max_limit=settings.api.feed_max_limit,
+            partitions=settings.topics.drops_partitions,
         )
-        self.keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
+        self.keys = frozenset(settings.api.keys)
         self.ch: ClickHouse | None = None
         self.data: Data | None = None
         self.hub: Hub | None = None
@@ -182,18 +182,18 @@ async def feed(request: Request) -> Response:
 async def just_opened(request: Request) -> Response:
     st = _st(request)
     limit, filters = parse_just_opened(_q(request), st.allowed)
-    items = await _db(st.db().just_opened, st.s.just_opened_minutes, filters, limit)
+    items = await _db(st.db().just_opened, st.s.api.just_opened_minutes, filters, limit)
     return JSON(
-        {"items": items, "minutes": st.s.just_opened_minutes, "as_of_ms": st.clock.now_ms()}
+        {"items": items, "minutes": st.s.api.just_opened_minutes, "as_of_ms": st.clock.now_ms()}
     )
 
 
 async def buckets(request: Request) -> Response:
     st = _st(request)
     check_known(_q(request), ())
-    today = st.clock.now().astimezone(ZoneInfo(st.s.time_zone)).date().isoformat()
-    rows = await _db(st.db().buckets, st.s.market, today, st.s.poll_interval)
-    return JSON({"buckets": rows, "market": st.s.market, "today": today})
+    today = st.clock.now().astimezone(ZoneInfo(st.s.market.time_zone)).date().isoformat()
+    rows = await _db(st.db().buckets, st.s.market.name, today, st.s.producer.poll_interval)
+    return JSON({"buckets": rows, "market": st.s.market.name, "today": today})
 
 
 async def venue(request: Request) -> Response:
@@ -219,7 +219,7 @@ async def by_hour(request: Request) -> Response:
     check_known(q, ("hours",))
     hours = int_param(q, "hours", 1, 24 * 14, 24)
     rows = await _db(st.db().by_hour, hours)
-    return JSON({"hours": rows, "time_zone": st.s.time_zone, "as_of_ms": st.clock.now_ms()})
+    return JSON({"hours": rows, "time_zone": st.s.market.time_zone, "as_of_ms": st.clock.now_ms()})
 
 
 async def healthz(request: Request) -> Response:
@@ -233,7 +233,7 @@ async def readyz(request: Request) -> Response:
     if st.hub is not None:
         checks["kafka"] = st.hub.ready.is_set() and st.hub.error is None
     else:
-        checks["kafka"] = await _db(_kafka_ok, st.s.kafka_bootstrap)
+        checks["kafka"] = await _db(_kafka_ok, st.s.kafka.bootstrap)
     if st.sink is not None:
         checks["sink"] = st.sink.alive and not st.sink.sink.paused and not st.sink.sink.blocked
     ok = all(bool(v) for v in checks.values()) and not st.closing
@@ -282,7 +282,7 @@ async def stream(request: Request) -> Response:
             503,
             headers={"Retry-After": "2"},
         )
-    if len(hub.clients) >= st.s.sse_max_clients:
+    if len(hub.clients) >= st.s.sse.max_clients:
         st.metrics.inc("drops_sse_refused_total", help_text="SSE clients refused: at the cap")
         return JSON(
             {"error": "unavailable", "param": "", "message": "too many live clients, retry"},
@@ -314,8 +314,8 @@ class LiveStream(EventSourceResponse):
     def __init__(self, st: State, hub: Hub, client: Client, body: AsyncIterator[bytes]) -> None:
         super().__init__(
             body,
-            ping=st.s.sse_ping,
-            send_timeout=st.s.sse_send_timeout,
+            ping=st.s.sse.ping,
+            send_timeout=st.s.sse.send_timeout,
             sep="\n",
             ping_message_factory=lambda: _PING,
             shutdown_event=st.sse_shutdown,
@@ -342,7 +342,7 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     try:
         yield (
-            f"retry: {st.s.sse_retry_ms}\nid: {C.encode(pos)}\nevent: ready\n"
+            f"retry: {st.s.sse.retry_ms}\nid: {C.encode(pos)}\nevent: ready\n"
             f'data: {{"cursor":"{C.encode(pos)}"}}\n\n'
         ).encode()
         if resume:
@@ -386,7 +386,7 @@ async def _catch_up(
 ) -> AsyncIterator[tuple[bytes, C.Cursor]]:
     """From ClickHouse until the ring covers ``pos``, then from the ring (no gap, no repeat)."""
     data = st.db()
-    page = min(500, st.s.feed_max_limit)
+    page = min(500, st.s.api.feed_max_limit)
     waited = 0.0
     while not st.closing and not client.closing:
         head = await _db(data.head)
@@ -561,12 +561,12 @@ def create_app(
         thread = st.sink  # its sink is replaced if it fails: always read it through the thread
         st.data = Data(
             st.ch,
-            settings.drops_topic,
-            settings.time_zone,
+            settings.topics.drops,
+            settings.market.time_zone,
             live_head=(lambda: thread.sink.head) if thread is not None else None,
-            head_ttl=settings.api_head_cache_ms / 1000,
+            head_ttl=settings.api.head_cache_ms / 1000,
             clock=st.clock,
-            scan_max=settings.feed_scan_max,
+            scan_max=settings.api.feed_scan_max,
         )
         if live:
             st.hub = Hub(settings)
@@ -592,7 +592,7 @@ def create_app(
                 st.ch.close()
             log.info("api_stopped")
 
-    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    origins = list(settings.api.cors_origins)
     middleware = [Middleware(Guard)]
     if origins:
         middleware.insert(

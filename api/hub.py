@@ -126,7 +126,7 @@ class Hub:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.ring: deque[LiveEvent] = deque()
-        self.ring_max = settings.sse_ring
+        self.ring_max = settings.sse.ring
         self.base: C.Cursor = {}
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
@@ -149,7 +149,7 @@ class Hub:
     # ----------------------------------------------------------------------------- clients
 
     def subscribe(self, filters: Filters) -> Client:
-        c = Client(filters=filters, limit=self.s.sse_queue)
+        c = Client(filters=filters, limit=self.s.sse.queue)
         self.clients.add(c)
         return c
 
@@ -217,18 +217,18 @@ class Hub:
             self._thread.join(10)
 
     def _assign(self, consumer: Consumer) -> C.Cursor:
-        md = consumer.list_topics(self.s.drops_topic, timeout=10)
-        topic = md.topics.get(self.s.drops_topic)
+        md = consumer.list_topics(self.s.topics.drops, timeout=10)
+        topic = md.topics.get(self.s.topics.drops)
         if topic is None or topic.error is not None or not topic.partitions:
-            raise KafkaException(f"topic {self.s.drops_topic} not available")
+            raise KafkaException(f"topic {self.s.topics.drops} not available")
         start: C.Cursor = {}
         tps = []
         for p in sorted(topic.partitions):
             _, high = consumer.get_watermark_offsets(
-                TopicPartition(self.s.drops_topic, p), timeout=10, cached=False
+                TopicPartition(self.s.topics.drops, p), timeout=10, cached=False
             )
             start[p] = high - 1
-            tps.append(TopicPartition(self.s.drops_topic, p, high if high >= 0 else OFFSET_END))
+            tps.append(TopicPartition(self.s.topics.drops, p, high if high >= 0 else OFFSET_END))
         consumer.assign(tps)
         return start
 
@@ -239,8 +239,8 @@ class Hub:
             try:
                 consumer = Consumer(
                     {
-                        "bootstrap.servers": self.s.kafka_bootstrap,
-                        "group.id": f"{self.s.sink_group}-live-{uuid.uuid4().hex[:8]}",
+                        "bootstrap.servers": self.s.kafka.bootstrap,
+                        "group.id": f"{self.s.sink.group}-live-{uuid.uuid4().hex[:8]}",
                         "isolation.level": "read_committed",
                         "enable.auto.commit": False,
                         "fetch.wait.max.ms": 20,
@@ -251,7 +251,7 @@ class Hub:
                 self._call(self._reset, start)
                 self.ready.set()
                 self.error = None
-                log.info("live_tail_started", topic=self.s.drops_topic, start=start)
+                log.info("live_tail_started", topic=self.s.topics.drops, start=start)
                 self._consume(consumer, start, beat)
             except Exception as exc:
                 self.ready.clear()
@@ -287,7 +287,7 @@ class Hub:
         ``sse_flush_ms`` (one wake-up per client per batch, however many transactions)."""
         pos = dict(start)
         assignment = consumer.assignment()
-        flush = max(0.0, self.s.sse_flush_ms / 1000)
+        flush = max(0.0, self.s.sse.flush_ms / 1000)
         before = dict(pos)
         events: list[LiveEvent] = []
         first = 0.0  # when the oldest pending event was read

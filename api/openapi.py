@@ -129,14 +129,14 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def openapi(s: Settings) -> dict[str, Any]:
-    markets = sorted({m.strip() for m in s.market.split(",") if m.strip()})
+    markets = sorted({m.strip() for m in s.market.name.split(",") if m.strip()})
     market_item: dict[str, Any] = (
         {"type": "string", "enum": markets}
         if markets
         else {"type": "string", "pattern": r"^[a-z0-9_\-]{1,32}$"}
     )
-    providers = sorted(KNOWN_PROVIDERS | frozenset(s.provider_names))
-    slots = sorted(set(s.slot_times) | {t.replace(":", "") for t in s.slot_times})
+    providers = sorted(KNOWN_PROVIDERS | frozenset(s.market.providers))
+    slots = sorted(set(s.producer.time_slots) | {t.replace(":", "") for t in s.producer.time_slots})
     date = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     filters = [
         _list("market", "Market(s)", market_item),
@@ -169,12 +169,12 @@ def openapi(s: Settings) -> dict[str, Any]:
         return _q(
             "limit",
             "Page size",
-            {"type": "integer", "minimum": 1, "maximum": s.feed_max_limit, "default": default},
+            {"type": "integer", "minimum": 1, "maximum": s.api.feed_max_limit, "default": default},
         )
 
     err = _json(_ref("Error"), "Bad input: names the parameter")
     auth: dict[str, Any] = {}
-    if s.api_keys.strip():
+    if s.api.keys:
         auth = {"401": _json(_ref("Error"), "API key missing or wrong")}
 
     def get(
@@ -191,7 +191,7 @@ def openapi(s: Settings) -> dict[str, Any]:
             responses.update(auth)
         responses.update(extra or {})
         op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
-        if open_path and s.api_keys.strip():
+        if open_path and s.api.keys:
             op["security"] = []
         return {"get": op}
 
@@ -236,7 +236,7 @@ def openapi(s: Settings) -> dict[str, Any]:
                 {"503": _json(_ref("Error"), "Live tail not ready: retry")},
             ),
             "/just-opened": get(
-                f"Drops of the last {s.just_opened_minutes} minutes still open, newest first",
+                f"Drops of the last {s.api.just_opened_minutes} minutes still open, newest first",
                 [limit(200), *filters],
                 _json(
                     _obj(
@@ -352,7 +352,7 @@ def openapi(s: Settings) -> dict[str, Any]:
     watch_paths, watch_schemas = openapi_part(err, auth)
     doc["paths"].update(watch_paths)
     doc["components"]["schemas"].update(watch_schemas)
-    if s.api_keys.strip():
+    if s.api.keys:
         doc["components"]["securitySchemes"] = {
             "header": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "query": {"type": "apiKey", "in": "query", "name": "api_key"},

@@ -35,7 +35,7 @@ log = get_log("api")
 
 
 def run(settings: Settings, sink: SinkFactory | None = None) -> None:
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log.level, settings.log.format)
     if settings.uses_chdb and sink is None:
         log.warning(
             "chdb_without_sink",
@@ -44,7 +44,7 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
     if settings.uses_chdb and sink is not None:
         settings, slot = embedded_replica(settings)
         log.info("api_replica", slot=slot, clickhouse=settings.clickhouse_url,
-                 sink_group=settings.sink_group)  # fmt: skip
+                 sink_group=settings.sink.group)  # fmt: skip
     ensure_topics(settings)
     app = create_app(settings, sink=sink)
     server = uvicorn.Server(uvicorn_config(app, settings))
@@ -56,7 +56,7 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
         "Connections closed because the request head did not arrive in time",
     )
     logging.getLogger("uvicorn.error").addFilter(quiet_cut_clients)
-    log.info("api_listening", url=f"http://{settings.api_host}:{settings.api_port}/")
+    log.info("api_listening", url=f"http://{settings.api.host}:{settings.api.port}/")
     server.run()
 
 
@@ -69,7 +69,7 @@ def embedded_replica(settings: Settings) -> tuple[Settings, int]:
         return base if k == 0 else base.with_name(f"{base.name}-{k}")
 
     k, _fd = slots.claim(lambda k: folder(k).with_name(folder(k).name + ".lock"))
-    group = settings.sink_group if k == 0 else f"{settings.sink_group}-{k}"
+    group = settings.sink.group if k == 0 else f"{settings.sink.group}-{k}"
     return settings.model_copy(
         update={"clickhouse_dsn": f"chdb://{folder(k)}", "sink_group": group}
     ), k
@@ -78,15 +78,15 @@ def embedded_replica(settings: Settings) -> tuple[Settings, int]:
 def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The server's configuration: connection cap (503 beyond ``api_max_connections``) and the
     request-head timeout (:class:`HeadTimeout`)."""
-    HeadTimeout.head_timeout = settings.api_head_timeout
+    HeadTimeout.head_timeout = settings.api.head_timeout
     values: dict[str, Any] = {
-        "host": settings.api_host,
-        "port": settings.api_port,
+        "host": settings.api.host,
+        "port": settings.api.port,
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 5,
         "backlog": 4096,
-        "limit_concurrency": settings.api_max_connections,
+        "limit_concurrency": settings.api.max_connections,
         "http": HeadTimeout,
     }
     values.update(overrides)

@@ -46,7 +46,7 @@ class WatchStore:
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
-        self.topic = settings.watches_topic
+        self.topic = settings.topics.watches
         self.watches: dict[str, Watch] = {}
         self._applied: dict[int, int] = {}  # partition -> next offset applied
         self._cond = threading.Condition()
@@ -61,7 +61,7 @@ class WatchStore:
     def start(self) -> WatchStore:
         self._producer = Producer(
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
+                "bootstrap.servers": self.s.kafka.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
@@ -81,7 +81,7 @@ class WatchStore:
     def _run(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
+                "bootstrap.servers": self.s.kafka.bootstrap,
                 "group.id": f"watch-store-{uuid.uuid4().hex}",  # never commits: assign only
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
@@ -187,8 +187,8 @@ class _JSON(JSONResponse):
 
 def owner_of(request: Request, settings: Settings) -> str:
     """The owner a request acts for: its API key's hash, or the local owner without keys."""
-    if not settings.api_keys.strip():
-        return settings.local_owner
+    if not settings.api.keys:
+        return settings.watches.local_owner
     key = request.headers.get("x-api-key") or request.query_params.get("api_key") or ""
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -244,8 +244,8 @@ async def create_watch(request: Request) -> Response:
     owner = owner_of(request, settings)
     try:
         store = _store(request)
-        if len(await to_thread.run_sync(store.of, owner)) >= settings.watches_per_owner:
-            raise BadRequest("watches", f"at most {settings.watches_per_owner} watches per owner")
+        if len(await to_thread.run_sync(store.of, owner)) >= settings.watches.per_owner:
+            raise BadRequest("watches", f"at most {settings.watches.per_owner} watches per owner")
         now = int(time.time() * 1000)
         watch = Watch(
             **spec.model_dump(),

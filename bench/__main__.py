@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     broker.start(settings)
     env = dict(os.environ)
     env.update(
-        DROPS_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        DROPS_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
         DROPS_DATA_DIR=str(settings.data_dir.resolve()),
     )
     figures: list[Figure] = []

@@ -50,7 +50,7 @@ def _settings(root: Path, tag: str, **extra: Any) -> Settings:
     base = Settings()
     return Settings(
         data_dir=root,
-        kafka_bootstrap=base.kafka_bootstrap,
+        kafka_bootstrap=base.kafka.bootstrap,
         drops_topic=f"bench{tag}.events",
         stats_topic=f"bench{tag}.buckets",
         deadletter_topic=f"bench{tag}.deadletter",
@@ -144,11 +144,11 @@ def watches(n: int, day0: str, rng: random.Random) -> list[Watch]:
 
 
 def write_watches(s: Settings, ws: list[Watch]) -> None:
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 50, "acks": "all"})
+    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 50, "acks": "all"})
     for w in ws:
         while True:
             try:
-                p.produce(s.watches_topic, key=w.watch_id.encode(), value=encode_record(w))
+                p.produce(s.topics.watches, key=w.watch_id.encode(), value=encode_record(w))
                 break
             except BufferError:
                 p.poll(0.1)
@@ -169,16 +169,16 @@ def drops_for(n: int, day0: str, rng: random.Random, start: int = 0) -> list[Any
 
 
 def committed(s: Settings) -> int:
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": s.matcher_group})
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.matcher.group})
     try:
-        [tp] = c.committed([TopicPartition(s.drops_topic, 0)], timeout=10)
+        [tp] = c.committed([TopicPartition(s.topics.drops, 0)], timeout=10)
         return max(int(tp.offset), 0)
     finally:
         c.close()
 
 
 def end_offset(s: Settings, topic: str) -> int:
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": uuid.uuid4().hex})
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": uuid.uuid4().hex})
     try:
         return int(c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
     finally:
@@ -242,7 +242,7 @@ def bench_match(n_watches: int, backlog: int, paced_s: float, root: Path) -> dic
         t_backlog = time.monotonic() - t0
         out["backlog_drops_per_s"] = backlog / t_backlog
         out["backlog_cpu_s"] = _cpu_s(proc.pid) - cpu0
-        alerts0 = end_offset(s, s.alerts_topic)
+        alerts0 = end_offset(s, s.topics.alerts)
         # paced: 200 drops a second, one transaction per 0.25 s
         paced = drops_for(int(200 * paced_s), day0, rng, start=backlog)
         cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
@@ -254,7 +254,7 @@ def bench_match(n_watches: int, backlog: int, paced_s: float, root: Path) -> dic
         wall = time.monotonic() - t0
         out["paced_drops_per_s"] = len(paced) / wall
         out["paced_cpu_share"] = (_cpu_s(proc.pid) - cpu0) / wall
-        out["paced_alerts_per_s"] = (end_offset(s, s.alerts_topic) - alerts0) / wall
+        out["paced_alerts_per_s"] = (end_offset(s, s.topics.alerts) - alerts0) / wall
     finally:
         _stop(proc)
         writer.close()
@@ -310,7 +310,7 @@ def bench_e2e(samples: int, background: int, root: Path) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {"samples": samples, "background_watches": background}
     try:
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random",
+        p = Producer({"bootstrap.servers": s.kafka.bootstrap, "partitioner": "murmur2_random",
                       "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
         bid = bucket_id("nyc", day, "19:00")
 
@@ -326,7 +326,7 @@ def bench_e2e(samples: int, background: int, root: Path) -> dict[str, Any]:
             snap = Snapshot(sid, kind, "nyc", "resy", bid, day, "19:00",  # type: ignore[arg-type]
                             int(time.time() * 1000), True, slots=slots)  # fmt: skip
             produced[sid] = time.time()
-            p.produce(s.snapshot_topic, key=snap.key.encode(), value=encode(snap))
+            p.produce(s.topics.snapshots, key=snap.key.encode(), value=encode(snap))
             p.flush(10)
 
         send(0, "baseline", base)

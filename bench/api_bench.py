@@ -114,7 +114,7 @@ SETTINGS max_partitions_per_insert_block = 0, async_insert = 0,
         "any(time_zone), max(opened_at) FROM drop_events GROUP BY provider, venue_id "
         "SETTINGS async_insert = 0"
     )
-    ch.save_progress(s.drops_topic, {0: rows - 1})
+    ch.save_progress(s.topics.drops, {0: rows - 1})
     if stats_rows:
         build_stats(ch, stats_rows, span)
     # merged as background merges leave a table that has been running for a while (this
@@ -516,7 +516,7 @@ class _Writer:
         self.s = settings
         self.p = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "transactional.id": f"bench-{uuid.uuid4().hex}",
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
@@ -538,7 +538,7 @@ class _Writer:
 
         self.p.begin_transaction()
         for ev in events:
-            self.p.produce(self.s.drops_topic, encode(ev), ev.key.encode(), on_delivery=done)
+            self.p.produce(self.s.topics.drops, encode(ev), ev.key.encode(), on_delivery=done)
         self.p.commit_transaction(30)
         t1 = time.time()
         for k in pending:
@@ -668,7 +668,7 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
     try:
         load = _LoadClients(port, clients, clients, root)
         load.wait_connected()
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random",
+        p = Producer({"bootstrap.servers": s.kafka.bootstrap, "partitioner": "murmur2_random",
                       "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
         day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
         bid = bucket_id("nyc", day, "19:00")
@@ -686,7 +686,7 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
                             int(time.time() * 1000), True, slots=slots)  # fmt: skip
             value = encode(snap)
             produced[sid] = time.time()
-            p.produce(s.snapshot_topic, key=snap.key.encode(), value=value)
+            p.produce(s.topics.snapshots, key=snap.key.encode(), value=value)
             p.flush(10)
 
         send(0, "baseline", base)
@@ -711,7 +711,7 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
         lat = [(t - produced[sid]) * 1000 for _, _, t, sid in got["seen"]
                if sid in produced and int(sid.rsplit("-", 1)[1]) >= first]  # fmt: skip
         out.update({"events_measured": len(lat), "expected": 2 * samples * clients,
-                    **_stats(lat), "commit_interval_s": s.commit_interval})  # fmt: skip
+                    **_stats(lat), "commit_interval_s": s.processor.commit_interval})  # fmt: skip
         print(f"snapshot -> SSE: {out}", flush=True)
     finally:
         _stop(api)
@@ -848,7 +848,7 @@ def main() -> None:
     from drops.settings import Settings
 
     s = Settings()
-    print(f"broker {s.kafka_bootstrap}; cores {os.cpu_count()}", flush=True)
+    print(f"broker {s.kafka.bootstrap}; cores {os.cpu_count()}", flush=True)
     root = Path(
         tempfile.mkdtemp(
             prefix="api-bench-", dir=s.data_dir.resolve() if s.data_dir.exists() else None

@@ -138,8 +138,8 @@ class Chaos:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.pipeline = Pipeline(settings, logs)
-        self.api = f"http://127.0.0.1:{settings.api_port}"
-        self.sim = SimControl(f"http://127.0.0.1:{settings.sim_port}")
+        self.api = f"http://127.0.0.1:{settings.api.port}"
+        self.sim = SimControl(f"http://127.0.0.1:{settings.simulator.port}")
         self.report = Report()
         self.opened: dict[str, tuple[str, str]] = {}  # slot id -> (venue, actual time)
         self.taken: set[tuple[str, str]] = set()
@@ -175,21 +175,23 @@ class Chaos:
                 self.pipeline.start(name, *commands[name])
 
     def wait_baselines(self) -> None:
-        want = self.cfg.days * len(self.s.slot_times)
+        want = self.cfg.days * len(self.s.producer.time_slots)
 
         # the processor has never seen these streams: each one's first snapshot (a poll) is
         # its baseline
         def ready() -> bool:
             self.revive()
-            stats = read_topic(self.s, self.s.stats_topic, timeout=5)
+            stats = read_topic(self.s, self.s.topics.stats, timeout=5)
             return len({r["bucket_id"] for r in stats}) >= want
 
         wait_for(f"a first fetch of {want} buckets", ready, timeout=180, every=1)
 
     # ------------------------------------------------------------------ actions
     def learn_market(self) -> None:
-        tz = ZoneInfo(self.s.time_zone)
-        every = window(self.s.clock().now(), self.s.market, tz, self.cfg.days, self.s.slot_times)
+        tz = ZoneInfo(self.s.market.time_zone)
+        every = window(
+            self.s.clock().now(), self.s.market.name, tz, self.cfg.days, self.s.producer.time_slots
+        )
         self.buckets = [b for b in every if b.date > every[0].date]  # not today: times pass
         self.venues = [str(v["id"]) for v in self.sim.venues("resy")]
         for b in self.buckets:
@@ -199,7 +201,7 @@ class Chaos:
     def open_one(self) -> None:
         for _ in range(50):
             bucket = self.rng.choice(self.buckets)
-            lo, hi = bucket_window(bucket.time_slot, self.s.slot_times)
+            lo, hi = bucket_window(bucket.time_slot, self.s.producer.time_slots)
             minute = self.rng.randrange(lo // 15, (hi - 1) // 15 + 1) * 15
             actual = f"{bucket.date} {minute // 60:02d}:{minute % 60:02d}:00"
             venue = self.rng.choice(self.venues)
@@ -321,7 +323,7 @@ class Chaos:
         r.closes_missing = len(set(to_close) - set(close_counts))
         r.closes_duplicated = sum(n - 1 for n in close_counts.values() if n > 1)
         r.closes_false = len(set(close_counts) - set(to_close))
-        on_topic = Counter(rec["dedupe_key"] for rec in read_topic(self.s, self.s.drops_topic))
+        on_topic = Counter(rec["dedupe_key"] for rec in read_topic(self.s, self.s.topics.drops))
         r.topic_duplicates = sum(n - 1 for n in on_topic.values() if n > 1)
 
 

@@ -5,6 +5,7 @@ Used by the end-to-end tests and by ``drops chaos``."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import SecretStr
 
-from drops.settings import Settings
+from drops.settings import Settings, env_name, leaves
 
 T = TypeVar("T")
 
@@ -34,14 +35,21 @@ def free_port() -> int:
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a child process that reads exactly ``settings`` (secrets included)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPS_")}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
+    for path, value in leaves(settings):
+        if value is None or path == "markets":  # the markets follow from the rest
             continue
+        from_file = path.startswith(("producer.", "providers.")) and not path.endswith("api_key")
+        if settings.config is not None and from_file:
+            continue  # the child reads them from the file (explicit ones would beat it)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        env[f"DROPS_{name.upper()}"] = text
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = json.dumps(list(value))
+        else:
+            text = str(value)
+        env[env_name(path)] = text
     env.update(extra)
     return env
 
@@ -117,7 +125,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[di
     """Every committed record of ``topic`` up to its end when called, decoded as JSON."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"test-reader-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

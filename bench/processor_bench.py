@@ -183,10 +183,10 @@ def vmhwm_mb(pid: int) -> float:
 def producer(settings: Settings) -> Producer:
     return Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "partitioner": "murmur2_random",  # the same as Quix's and the producers'
             "enable.idempotence": True,
-            "message.max.bytes": settings.max_message_bytes,
+            "message.max.bytes": settings.kafka.max_message_bytes,
             "compression.type": "lz4",  # as the producers write
             "linger.ms": 20,
             "queue.buffering.max.kbytes": 512 * 1024,
@@ -201,10 +201,12 @@ def demo_slot(b: int, k: int) -> Slot:
 
 def latency(settings: Settings, samples: int) -> list[float]:
     """Seconds from producing a snapshot with one new slot to its drop being read (committed)."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": uuid.uuid4().hex,
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": uuid.uuid4().hex,
                   "isolation.level": "read_committed", "auto.offset.reset": "latest"})  # fmt: skip
-    parts = c.list_topics(settings.drops_topic, timeout=10).topics[settings.drops_topic].partitions
-    c.assign([TopicPartition(settings.drops_topic, p, -1) for p in parts])  # the end
+    parts = (
+        c.list_topics(settings.topics.drops, timeout=10).topics[settings.topics.drops].partitions
+    )
+    c.assign([TopicPartition(settings.topics.drops, p, -1) for p in parts])  # the end
     c.poll(1.0)
     p = producer(settings)
     bid = "nyc:2026-12-30:1900"
@@ -215,13 +217,13 @@ def latency(settings: Settings, samples: int) -> list[float]:
                                "2026-12-30", "19:00", 10**12 + i * 1000, True,
                                slots=tuple(slots)))  # fmt: skip
 
-    p.produce(settings.snapshot_topic, key=f"{bid}/resy".encode(), value=snap(0, base))
+    p.produce(settings.topics.snapshots, key=f"{bid}/resy".encode(), value=snap(0, base))
     p.flush()
     out = []
     for i in range(samples):
         extra = demo_slot(98, i)
         sent = time.perf_counter()
-        p.produce(settings.snapshot_topic, key=f"{bid}/resy".encode(),
+        p.produce(settings.topics.snapshots, key=f"{bid}/resy".encode(),
                   value=snap(i + 1, [*base, extra]))  # fmt: skip
         p.flush()
         while True:
@@ -295,7 +297,7 @@ def main() -> None:
     for key, value, _ in gen():
         while True:
             try:
-                p.produce(settings.snapshot_topic, key=key, value=value)
+                p.produce(settings.topics.snapshots, key=key, value=value)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -346,7 +348,7 @@ processor benchmark: {buckets} buckets x {n:,} slots, {args.polls} polls + basel
   peak RSS of the processor             {rss:>14,.0f} MB (recovery run: {rss_recovery:,.0f} MB)
   recovery from the changelog           {recovery:>14.1f} s (state dir wiped)
   latency snapshot -> readable drop     p50 {q[49] * 1000:,.0f} ms, p99 {q[98] * 1000:,.0f} ms \
-(commit_interval {settings.commit_interval} s)
+(commit_interval {settings.processor.commit_interval} s)
 """)  # fmt: skip
     if args.json:
         size = f"{buckets}x{n // 1000}k"

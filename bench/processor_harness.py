@@ -27,10 +27,10 @@ Event = tuple[str, str, str, int, int | None, int | None]
 def producer(settings: Settings) -> Producer:
     return Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "partitioner": "murmur2_random",  # the same as Quix's producers
             "enable.idempotence": True,
-            "message.max.bytes": settings.max_message_bytes,
+            "message.max.bytes": settings.kafka.max_message_bytes,
             "linger.ms": 5,
         }
     )
@@ -45,9 +45,9 @@ def write(
     n = 0
     for rec in records:
         if isinstance(rec, Snapshot):
-            p.produce(settings.snapshot_topic, key=rec.key.encode(), value=encode(rec))
+            p.produce(settings.topics.snapshots, key=rec.key.encode(), value=encode(rec))
         else:
-            p.produce(settings.snapshot_topic, key=rec[0], value=rec[1])
+            p.produce(settings.topics.snapshots, key=rec[0], value=rec[1])
         n += 1
         p.poll(0)
     assert p.flush(30) == 0
@@ -94,7 +94,7 @@ class ProcessorProc:
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe"})
     meta = c.list_topics(topic, timeout=10)
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in
             meta.topics[topic].partitions}  # fmt: skip
@@ -104,10 +104,10 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 def committed(settings: Settings) -> dict[int, int]:
     c = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.processor_group}
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": settings.processor.group}
     )
-    parts = c.list_topics(settings.snapshot_topic, timeout=10).topics[settings.snapshot_topic]
-    tps = [TopicPartition(settings.snapshot_topic, p) for p in parts.partitions]
+    parts = c.list_topics(settings.topics.snapshots, timeout=10).topics[settings.topics.snapshots]
+    tps = [TopicPartition(settings.topics.snapshots, p) for p in parts.partitions]
     done = {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
     c.close()
     return done
@@ -115,7 +115,7 @@ def committed(settings: Settings) -> dict[int, int]:
 
 def wait_processed(settings: Settings, proc: ProcessorProc | None, deadline_s: float) -> None:
     """Until the processor's committed offsets reach the end of the snapshot topic."""
-    ends = end_offsets(settings, settings.snapshot_topic)
+    ends = end_offsets(settings, settings.topics.snapshots)
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         done = committed(settings)
@@ -134,7 +134,7 @@ def read_all(
     """Every committed record of ``topic`` (read_committed), to the end."""
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"reader-{time.monotonic_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -165,7 +165,7 @@ def read_all(
 
 
 def drops(settings: Settings) -> list[DropEvent]:
-    return [decode_drop(v) for _, v, _ in read_all(settings, settings.drops_topic)]
+    return [decode_drop(v) for _, v, _ in read_all(settings, settings.topics.drops)]
 
 
 def as_events(records: Iterable[DropEvent]) -> list[Event]:

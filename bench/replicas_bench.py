@@ -69,9 +69,9 @@ def held(log: Path) -> set[int] | None:
 
 def polls(settings: Settings) -> dict[str, list[int]]:
     """Each stream's polls (polled_at_ms of part 0) on the snapshot topic, in order."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe",
                   "enable.partition.eof": True, "enable.auto.commit": False})  # fmt: skip
-    topic = settings.snapshot_topic
+    topic = settings.topics.snapshots
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, 0) for p in parts])
     out: dict[str, list[int]] = defaultdict(list)
@@ -95,11 +95,11 @@ def polls(settings: Settings) -> dict[str, list[int]]:
 
 def members(settings: Settings) -> dict[str, set[int]]:
     """The processor group's live members (group instance id) and their partitions."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     for _ in range(5):  # a loaded broker may answer late
-        desc = admin.describe_consumer_groups([settings.processor_group])
+        desc = admin.describe_consumer_groups([settings.processor.group])
         try:
-            group = desc[settings.processor_group].result(timeout=10)
+            group = desc[settings.processor.group].result(timeout=10)
             break
         except TimeoutError:
             continue
@@ -119,7 +119,7 @@ def write_history(settings: Settings, streams: int, polls_n: int) -> int:
     p = producer(settings)
     n = 0
     for key, value, _ in history(streams, 1_000, polls_n, 2_000, us):
-        p.produce(settings.snapshot_topic, key=key, value=value)
+        p.produce(settings.topics.snapshots, key=key, value=value)
         p.poll(0)
         n += 1
     assert p.flush(60) == 0
@@ -128,7 +128,7 @@ def write_history(settings: Settings, streams: int, polls_n: int) -> int:
 
 def settings_for(work: Path, tag: str, **kw: Any) -> Settings:
     env = Settings()  # the broker: DROPS_KAFKA_BOOTSTRAP, DROPS_KAFKA_CONTROLLER_PORT
-    boot, ctl = env.kafka_bootstrap, env.kafka_controller_port
+    boot, ctl = env.kafka.bootstrap, env.kafka.controller_port
     values: dict[str, Any] = {
         "data_dir": work, "kafka_dist": ROOT / ".drops" / "dist", "kafka_bootstrap": boot,
         "kafka_controller_port": ctl,
@@ -149,8 +149,8 @@ def producer_failover(work: Path, interval: float) -> float:
     s = settings_for(work, f"pf{uuid.uuid4().hex[:6]}", resy_url=f"http://127.0.0.1:{port}",
                      days=6, poll_interval=interval, request_timeout=5.0)  # fmt: skip
     broker.ensure_topics(s)
-    app = create_app(Market(seed=5, venues=30), api_key=s.resy_api_key.get_secret_value())
-    logs = [work / f"{s.producer_group}-0.log", work / f"{s.producer_group}-1.log"]
+    app = create_app(Market(seed=5, venues=30), api_key=s.providers.resy.api_key.get_secret_value())
+    logs = [work / f"{s.producer.group}-0.log", work / f"{s.producer.group}-1.log"]
     with serve(app, port=port):
         procs = [produce(s, logs[0]), produce(s, logs[1])]
         try:
@@ -170,7 +170,7 @@ def producer_failover(work: Path, interval: float) -> float:
                     p.send_signal(signal.SIGTERM)
                     p.wait(30)
     seen = polls(s)
-    moved = [k for k in seen if stream_part(k, s.producer_partitions) in mine]
+    moved = [k for k in seen if stream_part(k, s.topics.producers_partitions) in mine]
     after = [min(t for t in seen[k] if t > killed_ms) for k in moved]
     return (max(after) - killed_ms) / 1000
 
@@ -181,7 +181,7 @@ def processor_throughput(work: Path, polls_n: int, replicas: int) -> float:
     broker.ensure_topics(s)
     n = write_history(s, 16, polls_n)
     started = time.monotonic()
-    procs = [ProcessorProc(s, work / f"{s.processor_group}-{i}.log") for i in range(replicas)]
+    procs = [ProcessorProc(s, work / f"{s.processor.group}-{i}.log") for i in range(replicas)]
     try:
         wait_processed(s, procs[0], 600)
     finally:
@@ -196,8 +196,8 @@ def processor_failover(work: Path, polls_n: int) -> float:
     s = settings_for(work, f"pk{uuid.uuid4().hex[:6]}")
     broker.ensure_topics(s)
     write_history(s, 16, polls_n)
-    a = ProcessorProc(s, work / f"{s.processor_group}-a.log")
-    b = ProcessorProc(s, work / f"{s.processor_group}-b.log")
+    a = ProcessorProc(s, work / f"{s.processor.group}-a.log")
+    b = ProcessorProc(s, work / f"{s.processor.group}-b.log")
     try:
         deadline = time.monotonic() + 120
         while len(got := members(s)) < 2 or not all(got.values()):
@@ -205,7 +205,7 @@ def processor_failover(work: Path, polls_n: int) -> float:
             time.sleep(0.3)
         wait_processed(s, b, 300)
         ids = {p: claim_id(p) for p in (a, b)}
-        moved = got[f"{s.processor_group}-{ids[a]}"]
+        moved = got[f"{s.processor.group}-{ids[a]}"]
         before = committed(s)
         a.kill9()
         killed = time.monotonic()

@@ -144,10 +144,12 @@ class Worker:
         self.done: set[tuple[str, int]] = set()
         self.buckets: dict[str, TokenBucket] = {}
         self.totals = Totals()
-        self.heartbeat = Heartbeat(log, "delivery_heartbeat", every=settings.heartbeat_interval)
+        self.heartbeat = Heartbeat(
+            log, "delivery_heartbeat", every=settings.processor.heartbeat_interval
+        )
         self.producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
@@ -159,11 +161,11 @@ class Worker:
 
     def load_log(self) -> None:
         """Every (alert, channel) already in the delivery log, read to the topic's end."""
-        topic = self.s.deliveries_topic
+        topic = self.s.topics.deliveries
         c = Consumer(
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
-                "group.id": f"{self.s.delivery_group}-log",  # assign only: never commits
+                "bootstrap.servers": self.s.kafka.bootstrap,
+                "group.id": f"{self.s.delivery.group}-log",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
             }
@@ -238,27 +240,27 @@ class Worker:
         if not ap.add(ch.url):
             raise Failed("apprise: not a URL it accepts", final=True)
         text = alert.body + (f"\n{alert.booking_url}" if alert.booking_url else "")
-        return bool(ap.notify(body=text, title=alert.title, timeout=self.s.delivery_timeout))
+        return bool(ap.notify(body=text, title=alert.title, timeout=self.s.delivery.timeout))
 
     async def deliver(self, alert: Alert, i: int) -> Delivery:
         ch = alert.channels[i]
         tgt = target(ch)
-        bucket = self.buckets.setdefault(tgt, TokenBucket(self.s.delivery_rate))
+        bucket = self.buckets.setdefault(tgt, TokenBucket(self.s.delivery.rate))
         error = ""
         attempt = 0
-        for attempt in range(1, self.s.delivery_attempts + 1):
+        for attempt in range(1, self.s.delivery.attempts + 1):
             await bucket.take()
             try:
                 await self._send_once(alert, ch)
                 return self._record(alert, i, tgt, "delivered", attempt, "")
             except Failed as exc:
                 error = str(exc)
-                if exc.final or attempt == self.s.delivery_attempts:
+                if exc.final or attempt == self.s.delivery.attempts:
                     break
-                cap = min(self.s.delivery_backoff_max, self.s.delivery_backoff * 2 ** (attempt - 1))
+                cap = min(self.s.delivery.backoff_max, self.s.delivery.backoff * 2 ** (attempt - 1))
                 pause = self.rng.uniform(0, cap)
                 if exc.retry_after is not None:
-                    pause = max(pause, min(exc.retry_after, self.s.delivery_backoff_max))
+                    pause = max(pause, min(exc.retry_after, self.s.delivery.backoff_max))
                 self.totals.retries += 1
                 log.info(
                     "delivery_retry",
@@ -295,12 +297,12 @@ class Worker:
         except SchemaError as exc:
             await asyncio.to_thread(
                 self._write,
-                self.s.deadletter_topic,
+                self.s.topics.deadletter,
                 b"",
                 raw,
                 [
                     ("error", str(exc).encode()),
-                    ("source_topic", self.s.alerts_topic.encode()),
+                    ("source_topic", self.s.topics.alerts.encode()),
                     ("source_offset", str(offset).encode()),
                 ],
             )
@@ -315,7 +317,7 @@ class Worker:
         """One channel: sent, then its record written at once (the window of a re-send)."""
         d = await self.deliver(alert, i)
         await asyncio.to_thread(
-            self._write, self.s.deliveries_topic, alert.alert_id.encode(), encode_record(d), []
+            self._write, self.s.topics.deliveries, alert.alert_id.encode(), encode_record(d), []
         )
         self.done.add((d.alert_id, d.channel))
         if d.status == "delivered":
@@ -333,12 +335,12 @@ class Worker:
         )
         await asyncio.to_thread(
             self._write,
-            self.s.deadletter_topic,
+            self.s.topics.deadletter,
             alert.alert_id.encode(),
             raw,
             [
                 ("error", f"channel {d.channel} ({d.target}): {d.error}".encode()),
-                ("source_topic", self.s.alerts_topic.encode()),
+                ("source_topic", self.s.topics.alerts.encode()),
                 ("source_offset", str(offset).encode()),
             ],
         )
@@ -352,19 +354,19 @@ class Worker:
         log.info("delivery_log_loaded", sent=len(self.done))
         consumer = Consumer(
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
-                "group.id": self.s.delivery_group,
+                "bootstrap.servers": self.s.kafka.bootstrap,
+                "group.id": self.s.delivery.group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
             }
         )
-        consumer.subscribe([self.s.alerts_topic])
-        sem = asyncio.Semaphore(self.s.delivery_concurrency)
+        consumer.subscribe([self.s.topics.alerts])
+        sem = asyncio.Semaphore(self.s.delivery.concurrency)
         pending: dict[int, dict[int, bool]] = {}  # partition -> offset -> done
         failures: list[BaseException] = []
         tasks: set[asyncio.Task[None]] = set()
-        self.http = httpx.AsyncClient(timeout=self.s.delivery_timeout)
+        self.http = httpx.AsyncClient(timeout=self.s.delivery.timeout)
 
         def finished(task: asyncio.Task[None], p: int, o: int) -> None:
             sem.release()
@@ -415,7 +417,7 @@ class Worker:
                 del marks[o]
                 nxt = o + 1
             if nxt is not None:
-                offsets.append(TopicPartition(self.s.alerts_topic, p, nxt))
+                offsets.append(TopicPartition(self.s.topics.alerts, p, nxt))
         if offsets:
             await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
 
@@ -444,8 +446,8 @@ def run(settings: Settings) -> None:
             f"drops_delivery_{name}_total", text, partial(getattr, worker.totals, name)
         )
     reg.register(readings)
-    serve(reg, settings.delivery_metrics_port, settings.metrics_host)
-    log.info("delivery_started", alerts_topic=settings.alerts_topic, group=settings.delivery_group)
+    serve(reg, settings.delivery.metrics_port, settings.metrics.host)
+    log.info("delivery_started", alerts_topic=settings.topics.alerts, group=settings.delivery.group)
     try:
         asyncio.run(worker.run(stop))
     finally:

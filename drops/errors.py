@@ -40,3 +40,8 @@ def invariant(ok: object, what: str) -> None:
     """Raise :class:`InvariantError` unless ``ok``."""
     if not ok:
         raise InvariantError(what)
+
+
+class ConfigError(DropsError, ValueError):
+    """Settings or a config file that cannot be used; the message names the key
+    (``markets[1].time_zone: unknown time zone ...``)."""

@@ -80,7 +80,25 @@ def kafka_logger() -> logging.Logger:
     return logging.getLogger("drops.kafka")
 
 
+_warned: set[str] = set()
+_pending: list[tuple[str, dict[str, Any]]] = []
+_configured = False
+
+
+def warn_once(key: str, event: str, **fields: Any) -> None:
+    """A warning said once per ``key`` in this process (e.g. a deprecated setting's name).
+    Before :func:`configure` it waits, so that it comes out in the configured format."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    if _configured:
+        get_log("settings").warning(event, **fields)
+    else:
+        _pending.append((event, fields))
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
+    global _configured
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -89,6 +107,10 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     logging.captureWarnings(True)  # warnings of imported libraries: JSON lines too (py.warnings)
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configured = True
+    while _pending:
+        event, fields = _pending.pop(0)
+        get_log("settings").warning(event, **fields)
 
 
 class Heartbeat:

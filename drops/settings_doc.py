@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from drops.settings import Settings
+from pydantic import BaseModel, SecretStr
+
+from drops.settings import FLAT, Market, Settings, env_name
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, Any, str]]:
+    out: list[tuple[str, Any, str]] = []
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        key = info.alias or name
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann is not Market:
+            out += _rows(ann, f"{prefix}{key}.")
+            continue
+        default = info.default if info.default_factory is None else "(see meaning)"
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        out.append((f"{prefix}{key}", default, info.description or ""))
+    return out
 
 
 def markdown_table() -> str:
-    rows = ["| env var | default | meaning |", "| --- | --- | --- |"]
-    for name, info in Settings.model_fields.items():
-        default = info.default if info.default not in ("", None) else "(see meaning)"
-        rows.append(f"| `DROPS_{name.upper()}` | `{default}` | {info.description or ''} |")
+    """One row per setting: its env var, its default, its meaning and its old (deprecated,
+    still working) flat name."""
+    old = {path: f"`DROPS_{flat.upper()}`" for flat, path in FLAT.items()}
+    rows = ["| env var | default | meaning | old name |", "| --- | --- | --- | --- |"]
+    for path, default, meaning in _rows(Settings, ""):
+        shown = default if default not in ("", None, ()) else "(see meaning)"
+        rows.append(f"| `{env_name(path)}` | `{shown}` | {meaning} | {old.get(path, '')} |")
     return "\n".join(rows)
 
 

@@ -12,19 +12,19 @@ log = get_log("broker")
 
 def ensure_topics(settings: Settings) -> None:
     """Create the project's topics if they are missing (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}, logger=kafka_logger())
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}, logger=kafka_logger())
     existing = set(admin.list_topics(timeout=10).topics)
-    big = {"max.message.bytes": str(settings.max_message_bytes)}
+    big = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
     wanted = [
-        NewTopic(settings.snapshot_topic, settings.snapshot_partitions, 1, config=big),
-        NewTopic(settings.drops_topic, settings.drops_partitions, 1, config=big),
-        NewTopic(settings.deadletter_topic, 1, 1, config=big),
-        NewTopic(settings.stats_topic, 1, 1, config=big),
-        NewTopic(settings.producer_topic, settings.producer_partitions, 1),
+        NewTopic(settings.topics.snapshots, settings.topics.snapshots_partitions, 1, config=big),
+        NewTopic(settings.topics.drops, settings.topics.drops_partitions, 1, config=big),
+        NewTopic(settings.topics.deadletter, 1, 1, config=big),
+        NewTopic(settings.topics.stats, 1, 1, config=big),
+        NewTopic(settings.topics.producers, settings.topics.producers_partitions, 1),
         # the system of record of watches: compacted, a tombstone deletes
-        NewTopic(settings.watches_topic, 1, 1, config={**big, "cleanup.policy": "compact"}),
-        NewTopic(settings.alerts_topic, 1, 1, config=big),
-        NewTopic(settings.deliveries_topic, 1, 1, config=big),
+        NewTopic(settings.topics.watches, 1, 1, config={**big, "cleanup.policy": "compact"}),
+        NewTopic(settings.topics.alerts, 1, 1, config=big),
+        NewTopic(settings.topics.deliveries, 1, 1, config=big),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:
@@ -41,9 +41,11 @@ def ensure_topics(settings: Settings) -> None:
 def record_limit(settings: Settings, topic: str) -> int:
     """The largest record ``topic`` accepts: its ``max.message.bytes``, at most ours (an
     operator may have created the topic with a smaller limit)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}, logger=kafka_logger())
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}, logger=kafka_logger())
     res = ConfigResource("topic", topic)
     configs = admin.describe_configs([res])[res].result(timeout=10)
     entry = configs.get("max.message.bytes")
-    limit = int(entry.value) if entry is not None and entry.value else settings.max_message_bytes
-    return min(limit, settings.max_message_bytes)
+    limit = (
+        int(entry.value) if entry is not None and entry.value else settings.kafka.max_message_bytes
+    )
+    return min(limit, settings.kafka.max_message_bytes)

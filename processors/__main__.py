@@ -7,7 +7,7 @@ from drops.settings import get_settings
 
 if __name__ == "__main__":
     settings = get_settings()
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log.level, settings.log.format)
     from processors.app import run  # after configure: warnings raised on import are JSON too
 
     run(settings)

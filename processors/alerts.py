@@ -54,14 +54,14 @@ class WatchFeed:
     """The watches topic read into a :class:`WatchIndex` (from the processing thread only)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.watches_topic
+        self.topic = settings.topics.watches
         self.index = WatchIndex()
         self.synced_ms = 0  # the watches topic's end offsets as of this time are applied
         self.syncs = 0
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.matcher_group}-watches",  # assign only: never commits
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": f"{settings.matcher.group}-watches",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
@@ -170,7 +170,9 @@ class Matcher:
 
     def __init__(self, settings: Settings, feed: WatchFeed) -> None:
         self.feed = feed
-        self.heartbeat = Heartbeat(log, "matcher_heartbeat", every=settings.heartbeat_interval)
+        self.heartbeat = Heartbeat(
+            log, "matcher_heartbeat", every=settings.processor.heartbeat_interval
+        )
         self._lock = threading.Lock()
         self.totals = {"drops": 0, "alerts": 0, "close_alerts": 0, "dead_letters": 0}
 
@@ -260,30 +262,30 @@ def build_app(settings: Settings) -> tuple[Application, Matcher]:
     feed = WatchFeed(settings)
     feed.sync()  # the whole table before the first drop
     log.info("watches_loaded", watches=len(feed.index))
-    group = settings.matcher_group
+    group = settings.matcher.group
     app = Application(
-        broker_address=settings.kafka_bootstrap,
+        broker_address=settings.kafka.bootstrap,
         consumer_group=group,
         auto_offset_reset="earliest",
-        commit_interval=settings.matcher_commit_interval,
+        commit_interval=settings.matcher.commit_interval,
         processing_guarantee="exactly-once",
         state_dir=settings.state_dir / "matcher",
         consumer_extra_config={
             "isolation.level": "read_committed",
-            "group.instance.id": f"{group}-{settings.matcher_instance}",
+            "group.instance.id": f"{group}-{settings.matcher.instance}",
             "session.timeout.ms": 15_000,
         },
         producer_extra_config={
-            "message.max.bytes": settings.max_message_bytes,
-            "transactional.id": f"{group}-{settings.matcher_instance}",
+            "message.max.bytes": settings.kafka.max_message_bytes,
+            "transactional.id": f"{group}-{settings.matcher.instance}",
             "transaction.timeout.ms": 30_000,
         },
-        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
+        loglevel=settings.log.level.upper(),  # type: ignore[arg-type]
     )
-    drops = app.topic(settings.drops_topic, value_deserializer="bytes", key_deserializer="bytes")
-    alerts = app.topic(settings.alerts_topic, value_serializer=_OutValue(), key_serializer="bytes")
+    drops = app.topic(settings.topics.drops, value_deserializer="bytes", key_deserializer="bytes")
+    alerts = app.topic(settings.topics.alerts, value_serializer=_OutValue(), key_serializer="bytes")
     dead = app.topic(
-        settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
+        settings.topics.deadletter, value_serializer=_OutValue(), key_serializer="bytes"
     )
     matcher = Matcher(settings, feed)
     sdf = app.dataframe(drops)
@@ -321,12 +323,12 @@ def run(settings: Settings) -> None:
         )
     readings.gauge("drops_matcher_watches", "Watches held", lambda: len(matcher.feed.index))
     reg.register(readings)
-    serve(reg, settings.matcher_metrics_port, settings.metrics_host)
+    serve(reg, settings.matcher.metrics_port, settings.metrics.host)
     log.info(
         "matcher_started",
-        drops_topic=settings.drops_topic,
-        alerts_topic=settings.alerts_topic,
-        group=settings.matcher_group,
+        drops_topic=settings.topics.drops,
+        alerts_topic=settings.topics.alerts,
+        group=settings.matcher.group,
     )
     try:
         app.run()

@@ -98,14 +98,16 @@ class Processor:
     """The per-record work of the application (state access through Quix's ``State``)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.seen_ttl_ms = int(settings.seen_ttl * 1000)
+        self.seen_ttl_ms = int(settings.processor.seen_ttl * 1000)
         self.clock = settings.clock()  # event times are the producers' clock
         self.states = StateStore()
-        self.heartbeat = Heartbeat(log, "processor_heartbeat", every=settings.heartbeat_interval)
+        self.heartbeat = Heartbeat(
+            log, "processor_heartbeat", every=settings.processor.heartbeat_interval
+        )
         self._lock = threading.Lock()
         self.last_polled_ms = 0
         self.first_record = True  # log the moment this run starts consuming
-        self.deadletter_max_bytes = settings.max_message_bytes  # lowered to the topic's limit
+        self.deadletter_max_bytes = settings.kafka.max_message_bytes  # lowered to the topic's limit
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
         self.gaps = Gaps()
 
@@ -203,11 +205,11 @@ def check_retention(settings: Settings, gaps: Gaps) -> None:
     without a word. Logged as ``retention_gap`` and counted in ``gaps``; nothing can bring
     them back. A partition the group never committed on is a first start, not a gap; a log
     start counted once (the same gap seen again at a rebuild) is not counted twice."""
-    topic = settings.snapshot_topic
+    topic = settings.topics.snapshots
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.processor_group,
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": settings.processor.group,
             "enable.auto.commit": False,
         },
         logger=kafka_logger(),
@@ -251,14 +253,14 @@ def build_app(
     (:func:`check_retention`)."""
     ensure_topics(settings)  # our topics, with our settings, before Quix sees them
     replica = replica or claim(settings)
-    member = f"{settings.processor_group}-{replica.instance}"
+    member = f"{settings.processor.group}-{replica.instance}"
     proc = proc or Processor(settings)
     check_retention(settings, proc.gaps)
     app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_group=settings.processor_group,
+        broker_address=settings.kafka.bootstrap,
+        consumer_group=settings.processor.group,
         auto_offset_reset="earliest",
-        commit_interval=settings.commit_interval,
+        commit_interval=settings.processor.commit_interval,
         processing_guarantee="exactly-once",
         state_dir=replica.state_dir,
         consumer_extra_config={
@@ -271,7 +273,7 @@ def build_app(
             **CONSUMER_TUNING,
         },
         producer_extra_config={
-            "message.max.bytes": settings.max_message_bytes,
+            "message.max.bytes": settings.kafka.max_message_bytes,
             # stable across restarts: a restarted processor fences the crashed one and its
             # open transaction is aborted at once (a random id leaves it open, holding back
             # read_committed readers of the drops and changelog topics, until it times out)
@@ -283,13 +285,13 @@ def build_app(
         loglevel=None,  # no handler of its own: its lines go through ours (drops.log, JSON)
     )
     snapshots = app.topic(
-        settings.snapshot_topic, value_deserializer="bytes", key_deserializer="bytes"
+        settings.topics.snapshots, value_deserializer="bytes", key_deserializer="bytes"
     )
-    drops = app.topic(settings.drops_topic, value_serializer=_OutValue(), key_serializer="bytes")
+    drops = app.topic(settings.topics.drops, value_serializer=_OutValue(), key_serializer="bytes")
     dead = app.topic(
-        settings.deadletter_topic, value_serializer=_OutValue(), key_serializer="bytes"
+        settings.topics.deadletter, value_serializer=_OutValue(), key_serializer="bytes"
     )
-    proc.deadletter_max_bytes = record_limit(settings, settings.deadletter_topic)
+    proc.deadletter_max_bytes = record_limit(settings, settings.topics.deadletter)
     proc.states.forget()  # a new application may start from another state: read it again
     sdf = app.dataframe(snapshots)
     out = sdf.apply(proc.process, stateful=True, expand=True, metadata=True)
@@ -405,17 +407,17 @@ def run(settings: Settings) -> None:
         "drops_processor_restarts", "Application rebuilds after broker outages", registry=reg
     )
     reg.register(processor_readings(lambda: current[0]))
-    serve(reg, settings.processor_metrics_port, settings.metrics_host)
+    serve(reg, settings.processor.metrics_port, settings.metrics.host)
     threading.Thread(target=_ticker, args=(current, stop), daemon=True, name="heartbeat").start()
     replica = claim(settings)  # held for the life of the process
     log.info(
         "processor_started",
-        topic=settings.snapshot_topic,
-        drops_topic=settings.drops_topic,
-        group=settings.processor_group,
+        topic=settings.topics.snapshots,
+        drops_topic=settings.topics.drops,
+        group=settings.processor.group,
         instance=replica.instance,
         state_dir=str(replica.state_dir),
-        commit_interval=settings.commit_interval,
+        commit_interval=settings.processor.commit_interval,
     )
     stopping = threading.Event()
 

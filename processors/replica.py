@@ -38,8 +38,8 @@ class Replica:
 def claim(settings: Settings) -> Replica:
     """This process's replica: the hand-set ``DROPS_PROCESSOR_INSTANCE`` with the state
     folder as it is, or the first free slot under it (held until the process ends)."""
-    if settings.processor_instance:
-        return Replica(settings.processor_instance, settings.state_dir, None)
+    if settings.processor.instance:
+        return Replica(settings.processor.instance, settings.state_dir, None)
     root = settings.state_dir
     k, fd = slots.claim(lambda k: root / f"replica-{k}" / "lock")
     folder = root / f"replica-{k}"

@@ -51,15 +51,15 @@ class Fleet:
     partitions it holds to ``on_change`` (called from that thread)."""
 
     def __init__(self, settings: Settings, poll_interval_s: float, on_change: OnChange) -> None:
-        self.parts = settings.producer_partitions
-        self.topic = settings.producer_topic
+        self.parts = settings.topics.producers_partitions
+        self.topic = settings.topics.producers
         self.on_change = on_change
         self.held: set[int] = set()
         session = session_timeout_ms(poll_interval_s)
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": settings.producer_group,
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": settings.producer.group,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": session,
                 "heartbeat.interval.ms": max(500, session // 5),
@@ -70,7 +70,7 @@ class Fleet:
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="producer-fleet")
-        log.info("fleet_join", group=settings.producer_group, topic=self.topic,
+        log.info("fleet_join", group=settings.producer.group, topic=self.topic,
                  partitions=self.parts, session_timeout_ms=session)  # fmt: skip
 
     def start(self) -> None:

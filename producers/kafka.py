@@ -18,14 +18,14 @@ log = get_log("producer.kafka")
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": "murmur2_random",
         "compression.type": "lz4",
-        "message.max.bytes": settings.max_message_bytes,
+        "message.max.bytes": settings.kafka.max_message_bytes,
         "linger.ms": 20,
-        "client.id": f"drops-producer-{settings.market}",
+        "client.id": f"drops-producer-{settings.market.name}",
     }
 
 

@@ -70,7 +70,7 @@ def run(settings: Settings, buckets: list[str], market: str = "", provider: str 
     for job, name in jobs:
         sid = f"rebaseline-{now_ms:x}-{uuid.uuid4().hex[:8]}"
         value = core.marker_record("rebaseline", job.bucket, job.provider, name, sid, now_ms)
-        writer.write(settings.snapshot_topic, job.key, value)
+        writer.write(settings.topics.snapshots, job.key, value)
     left = writer.flush(30.0)
     if left or writer.errors:
         raise RuntimeError(f"{left + writer.errors} rebaseline markers were not written")

@@ -27,9 +27,9 @@ from drops.clock import Clock
 from drops.log import get_log
 from drops.metrics import registry, serve
 from drops.runtime import tune_gc
+from drops.settings import Market as MarketConfig
 from drops.settings import Settings
 from producers import config, core
-from producers.config import MarketConfig
 from producers.core import Job
 from producers.metrics import ProducerMetrics
 from producers.providers.base import Provider, merge_results
@@ -88,7 +88,9 @@ class ProducerService:
 
     def owns(self, key: str) -> bool:
         held = self.held
-        return held is None or core.stream_part(key, self.settings.producer_partitions) in held
+        return (
+            held is None or core.stream_part(key, self.settings.topics.producers_partitions) in held
+        )
 
     def reassign(self, held: frozenset[int]) -> None:
         """The fleet's new assignment: revoked streams are not scheduled again (a fetch in
@@ -118,7 +120,7 @@ class ProducerService:
         streams this replica owns, or only of assignment partitions ``only`` (moved here)."""
         now = now or self.now()
         plan = self.plan(now)
-        parts = self.settings.producer_partitions
+        parts = self.settings.topics.producers_partitions
         mine = (lambda k: core.stream_part(k, parts) in only) if only is not None else self.owns
         plan.jobs = [j for j in plan.jobs if mine(j.key)]
         plan.skipped = [k for k in plan.skipped if mine(k)]
@@ -133,7 +135,7 @@ class ProducerService:
                 if not self.owns(key):
                     continue
                 value = core.close_record(bucket, provider, self.market.name, _sid(now_ms), now_ms)
-                self.writer.write(self.settings.snapshot_topic, key, value)
+                self.writer.write(self.settings.topics.snapshots, key, value)
                 self.report.closed += 1
             log.info("bucket_closed", bucket_id=bucket.bucket_id)
         baselines = [j for j in plan.jobs if j.kind == "baseline"]
@@ -175,12 +177,18 @@ class ProducerService:
                     self._baseline_finished(job, 0, False)
                 return
             records = core.to_records(
-                result, job, m.name, sid, polled_at_ms, s.slots_per_record, s.max_message_bytes
+                result,
+                job,
+                m.name,
+                sid,
+                polled_at_ms,
+                s.producer.slots_per_record,
+                s.kafka.max_message_bytes,
             )
             for _, value in records:
-                self.writer.write(s.snapshot_topic, job.key, value)
+                self.writer.write(s.topics.snapshots, job.key, value)
             stats = core.stats_for(result, job, m.name, sid, polled_at_ms, duration_ms)
-            self.writer.write(s.stats_topic, job.key, encode(stats))
+            self.writer.write(s.topics.stats, job.key, encode(stats))
             if job.kind == "baseline":
                 self.due.discard(job.key)
                 self._baseline_finished(
@@ -283,7 +291,7 @@ class ProducerService:
     _last_cycle: float = 0.0
 
     async def shutdown(self, grace: float | None = None) -> None:
-        grace = self.settings.request_timeout if grace is None else grace
+        grace = self.settings.providers.request_timeout if grace is None else grace
         tasks = list(self.running.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -330,7 +338,7 @@ def log_config(conf: config.Config, settings: Settings) -> None:
             area=m.area is not None,
             venues={k: len(v) for k, v in m.venues.items()},
             config=conf.source,
-            topic=settings.snapshot_topic,
+            topic=settings.topics.snapshots,
         )
 
 
@@ -356,7 +364,7 @@ async def _main(settings: Settings) -> None:
     metrics = ProducerMetrics(reg)
     for svc in services:
         svc.metrics = metrics
-    serve(reg, settings.producer_metrics_port, settings.metrics_host)
+    serve(reg, settings.producer.metrics_port, settings.metrics.host)
     for svc in services:
         svc.held = frozenset()  # nothing until the group assigns partitions to this replica
     stop = asyncio.Event()
@@ -366,7 +374,7 @@ async def _main(settings: Settings) -> None:
     log_config(conf, settings)
 
     async def reassign(held: frozenset[int]) -> None:
-        await transport.share(max(len(held), 1) / settings.producer_partitions)
+        await transport.share(max(len(held), 1) / settings.topics.producers_partitions)
         for svc in services:
             svc.reassign(held)
 

@@ -60,7 +60,7 @@ class Paths:
 
 def paths(settings: Settings) -> Paths:
     root = settings.data_dir.resolve()
-    home = settings.kafka_dist.resolve() / f"kafka-{settings.kafka_version}"
+    home = settings.kafka.dist.resolve() / f"kafka-{settings.kafka.version}"
     broker = root / "broker"
     return Paths(
         home=home,
@@ -73,7 +73,7 @@ def paths(settings: Settings) -> Paths:
 
 
 def _host_port(settings: Settings) -> tuple[str, int]:
-    first = settings.kafka_bootstrap.split(",")[0]
+    first = settings.kafka.bootstrap.split(",")[0]
     host, _, port = first.rpartition(":")
     return host or "127.0.0.1", int(port)
 
@@ -89,17 +89,17 @@ def fetch(settings: Settings) -> Path:
     p.home.mkdir(parents=True, exist_ok=True)
     pom = p.home / "pom.xml"
     pom.write_text(resources.files("shell").joinpath("kafka/pom.xml").read_text())
-    log.info("kafka_fetch_start", version=settings.kafka_version, into=str(p.lib))
+    log.info("kafka_fetch_start", version=settings.kafka.version, into=str(p.lib))
     started = time.monotonic()
     cmd = [
         "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
         "-DincludeScope=runtime", f"-DoutputDirectory={p.lib}",
-        f"-Dkafka.version={settings.kafka_version}",
+        f"-Dkafka.version={settings.kafka.version}",
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BrokerError(f"maven could not fetch Kafka {settings.kafka_version}:\n{result.stdout}")
-    marker.write_text(settings.kafka_version)
+        raise BrokerError(f"maven could not fetch Kafka {settings.kafka.version}:\n{result.stdout}")
+    marker.write_text(settings.kafka.version)
     log.info("kafka_fetch_done", seconds=round(time.monotonic() - started, 1))
     return p.lib
 
@@ -118,7 +118,7 @@ def _java(settings: Settings, main: str, *args: str) -> list[str]:
 def _write_config(settings: Settings) -> None:
     p = paths(settings)
     host, port = _host_port(settings)
-    ctrl = settings.kafka_controller_port
+    ctrl = settings.kafka.controller_port
     p.config.parent.mkdir(parents=True, exist_ok=True)
     (p.home / "log4j.properties").write_text(_LOG4J)
     (p.home / "log4j2.properties").write_text(_LOG4J2)
@@ -140,7 +140,7 @@ def _write_config(settings: Settings) -> None:
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
-                f"message.max.bytes={settings.max_message_bytes}",
+                f"message.max.bytes={settings.kafka.max_message_bytes}",
                 "auto.create.topics.enable=false",
                 "",
             ]
@@ -160,7 +160,7 @@ def _running_pid(settings: Settings) -> int | None:
 
 def is_ready(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the broker's admin API answers with its metadata."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
     try:
         meta = admin.list_topics(timeout=timeout)
     except Exception:
@@ -172,7 +172,7 @@ def start(settings: Settings, wait: float = 60.0) -> int:
     """Start the broker unless one already answers; return its pid (0 when not ours)."""
     if is_ready(settings, timeout=1.0):
         pid = _running_pid(settings) or 0
-        log.info("broker_already_running", bootstrap=settings.kafka_bootstrap, pid=pid)
+        log.info("broker_already_running", bootstrap=settings.kafka.bootstrap, pid=pid)
         return pid
     fetch(settings)
     _write_config(settings)
@@ -209,7 +209,7 @@ def start(settings: Settings, wait: float = 60.0) -> int:
             tail = p.out.read_text(errors="replace")[-3000:]
             raise BrokerError(f"the broker exited with {proc.returncode}:\n{tail}")
         if is_ready(settings, timeout=1.0):
-            log.info("broker_started", bootstrap=settings.kafka_bootstrap, pid=proc.pid)
+            log.info("broker_started", bootstrap=settings.kafka.bootstrap, pid=proc.pid)
             return proc.pid
         time.sleep(0.3)
     raise BrokerError(f"the broker did not answer within {wait:.0f}s; see {p.out}")
@@ -237,8 +237,8 @@ def stop(settings: Settings, wait: float = 30.0) -> bool:
 
 def status(settings: Settings) -> dict[str, object]:
     return {
-        "bootstrap": settings.kafka_bootstrap,
+        "bootstrap": settings.kafka.bootstrap,
         "pid": _running_pid(settings),
         "ready": is_ready(settings, timeout=1.0),
-        "version": settings.kafka_version,
+        "version": settings.kafka.version,
     }

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = get_settings()
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log.level, settings.log.format)
     return COMMANDS[args.command][1](args, settings)
 
 

@@ -41,7 +41,7 @@ class Child:
 
 
 def stages(settings: Settings) -> list[Child]:
-    children = [Child("simulator", ["simulate"])] if settings.up_simulator else []
+    children = [Child("simulator", ["simulate"])] if settings.up.simulator else []
     if settings.uses_chdb:
         children.append(Child("api+sink", ["api", "--with-sink"]))
     else:
@@ -57,14 +57,20 @@ def stages(settings: Settings) -> list[Child]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env["DROPS_UP_SIMULATOR"] = "true" if settings.up_simulator else "false"
-    if settings.up_simulator:  # the demo polls its simulator fast; real providers keep theirs
-        env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
+    env["DROPS_UP__SIMULATOR"] = "true" if settings.up.simulator else "false"
+    env.pop("DROPS_UP_SIMULATOR", None)  # the old name would warn in every stage
+    if settings.up.simulator and not ({"DROPS_POLL_INTERVAL", "DROPS_PRODUCER__POLL_INTERVAL"}
+                                      & set(env)):  # fmt: skip
+        # the demo polls its simulator fast; real providers keep theirs
+        env["DROPS_PRODUCER__POLL_INTERVAL"] = str(settings.up.poll_interval)
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
-    env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
-    if settings.clock_start:  # every stage (and each restart of one) reads the same clock
-        env["DROPS_CLOCK_START"] = settings.clock_start
-        env["DROPS_CLOCK_ANCHOR"] = repr(settings.clock_anchor)
+    if "DROPS_LOG_FORMAT" not in env:
+        env.setdefault("DROPS_LOG__FORMAT", settings.log.format)
+    if settings.clock_.start:  # every stage (and each restart of one) reads the same clock
+        for old in ("DROPS_CLOCK_START", "DROPS_CLOCK_ANCHOR"):
+            env.pop(old, None)
+        env["DROPS_CLOCK__START"] = settings.clock_.start
+        env["DROPS_CLOCK__ANCHOR"] = repr(settings.clock_.anchor)
     return env
 
 
@@ -89,7 +95,7 @@ def up(settings: Settings) -> int:
         children = stages(settings)
         for child in children:
             child.start(env)
-        url = f"http://{settings.api_host}:{settings.api_port}/"
+        url = f"http://{settings.api.host}:{settings.api.port}/"
         print(
             f"\n  Discovery Drops is up: open {url}  (feed: {url}feed, Ctrl-C stops)\n", flush=True
         )
@@ -118,7 +124,7 @@ def _watch(children: list[Child], env: dict[str, str], settings: Settings) -> No
             if code is None:
                 continue
             child.proc = None
-            if child.restarts >= settings.up_restarts:
+            if child.restarts >= settings.up.restarts:
                 raise RuntimeError(f"stage {child.name} keeps crashing (exit {code})")
             ran = now - child.started_at
             if ran > 300:

@@ -654,22 +654,22 @@ def create_app(
 
 def app_from_settings(settings: Settings) -> Starlette:
     market = Market(
-        seed=settings.sim_seed,
-        venues=settings.sim_venues,
-        churn=settings.sim_churn,
-        reach=settings.sim_reach_minutes,
+        seed=settings.simulator.seed,
+        venues=settings.simulator.venues,
+        churn=settings.simulator.churn,
+        reach=(settings.simulator.reach[0], settings.simulator.reach[-1]),
     )
-    kinds = tuple(k.strip() for k in settings.sim_fault_kinds.split(",") if k.strip())
+    kinds = settings.simulator.fault_kinds
     return create_app(
         market,
-        api_key=settings.resy_api_key.get_secret_value(),
-        time_slots=settings.slot_times,
-        party_size=settings.party_size,
-        scripted=settings.sim_scripted,
-        fault_rate=settings.sim_fault_rate,
+        api_key=settings.providers.resy.api_key.get_secret_value(),
+        time_slots=settings.producer.time_slots,
+        party_size=settings.producer.party_sizes[0],
+        scripted=settings.simulator.scripted,
+        fault_rate=settings.simulator.fault_rate,
         fault_kinds=kinds,
-        fault_seed=settings.sim_seed,
-        cache_mb=settings.sim_cache_mb,
+        fault_seed=settings.simulator.seed,
+        cache_mb=settings.simulator.cache_mb,
         clock=settings.clock(),
     )
 
@@ -685,15 +685,19 @@ def run(settings: Settings) -> None:
     tune_gc(*GC_THRESHOLD)
     log.info(
         "simulator_start",
-        host=settings.sim_host,
-        port=settings.sim_port,
-        venues=settings.sim_venues,
-        seed=settings.sim_seed,
-        scripted=settings.sim_scripted,
-        churn=settings.sim_churn,
+        host=settings.simulator.host,
+        port=settings.simulator.port,
+        venues=settings.simulator.venues,
+        seed=settings.simulator.seed,
+        scripted=settings.simulator.scripted,
+        churn=settings.simulator.churn,
     )
     uvicorn.run(
-        app, host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False
+        app,
+        host=settings.simulator.host,
+        port=settings.simulator.port,
+        log_level="warning",
+        access_log=False,
     )
     log.info("simulator_stopped")
 

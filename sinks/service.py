@@ -97,30 +97,30 @@ class Sink:
         self.totals = BatchResult()
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": settings.sink_group,
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": settings.sink.group,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "max.poll.interval.ms": 600_000,
-                "fetch.max.bytes": max(settings.max_message_bytes * 2, 52_428_800),
-                "message.max.bytes": settings.max_message_bytes + 1_000_000,
+                "fetch.max.bytes": max(settings.kafka.max_message_bytes * 2, 52_428_800),
+                "message.max.bytes": settings.kafka.max_message_bytes + 1_000_000,
             }
         )
         self.dlq = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "enable.idempotence": True,
-                "message.max.bytes": settings.max_message_bytes + 1_000_000,
+                "message.max.bytes": settings.kafka.max_message_bytes + 1_000_000,
                 "linger.ms": 5,
             }
         )
         self.consumer.subscribe(
             [
-                settings.drops_topic,
-                settings.stats_topic,
-                settings.watches_topic,
-                settings.deliveries_topic,
+                settings.topics.drops,
+                settings.topics.stats,
+                settings.topics.watches,
+                settings.topics.deliveries,
             ],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
@@ -148,13 +148,13 @@ class Sink:
                 raise InvariantError("a consumed message without topic, partition or offset")
             out.first.setdefault((topic, part), off)
             try:
-                if topic == self.s.drops_topic:
+                if topic == self.s.topics.drops:
                     ev = decode_drop(m.value())
                     R.validate_drop(ev)
                     out.drops[part].append(R.Positioned(part, off, ev))
-                elif topic == self.s.watches_topic:
+                elif topic == self.s.topics.watches:
                     out.watches.append(A.watch_row(m.key(), m.value(), off))
-                elif topic == self.s.deliveries_topic:
+                elif topic == self.s.topics.deliveries:
                     out.deliveries.append(A.delivery_row(m.value()))
                 else:
                     st = decode_stats(m.value())
@@ -169,7 +169,7 @@ class Sink:
         if key not in self._stored:
             floor = self._saved_progress.get(partition, -1) if table == "drop_events" else -1
             if table == "drop_events" and floor < 0:
-                floor = self.ch.progress(self.s.drops_topic).get(partition, -1)
+                floor = self.ch.progress(self.s.topics.drops).get(partition, -1)
                 if floor >= 0:
                     self._saved_progress[partition] = floor
             self._stored[key] = self.ch.stored_upto(table, partition, floor)
@@ -184,7 +184,7 @@ class Sink:
             key = (topic, part)
             expect = self._next.get(key)
             if expect is None:
-                table = "drop_events" if topic == self.s.drops_topic else "discovery_buckets"
+                table = "drop_events" if topic == self.s.topics.drops else "discovery_buckets"
                 expect = self._stored_upto(table, part) + 1
             if first <= expect or self._gap_checked.get(key) == first:
                 continue
@@ -266,7 +266,7 @@ class Sink:
             res.deadletters_lost = len(parsed.bad) - res.deadletters
         changed = {p: o for p, o in positions.items() if self._saved_progress.get(p) != o}
         if changed:
-            self.ch.save_progress(self.s.drops_topic, changed)
+            self.ch.save_progress(self.s.topics.drops, changed)
             self._saved_progress.update(changed)
             head = dict(self.head)
             for p, o in changed.items():
@@ -293,7 +293,7 @@ class Sink:
                 m.key(),
                 err,
                 (str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)),
-                self.s.max_message_bytes,
+                self.s.kafka.max_message_bytes,
                 extra=[("stage", b"sink")],
             )
 
@@ -302,7 +302,7 @@ class Sink:
                     refused.append((src, e))
 
             self.dlq.produce(
-                self.s.deadletter_topic,
+                self.s.topics.deadletter,
                 value=value,
                 key=m.key(),
                 headers=headers,
@@ -339,9 +339,9 @@ class Sink:
         from confluent_kafka import TopicCollection
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.s.kafka.bootstrap})
         cluster = str(admin.list_topics(timeout=10).cluster_id or "")
-        topics = [self.s.drops_topic, self.s.stats_topic]
+        topics = [self.s.topics.drops, self.s.topics.stats]
         described = admin.describe_topics(TopicCollection(topics), request_timeout=10)
         for topic, fut in described.items():
             now = (cluster, str(fut.result().topic_id))
@@ -370,7 +370,7 @@ class Sink:
             self.stop.wait(1.0)
             return BatchResult()
         msgs = self.consumer.consume(
-            num_messages=self.s.sink_batch_size, timeout=self.s.sink_batch_seconds
+            num_messages=self.s.sink.batch_size, timeout=self.s.sink.batch_seconds
         )
         good: list[Message] = []
         for m in msgs:
@@ -381,7 +381,7 @@ class Sink:
                 continue
             good.append(m)
         tps = self._positions()
-        drops_pos = {tp.partition: tp.offset - 1 for tp in tps if tp.topic == self.s.drops_topic}
+        drops_pos = {tp.partition: tp.offset - 1 for tp in tps if tp.topic == self.s.topics.drops}
         if not good and all(self._saved_progress.get(p) == o for p, o in drops_pos.items()):
             return BatchResult()
         parsed = self._parse(good)
@@ -404,7 +404,7 @@ class Sink:
             log.warning("commit_failed", error=str(exc)[:300], hint="records will be re-read")
 
     def _store_with_retry(self, parsed: _Parsed, positions: dict[int, int]) -> BatchResult:
-        backoff = Backoff(0.5, self.s.sink_backoff_max)
+        backoff = Backoff(0.5, self.s.sink.backoff_max)
         while True:
             try:
                 res = self._store(parsed, positions)
@@ -426,7 +426,7 @@ class Sink:
 
     def run(self) -> None:
         beat = Heartbeat(log, "sink_heartbeat")
-        log.info("sink_started", topics=[self.s.drops_topic, self.s.stats_topic])
+        log.info("sink_started", topics=[self.s.topics.drops, self.s.topics.stats])
         try:
             while not self.stop.is_set():
                 try:
@@ -555,7 +555,7 @@ class SinkThread:
 
 def run(settings: Settings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log.level, settings.log.format)
     from drops.topics import ensure_topics
 
     ensure_topics(settings)
@@ -571,7 +571,7 @@ def run(settings: Settings) -> None:
     sink = Sink(settings, ch, stop)
     reg = registry("sink")
     reg.register(sink_readings(lambda: sink, lambda: 0))
-    serve(reg, settings.sink_metrics_port, settings.metrics_host)
+    serve(reg, settings.sink.metrics_port, settings.metrics.host)
     try:
         sink.run()
     finally:

@@ -124,7 +124,7 @@ class DropWriter:
         self.s = settings
         self.p = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "transactional.id": transactional_id or f"drops-testdata-{uuid.uuid4().hex}",
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
@@ -135,19 +135,19 @@ class DropWriter:
     def write(self, events: Iterable[DropEvent], topic: str | None = None) -> None:
         self.p.begin_transaction()
         for ev in events:
-            self.p.produce(topic or self.s.drops_topic, value=encode(ev), key=ev.key.encode())
+            self.p.produce(topic or self.s.topics.drops, value=encode(ev), key=ev.key.encode())
         self.p.commit_transaction(30)
 
     def write_raw(self, values: Iterable[bytes], topic: str | None = None) -> None:
         self.p.begin_transaction()
         for v in values:
-            self.p.produce(topic or self.s.drops_topic, value=v, key=b"raw")
+            self.p.produce(topic or self.s.topics.drops, value=v, key=b"raw")
         self.p.commit_transaction(30)
 
     def write_stats(self, stats: Iterable[BucketStats]) -> None:
         self.p.begin_transaction()
         for st in stats:
-            self.p.produce(self.s.stats_topic, value=encode(st), key=st.key.encode())
+            self.p.produce(self.s.topics.stats, value=encode(st), key=st.key.encode())
         self.p.commit_transaction(30)
 
     def close(self) -> None:

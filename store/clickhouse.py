@@ -214,10 +214,10 @@ class ClickHouse:
 def prepare(settings: Settings) -> ClickHouse:
     """Open ClickHouse and bring its schema up to date (idempotent)."""
     ch = ClickHouse(settings.clickhouse_url)
-    backoff = Backoff(0.5, settings.sink_backoff_max)
+    backoff = Backoff(0.5, settings.sink.backoff_max)
     while True:
         try:
-            ch.migrate(settings.retention_days, settings.time_zone)
+            ch.migrate(settings.clickhouse.retention_days, settings.market.time_zone)
             return ch
         except Exception as exc:
             if ch.is_chdb:

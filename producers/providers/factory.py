@@ -19,15 +19,15 @@ from producers.providers.transport import Policy, Transport
 
 def policy(settings: Settings) -> Policy:
     return Policy(
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        retry_base=settings.retry_base,
-        retry_max_delay=settings.retry_max_delay,
-        retry_after_max=settings.retry_after_max,
-        concurrency=settings.concurrency,
-        rate_limit=settings.rate_limit,
-        breaker_failures=settings.breaker_failures,
-        breaker_reset=settings.breaker_reset,
+        timeout=settings.providers.request_timeout,
+        max_retries=settings.providers.max_retries,
+        retry_base=settings.providers.retry_base,
+        retry_max_delay=settings.providers.retry_max_delay,
+        retry_after_max=settings.providers.retry_after_max,
+        concurrency=settings.providers.concurrency,
+        rate_limit=settings.providers.rate_limit,
+        breaker_failures=settings.providers.breaker_failures,
+        breaker_reset=settings.providers.breaker_reset,
     )
 
 
@@ -44,7 +44,7 @@ def api_key(settings: Settings, provider: cfg.ProviderConfig, environ: Mapping[s
     """The provider's key: the env var its config names, else ``DROPS_RESY_API_KEY``."""
     if provider.api_key_env and provider.api_key_env in environ:
         return environ[provider.api_key_env]
-    return settings.resy_api_key.get_secret_value()
+    return settings.providers.resy.api_key.get_secret_value()
 
 
 def build_market(
@@ -74,7 +74,7 @@ def build_market(
                 transport,
                 p.base_url,
                 api_key(settings, p, env),
-                settings.user_agent,
+                settings.providers.user_agent,
                 per_page=p.per_page,
                 venue_ids=venues if market.area is None else (),
                 geo=geo,
@@ -85,7 +85,7 @@ def build_market(
             out[name] = OpenTableClient(
                 transport,
                 p.base_url,
-                settings.user_agent,
+                settings.providers.user_agent,
                 venues=tuple(OtVenue(i, f"OpenTable {i}") for i in venues),
                 batch=p.batch,
             )

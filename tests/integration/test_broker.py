@@ -11,12 +11,12 @@ pytestmark = pytest.mark.kafka
 
 def test_broker_answers_and_topics_exist(kafka_settings: Settings) -> None:
     assert broker.is_ready(kafka_settings)
-    meta = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap}).list_topics(
+    meta = AdminClient({"bootstrap.servers": kafka_settings.kafka.bootstrap}).list_topics(
         timeout=10
     )
-    assert kafka_settings.snapshot_topic in meta.topics
-    assert len(meta.topics[kafka_settings.snapshot_topic].partitions) == 2
-    assert kafka_settings.drops_topic in meta.topics
+    assert kafka_settings.topics.snapshots in meta.topics
+    assert len(meta.topics[kafka_settings.topics.snapshots].partitions) == 2
+    assert kafka_settings.topics.drops in meta.topics
 
 
 def test_ensure_topics_is_idempotent(kafka_settings: Settings) -> None:

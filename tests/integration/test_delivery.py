@@ -131,7 +131,7 @@ def test_delivered_once_signed_retried_dead_and_closes(
     try:
         d1 = make_drop(1, opened_at_ms=NOW)  # venue 1001
         writer.write([d1, make_drop(3, opened_at_ms=NOW)])
-        wait_for("deliveries", lambda: len(read_topic(s, s.deliveries_topic)) >= 4 or None)
+        wait_for("deliveries", lambda: len(read_topic(s, s.topics.deliveries)) >= 4 or None)
         # the matching drop, once, with a valid signature
         [ok] = receiver.got("/ok")
         assert verify(SECRET, ok["headers"], ok["body"], time.time())
@@ -149,8 +149,8 @@ def test_delivered_once_signed_retried_dead_and_closes(
         assert json.loads(ap["body"])["title"].startswith("Venue 1001: ")
         # non-matching and deleted watches: nothing
         assert receiver.got("/other") == [] and receiver.got("/gone") == []
-        wait_for("dead letter", lambda: len(read_topic(s, s.deliveries_topic)) >= 4 or None)
-        log = {d["watch_id"]: d for d in read_topic(s, s.deliveries_topic)}
+        wait_for("dead letter", lambda: len(read_topic(s, s.topics.deliveries)) >= 4 or None)
+        log = {d["watch_id"]: d for d in read_topic(s, s.topics.deliveries)}
         assert log["ok"]["status"] == "delivered" and log["ok"]["attempts"] == 1
         assert log["flaky"]["status"] == "delivered" and log["flaky"]["attempts"] == 3
         assert log["down"]["status"] == "dead" and log["down"]["attempts"] == 4
@@ -213,7 +213,7 @@ def test_kill_9_of_the_delivery_worker_loses_nothing_and_resends_nothing_logged(
             wait_for("some deliveries", lambda f=floor: len(receiver.got("/hook")) > f or None)
             pipe.kill("delivery")
             killed_at = time.monotonic()
-            logged_before = {d["alert_id"] for d in read_topic(s, s.deliveries_topic)}
+            logged_before = {d["alert_id"] for d in read_topic(s, s.topics.deliveries)}
             pipe.start("delivery", "deliver")
         wait_for(
             "every alert",
@@ -229,8 +229,8 @@ def test_kill_9_of_the_delivery_worker_loses_nothing_and_resends_nothing_logged(
         # with the same idempotency key
         repeats = sum(n - 1 for n in Counter(r["key"] for r in got).values())
         print(f"repeats after two kills: {repeats}")
-        assert repeats <= 2 * s.delivery_concurrency
-        log = read_topic(s, s.deliveries_topic)
+        assert repeats <= 2 * s.delivery.concurrency
+        log = read_topic(s, s.topics.deliveries)
         assert {d["alert_id"] for d in log} == expected
         pipe.check_alive()
     finally:

@@ -48,7 +48,7 @@ def wait_first_fetches(pipeline: Pipeline, settings: Settings) -> None:
 
     def fetched() -> bool:
         pipeline.check_alive()
-        stats = read_topic(settings, settings.stats_topic, timeout=2)
+        stats = read_topic(settings, settings.topics.stats, timeout=2)
         return len({s["bucket_id"] for s in stats}) >= 28
 
     wait_for("a first fetch of the 28 buckets", fetched, timeout=120, every=1)
@@ -75,7 +75,7 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     settings = e2e_settings(kafka_settings)
-    sim_port, api_port = settings.sim_port, settings.api_port
+    sim_port, api_port = settings.simulator.port, settings.api.port
     api = f"http://127.0.0.1:{api_port}"
     pipeline = Pipeline(settings, tmp_path / "logs")
     try:
@@ -89,8 +89,8 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
 
         wait_first_fetches(pipeline, settings)
 
-        tz = ZoneInfo(settings.time_zone)
-        buckets = window(settings.clock().now(), settings.market, tz)  # the stages' clock
+        tz = ZoneInfo(settings.market.time_zone)
+        buckets = window(settings.clock().now(), settings.market.name, tz)  # the stages' clock
         b0, b1 = buckets[2], buckets[5]  # tomorrow 15:00, the day after 19:00
         venues = [int(v["id"]) for v in sim.venues("resy")]
         opened = [
@@ -171,7 +171,7 @@ def test_scripted_changes_come_out_of_feed_and_stream_exactly(
         assert closes[0]["open_seconds"] >= 0
 
         # the drops topic holds exactly the same records for other services
-        on_topic = read_topic(settings, settings.drops_topic)
+        on_topic = read_topic(settings, settings.topics.drops)
         assert sorted((r["event"], r["slot_id"]) for r in on_topic) == sorted(
             [("open", s) for s in expected] + [("close", closes[0]["slot_id"])]
         )
@@ -184,7 +184,7 @@ def complete_polls(settings: Settings, key: str) -> list[int]:
     """The event times of the stream's snapshots on the topic whose every part arrived and
     said complete (the processor's "last complete poll")."""
     parts: dict[str, list[SnapshotView]] = {}
-    for k, value, _ in read_all(settings, settings.snapshot_topic):
+    for k, value, _ in read_all(settings, settings.topics.snapshots):
         if k == key.encode():
             snap = decode_snapshot(value)
             parts.setdefault(snap.snapshot_id, []).append(snap)
@@ -204,11 +204,11 @@ def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
     restart, opened after the last poll before the gap; a slot of the baseline closed across
     the restart and open again later is not reported (the baseline is the processor's)."""
     settings = e2e_settings(kafka_settings)
-    api = f"http://127.0.0.1:{settings.api_port}"
+    api = f"http://127.0.0.1:{settings.api.port}"
     pipeline = Pipeline(settings, tmp_path / "logs")
     try:
         pipeline.start("simulator", "simulate")
-        sim = SimControl(f"http://127.0.0.1:{settings.sim_port}")
+        sim = SimControl(f"http://127.0.0.1:{settings.simulator.port}")
         sim.wait_ready()
         pipeline.start("api", "api", "--with-sink")
         wait_for("the API", lambda: httpx.get(f"{api}/healthz").status_code == 200)
@@ -217,8 +217,8 @@ def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
         wait_first_fetches(pipeline, settings)
         time.sleep(3)  # a few polls of every bucket
 
-        tz = ZoneInfo(settings.time_zone)
-        buckets = window(settings.clock().now(), settings.market, tz)
+        tz = ZoneInfo(settings.market.time_zone)
+        buckets = window(settings.clock().now(), settings.market.name, tz)
         b0, b1 = buckets[2], buckets[5]
         venue = int(sim.venues("resy")[0]["id"])
         base = sim.slots(str(b1.date), b1.time_slot)[0]  # open since the start: baseline
@@ -252,7 +252,7 @@ def test_a_producer_restart_reports_the_gap_and_keeps_the_baseline(
         assert [(i["event"], i["slot_id"]) for i in items] == [("open", new)]
         # the producer's start and restart sent polls, no baseline build (those are for
         # buckets entering the window at the slide)
-        stats = read_topic(settings, settings.stats_topic)
+        stats = read_topic(settings, settings.topics.stats)
         ours = {b0.bucket_id, b1.bucket_id}
         assert {s["kind"] for s in stats if s["bucket_id"] in ours} == {"poll"}
     finally:

@@ -29,7 +29,7 @@ class Watches:
 
     def __init__(self, s: Settings) -> None:
         self.s = s
-        self.p = Producer({"bootstrap.servers": s.kafka_bootstrap, "acks": "all"})
+        self.p = Producer({"bootstrap.servers": s.kafka.bootstrap, "acks": "all"})
 
     def put(
         self,
@@ -51,17 +51,17 @@ class Watches:
             ],
             criteria=Criteria(**criteria),
         )
-        self.p.produce(self.s.watches_topic, key=wid.encode(), value=encode_record(w))
+        self.p.produce(self.s.topics.watches, key=wid.encode(), value=encode_record(w))
         self.p.flush(10)
         return w
 
     def delete(self, wid: str) -> None:
-        self.p.produce(self.s.watches_topic, key=wid.encode(), value=None)
+        self.p.produce(self.s.topics.watches, key=wid.encode(), value=None)
         self.p.flush(10)
 
 
 def alerts(s: Settings) -> list[dict[str, Any]]:
-    return read_topic(s, s.alerts_topic)
+    return read_topic(s, s.topics.alerts)
 
 
 def at_least(s: Settings, n: int) -> list[dict[str, Any]]:
@@ -172,7 +172,7 @@ def test_unreadable_drop_goes_to_the_dead_letters(kafka_settings: Settings, tmp_
         writer.write_raw([b"{not json"])
         writer.write([make_drop(7, opened_at_ms=NOW)])
         wait_for("the alert", lambda: alerts(s) or None)
-        dead = wait_for("a dead letter", lambda: _raw(s, s.deadletter_topic) or None)
+        dead = wait_for("a dead letter", lambda: _raw(s, s.topics.deadletter) or None)
         assert dead == [b"{not json"]
     finally:
         pipe.stop_all()
@@ -182,7 +182,7 @@ def test_unreadable_drop_goes_to_the_dead_letters(kafka_settings: Settings, tmp_
 def _raw(s: Settings, topic: str) -> list[bytes]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": uuid.uuid4().hex})
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": uuid.uuid4().hex})
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     out = []
     deadline = time.monotonic() + 5

@@ -150,10 +150,10 @@ def test_snapshots_become_exactly_the_reference_drops(
     for d in got:
         assert d.bucket_id in (hist[0].bucket_id, hist[1].bucket_id)
         assert d.venue_name.startswith("Venue ") and d.booking and d.time_zone == "EST5EDT"
-    keys = {k for k, _, _ in read_all(settings, settings.drops_topic)}
+    keys = {k for k, _, _ in read_all(settings, settings.topics.drops)}
     assert keys == {hist[0].bucket_id.encode(), hist[1].bucket_id.encode()}
 
-    dead = read_all(settings, settings.deadletter_topic)
+    dead = read_all(settings, settings.topics.deadletter)
     assert sorted(v for _, v, _ in dead) == sorted(v for _, v in bad)  # the original bytes
     errors = {v: headers_dict(h)["error"].decode() for _, v, h in dead}
     assert "not JSON" in errors[bad[0][1]]
@@ -163,7 +163,7 @@ def test_snapshots_become_exactly_the_reference_drops(
     assert "slots[4]: field 'slot_id'" in errors[bad[5][1]]
     assert "need" in errors[bad[6][1]]
     h = headers_dict(dead[0][2])
-    assert h["source_topic"].decode() == settings.snapshot_topic
+    assert h["source_topic"].decode() == settings.topics.snapshots
     assert int(h["source_offset"]) >= 0 and int(h["source_partition"]) >= 0
     log = proc.log()
     assert "processor_heartbeat" in log and "processor_stopped" in log
@@ -214,7 +214,7 @@ def test_drops_rebaseline_is_honoured_by_the_processor(
     from producers import rebaseline
 
     settings = kafka_settings.model_copy(update={"commit_interval": 0.2})
-    job = rebaseline.plan(settings, [], market=settings.market)[4][0]  # (not today's buckets)
+    job = rebaseline.plan(settings, [], market=settings.market.name)[4][0]  # (not today's buckets)
     b = job.bucket
 
     def at(snap: Snapshot) -> Snapshot:

@@ -44,13 +44,15 @@ def test_oversized_dead_letters_are_bounded_and_processing_goes_on(
         proc.stop()
     assert "processor_restarting" not in proc.log()
     got = drops(settings)
-    assert as_events(got) == reference_events(history, int(settings.seen_ttl * 1000))
-    dead = read_all(settings, settings.deadletter_topic)
+    assert as_events(got) == reference_events(history, int(settings.processor.seen_ttl * 1000))
+    dead = read_all(settings, settings.topics.deadletter)
     assert len(dead) == 2
     for (_, value, headers), (_, original) in zip(dead, records[:2], strict=True):
         h = headers_dict(headers)
         assert len(h["error"]) <= 1000
-        assert len(value) + sum(len(k) + len(v) for k, v in headers) < settings.max_message_bytes
+        assert (
+            len(value) + sum(len(k) + len(v) for k, v in headers) < settings.kafka.max_message_bytes
+        )
         if "value_truncated" in h:
             assert int(h["value_truncated"]) == len(original) and original.startswith(value)
         else:
@@ -64,9 +66,9 @@ def test_a_dead_letter_topic_with_a_smaller_limit_does_not_stop_processing(
     """An operator created the dead-letter topic with a 20 KB record limit: a 50 KB bad record
     is still dead-lettered (cut to fit), and nothing loops."""
     settings = kafka_settings.model_copy(update={"commit_interval": 0.3, "seen_ttl": 600.0})
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     res = ConfigResource(
-        "topic", settings.deadletter_topic, set_config={"max.message.bytes": "20000"}
+        "topic", settings.topics.deadletter, set_config={"max.message.bytes": "20000"}
     )
     for fut in admin.alter_configs([res]).values():
         fut.result()
@@ -81,6 +83,8 @@ def test_a_dead_letter_topic_with_a_smaller_limit_does_not_stop_processing(
     finally:
         proc.stop()
     assert "processor_restarting" not in proc.log()
-    assert as_events(drops(settings)) == reference_events(history, int(settings.seen_ttl * 1000))
-    ((_, value, headers),) = read_all(settings, settings.deadletter_topic)
+    assert as_events(drops(settings)) == reference_events(
+        history, int(settings.processor.seen_ttl * 1000)
+    )
+    ((_, value, headers),) = read_all(settings, settings.topics.deadletter)
     assert int(headers_dict(headers)["value_truncated"]) == len(bad) and bad.startswith(value)

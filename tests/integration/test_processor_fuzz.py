@@ -96,10 +96,10 @@ def test_hostile_records_are_dead_lettered_and_the_rest_is_exact(
     # the valid streams: exactly the reference, undisturbed by the noise
     valid_keys = {s.key for s in history}
     got = [d for d in drops(settings) if f"{d.bucket_id}/{d.provider}" in valid_keys]
-    assert as_events(got) == reference_events(history, int(settings.seen_ttl * 1000))
+    assert as_events(got) == reference_events(history, int(settings.processor.seen_ttl * 1000))
 
     # every hostile record that does not decode is in the dead-letter topic, bytes intact
-    dead = [value for _, value, _ in read_all(settings, settings.deadletter_topic)]
+    dead = [value for _, value, _ in read_all(settings, settings.topics.deadletter)]
     expected_dead = [data for _, data in hostile if undecodable(data)]
     assert len(expected_dead) > 100
     missing = [d for d in expected_dead if d not in dead]

@@ -30,7 +30,7 @@ def test_two_replicas_split_partitions_and_survive_a_kill_9(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     settings = kafka_settings.model_copy(update={"commit_interval": 0.3, "seen_ttl": 600.0})
-    assert settings.processor_instance == ""  # no hand-set id
+    assert settings.processor.instance == ""  # no hand-set id
     hist = random_history(seed=14, streams=8, polls=60)
     expected = reference_events(hist, 600_000)
     assert len(expected) > 100
@@ -53,14 +53,14 @@ def test_two_replicas_split_partitions_and_survive_a_kill_9(
             time.sleep(0.3)
         ids = {instance(a), instance(b)}
         assert len(ids) == 2, ids  # distinct, generated ids
-        assert set(got) == {f"{settings.processor_group}-{i}" for i in ids}
+        assert set(got) == {f"{settings.processor.group}-{i}" for i in ids}
         assert sorted(p for parts in got.values() for p in parts) == [0, 1]
         killed = instance(a)
         a.kill9()
         assert writer.is_alive()  # the kill is mid-run: snapshots are still coming
         writer.join()
         wait_processed(settings, survivor, 120)
-        assert members(settings) == {f"{settings.processor_group}-{instance(b)}": {0, 1}}
+        assert members(settings) == {f"{settings.processor.group}-{instance(b)}": {0, 1}}
         # the killed replica's open transaction holds read_committed readers of the drops
         # topic back until the broker aborts it (transaction.timeout.ms, 30 s)
         deadline = time.monotonic() + 90

@@ -32,16 +32,16 @@ def test_snapshots_deleted_by_retention_past_the_committed_offset_are_a_counted_
         snap = snapshot(
             f"r{i}", 1_000 + 30_000 * i, slots[: 3 + i % 3], kind="baseline" if i == 0 else "poll"
         )
-        p.produce(s.snapshot_topic, key=snap.key.encode(), value=encode(snap), partition=0)
+        p.produce(s.topics.snapshots, key=snap.key.encode(), value=encode(snap), partition=0)
     assert p.flush(30) == 0
     # the processor had read offsets 0-1 when it stopped ...
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": s.processor_group})
-    c.commit(offsets=[TopicPartition(s.snapshot_topic, 0, 2)], asynchronous=False)
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.processor.group})
+    c.commit(offsets=[TopicPartition(s.topics.snapshots, 0, 2)], asynchronous=False)
     c.close()
     # ... and retention deleted 2-5 before it came back (DeleteRecords moves the log start
     # as retention does)
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    for fut in admin.delete_records([TopicPartition(s.snapshot_topic, 0, 6)]).values():
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    for fut in admin.delete_records([TopicPartition(s.topics.snapshots, 0, 6)]).values():
         fut.result()
     port = free_port()
     proc = ProcessorProc(s, tmp_path / "processor.log", DROPS_PROCESSOR_METRICS_PORT=str(port))

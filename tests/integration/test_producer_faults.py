@@ -66,7 +66,7 @@ def test_faults_never_make_a_drop(kind: str, kafka_settings: Settings, tmp_path:
             "breaker_failures": 1000,
         }
     )
-    key = settings.resy_api_key.get_secret_value()
+    key = settings.providers.resy.api_key.get_secret_value()
     app = create_app(Market(seed=11, venues=300), api_key=key, scripted=True)
     with serve(app, port=PORTS[kind]), SimControl(url) as sim:
         sim.freeze(int(now.timestamp() * 1000))
@@ -88,7 +88,7 @@ def test_faults_never_make_a_drop(kind: str, kafka_settings: Settings, tmp_path:
         counts = sim.stats()["counts"]
     assert counts.get(f"fault_{kind}", 0) > 0, counts
 
-    snaps = [decode_snapshot(v) for _, v, _ in read_all(settings, settings.snapshot_topic)]
+    snaps = [decode_snapshot(v) for _, v, _ in read_all(settings, settings.topics.snapshots)]
     assert len({s.snapshot_id for s in snaps}) == BUCKETS * CYCLES
     assert all(len(s) > 0 for s in snaps if s.complete)  # the market has slots
     failed = [s for s in snaps if not s.complete]
@@ -104,9 +104,9 @@ def test_faults_never_make_a_drop(kind: str, kafka_settings: Settings, tmp_path:
         wait_processed(settings, proc, deadline_s=90)
     finally:
         assert proc.stop() == 0, proc.log()[-3000:]
-    events = read_all(settings, settings.drops_topic)
+    events = read_all(settings, settings.topics.drops)
     assert events == [], f"{len(events)} false drops after {kind} faults"
-    assert read_all(settings, settings.deadletter_topic) == []  # nothing was rejected either
+    assert read_all(settings, settings.topics.deadletter) == []  # nothing was rejected either
 
 
 REACH_PORT = 28027
@@ -138,7 +138,7 @@ def test_a_search_narrower_than_the_windows_and_failed_pages_make_no_false_drop(
             "breaker_failures": 1000,
         }
     )
-    key = settings.resy_api_key.get_secret_value()
+    key = settings.providers.resy.api_key.get_secret_value()
     app = create_app(Market(seed=11, venues=200, reach=NARROW), api_key=key, scripted=True)
     scripted: dict[str, str] = {}  # slot ids the search shows once opened -> what they are
     never: set[str] = set()  # opened where the search does not reach
@@ -187,7 +187,7 @@ def test_a_search_narrower_than_the_windows_and_failed_pages_make_no_false_drop(
         wait_processed(settings, proc, deadline_s=90)
     finally:
         assert proc.stop() == 0, proc.log()[-3000:]
-    events = [decode_drop(v) for _, v, _ in read_all(settings, settings.drops_topic)]
+    events = [decode_drop(v) for _, v, _ in read_all(settings, settings.topics.drops)]
     opens = [e.slot_id for e in events if e.event == "open"]
     false_drops = [f"{e.venue_id} {e.actual_time} ({e.read_via})" for e in events
                    if e.event == "open" and e.slot_id not in scripted]  # fmt: skip
@@ -197,7 +197,7 @@ def test_a_search_narrower_than_the_windows_and_failed_pages_make_no_false_drop(
     assert missed == [], f"scripted drops not reported: {missed}"
     assert sorted(opens) == sorted(scripted)  # every scripted drop, once
     assert not never & set(opens)
-    assert read_all(settings, settings.deadletter_topic) == []
-    snaps = [decode_snapshot(v) for _, v, _ in read_all(settings, settings.snapshot_topic)]
+    assert read_all(settings, settings.topics.deadletter) == []
+    snaps = [decode_snapshot(v) for _, v, _ in read_all(settings, settings.topics.snapshots)]
     vias = {s.read_via for snap in snaps for s in snap.slots}
     assert vias == {"search", "fallback"}  # the fallback did read venues the search lost

@@ -29,7 +29,7 @@ PORT = 28010
 def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30.0) -> list[Message]:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"read-{topic}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -71,7 +71,7 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
     clock = settings.clock()  # the test's instant (DROPS_TEST_NOW), shared with the producer
     app = create_app(
         Market(seed=3, venues=120),
-        api_key=settings.resy_api_key.get_secret_value(),
+        api_key=settings.providers.resy.api_key.get_secret_value(),
         scripted=True,
         clock=clock,
     )
@@ -88,7 +88,7 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
             assert writer.errors == 0 and writer.delivered == report.records + 8
 
         asyncio.run(cycle())
-        buckets = window(clock.now(), settings.market, ZoneInfo(settings.time_zone), 2)
+        buckets = window(clock.now(), settings.market.name, ZoneInfo(settings.market.time_zone), 2)
         later = {b.bucket_id for b in buckets if b.date > buckets[0].date}  # no slot has passed
         expected = {
             f"{b.bucket_id}/resy": {
@@ -97,8 +97,8 @@ def test_one_cycle_writes_snapshots_in_parts_with_faults_marked(kafka_settings: 
             }
             for b in buckets
         }
-        msgs = read_all(settings, settings.snapshot_topic, expect=10_000, timeout=8)
-        stats = read_all(settings, settings.stats_topic, expect=8)
+        msgs = read_all(settings, settings.topics.snapshots, expect=10_000, timeout=8)
+        stats = read_all(settings, settings.topics.stats, expect=8)
 
     by_key: dict[str, list[tuple[int, SnapshotView]]] = defaultdict(list)
     for m in msgs:

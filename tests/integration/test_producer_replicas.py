@@ -37,7 +37,9 @@ def test_two_producers_split_streams_and_fail_over(
             "request_timeout": 5.0,
         }
     )
-    app = create_app(Market(seed=5, venues=30), api_key=settings.resy_api_key.get_secret_value())
+    app = create_app(
+        Market(seed=5, venues=30), api_key=settings.providers.resy.api_key.get_secret_value()
+    )
     with serve(app, port=port):
         logs = [tmp_path / "p0.log", tmp_path / "p1.log"]
         procs = [produce(settings, logs[0]), produce(settings, logs[1])]
@@ -45,7 +47,7 @@ def test_two_producers_split_streams_and_fail_over(
             deadline = time.monotonic() + 60
             while True:
                 h = [held(p) for p in logs]
-                if all(h) and len(h[0] | h[1]) == settings.producer_partitions:  # type: ignore[operator]
+                if all(h) and len(h[0] | h[1]) == settings.topics.producers_partitions:  # type: ignore[operator]
                     break
                 assert all(p.poll() is None for p in procs), logs[0].read_text()[-2000:]
                 assert time.monotonic() < deadline, h
@@ -55,7 +57,7 @@ def test_two_producers_split_streams_and_fail_over(
             assert h0 and h1 and not h0 & h1
             keys = set(polls(settings))
             assert len(keys) == 12
-            moved = {k for k in keys if stream_part(k, settings.producer_partitions) in h0}
+            moved = {k for k in keys if stream_part(k, settings.topics.producers_partitions) in h0}
             assert moved and moved != keys  # both replicas poll some streams
             killed_ms = int(time.time() * 1000)
             os.kill(procs[0].pid, signal.SIGKILL)

@@ -82,7 +82,7 @@ def test_sink_stores_drops_closes_stats_and_venues(
     got = {r[0] for r in ch.query("SELECT dedupe_key FROM drop_events WHERE event = 'open'")}
     assert got == {e.dedupe_key for e in opens}
     assert count(ch, "SELECT count() FROM venues FINAL") == len({e.venue_id for e in opens})
-    prog = ch.progress(kafka_settings.drops_topic)
+    prog = ch.progress(kafka_settings.topics.drops)
     assert prog[0] >= max(offsets)
     assert count(ch, "SELECT sum(drops) FROM drops_per_venue_day") == 20
     med = ch.query("SELECT median_open_seconds FROM drop_open_time")
@@ -100,7 +100,7 @@ def test_replay_and_crash_leave_no_duplicate(kafka_settings: Settings, ch: Click
     # a crash after the insert, before the offset commit: store without committing
     run_until(first, lambda: count(ch, "SELECT count() FROM drop_events") == 30)
     first.consumer.commit(
-        offsets=[TopicPartition(kafka_settings.drops_topic, 0, 0)], asynchronous=False
+        offsets=[TopicPartition(kafka_settings.topics.drops, 0, 0)], asynchronous=False
     )
     first.close()
     # the same drops written again by a restarted processor (new offsets, same dedupe keys)
@@ -111,7 +111,7 @@ def test_replay_and_crash_leave_no_duplicate(kafka_settings: Settings, ch: Click
     finally:
         again.close()
     # a full replay of the topic by a new consumer group
-    replay = Sink(kafka_settings.model_copy(update={"sink_group": "replay-" + w.s.sink_group}), ch)
+    replay = Sink(kafka_settings.model_copy(update={"sink_group": "replay-" + w.s.sink.group}), ch)
     try:
         run_until(replay, lambda: replay.totals.skipped >= 36)
     finally:
@@ -132,12 +132,12 @@ def test_bad_records_go_to_the_deadletter_topic(kafka_settings: Settings, ch: Cl
         sink.close()
     c = Consumer(
         {
-            "bootstrap.servers": kafka_settings.kafka_bootstrap,
+            "bootstrap.servers": kafka_settings.kafka.bootstrap,
             "group.id": "dlq-check",
             "auto.offset.reset": "earliest",
         }
     )
-    c.subscribe([kafka_settings.deadletter_topic])
+    c.subscribe([kafka_settings.topics.deadletter])
     got = []
     deadline = time.monotonic() + 20
     while len(got) < 2 and time.monotonic() < deadline:

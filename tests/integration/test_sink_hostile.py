@@ -44,13 +44,13 @@ def wait(cond: Callable[[], bool], timeout: float = 40.0, what: str = "condition
 def dead_letters(settings: Settings, n: int, timeout: float = 20.0) -> list[Any]:
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"dlq-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 52_428_800,
         }
     )
-    c.subscribe([settings.deadletter_topic])
+    c.subscribe([settings.topics.deadletter])
     got = []
     deadline = time.monotonic() + timeout
     while len(got) < n and time.monotonic() < deadline:
@@ -64,9 +64,9 @@ def dead_letters(settings: Settings, n: int, timeout: float = 20.0) -> list[Any]
 def big_producer(settings: Settings) -> Producer:
     p = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "transactional.id": f"hostile-{uuid.uuid4().hex}",
-            "message.max.bytes": settings.max_message_bytes,
+            "message.max.bytes": settings.kafka.max_message_bytes,
         }
     )
     p.init_transactions(30)
@@ -94,8 +94,8 @@ def test_records_outside_the_column_types_are_dead_lettered_not_retried(
         {**make_drop(4).to_dict(), "seating_types": ["Bar", 7]},
     ]
     p = big_producer(s)
-    write_docs(p, s.drops_topic, hostile)
-    write_docs(p, s.stats_topic, [{**make_stats().to_dict(), "duration_ms": 2**32}])
+    write_docs(p, s.topics.drops, hostile)
+    write_docs(p, s.topics.stats, [{**make_stats().to_dict(), "duration_ms": 2**32}])
     w = DropWriter(s)
     w.write([good])
     w.write_stats([make_stats()])
@@ -122,7 +122,7 @@ def test_a_huge_field_gives_a_bounded_dead_letter(kafka_settings: Settings, ch: 
     s = kafka_settings
     p = big_producer(s)
     huge = {**make_drop(5).to_dict(), "date": "x" * 3_000_000}
-    write_docs(p, s.drops_topic, [huge])
+    write_docs(p, s.topics.drops, [huge])
     w = DropWriter(s)
     w.write([make_drop(6)])
     thread = SinkThread(s, ch).start()
@@ -144,8 +144,8 @@ def test_a_dead_letter_the_broker_refuses_is_detected(
     it must be counted as lost, not as written (before: no delivery callback, counted as a
     dead letter written)."""
     s = kafka_settings
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    res = ConfigResource("topic", s.deadletter_topic, set_config={"max.message.bytes": "20000"})
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    res = ConfigResource("topic", s.topics.deadletter, set_config={"max.message.bytes": "20000"})
     for fut in admin.alter_configs([res]).values():
         fut.result()
     w = DropWriter(s)

@@ -54,11 +54,11 @@ def test_records_deleted_by_retention_while_the_sink_was_away_are_a_counted_gap(
     finally:
         first.close()
     w.write([make_drop(i) for i in range(5, 15)])  # written while the sink is away ...
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
     ends = _ends(s)
     # ... and deleted by retention before it comes back (DeleteRecords moves the log start
     # as retention does)
-    cut = TopicPartition(s.drops_topic, 0, ends[0] - 3)
+    cut = TopicPartition(s.topics.drops, 0, ends[0] - 3)
     for fut in admin.delete_records([cut]).values():
         fut.result()
     w.write([make_drop(i) for i in range(15, 17)])
@@ -77,8 +77,8 @@ def test_records_deleted_by_retention_while_the_sink_was_away_are_a_counted_gap(
 def _ends(s: Settings) -> dict[int, int]:
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "ends"})
-    _, high = c.get_watermark_offsets(TopicPartition(s.drops_topic, 0), timeout=10)
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "ends"})
+    _, high = c.get_watermark_offsets(TopicPartition(s.topics.drops, 0), timeout=10)
     c.close()
     return {0: high}
 
@@ -87,8 +87,8 @@ def test_a_gap_shows_in_readyz_and_metrics(kafka_settings: Settings) -> None:
     s = kafka_settings
     w = DropWriter(s)
     w.write([make_drop(i) for i in range(3)])
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    for fut in admin.delete_records([TopicPartition(s.drops_topic, 0, 2)]).values():
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    for fut in admin.delete_records([TopicPartition(s.topics.drops, 0, 2)]).values():
         fut.result()
     with Server(s, with_sink=True) as srv:
         deadline = time.monotonic() + 30
@@ -107,7 +107,7 @@ def test_a_gap_shows_in_readyz_and_metrics(kafka_settings: Settings) -> None:
 def _recreate(s: Settings, topic: str) -> None:
     from shell import broker
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
     for fut in admin.delete_topics([topic], operation_timeout=30).values():
         fut.result()
     deadline = time.monotonic() + 60
@@ -137,7 +137,7 @@ def test_a_recreated_topic_is_detected_not_skipped_silently(
     finally:
         first.close()
     w.close()
-    _recreate(s, s.drops_topic)
+    _recreate(s, s.topics.drops)
     w = DropWriter(s)
     w.write([make_drop(i) for i in range(100, 103)])
     again = Sink(s, ch)

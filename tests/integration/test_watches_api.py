@@ -27,9 +27,9 @@ SPEC: dict[str, Any] = {
 
 def topic_records(s: Settings) -> list[tuple[str, bytes | None]]:
     c = Consumer(
-        {"bootstrap.servers": s.kafka_bootstrap, "group.id": "t", "enable.partition.eof": True}
+        {"bootstrap.servers": s.kafka.bootstrap, "group.id": "t", "enable.partition.eof": True}
     )
-    c.assign([TopicPartition(s.watches_topic, 0, OFFSET_BEGINNING)])
+    c.assign([TopicPartition(s.topics.watches, 0, OFFSET_BEGINNING)])
     out: list[tuple[str, bytes | None]] = []
     while True:
         m = c.poll(10)

@@ -35,13 +35,15 @@ def test_up_runs_without_the_simulator_by_a_setting() -> None:
     names = [c.name for c in stages(real)]
     assert "simulator" not in names and {"processor", "producer"} <= set(names)
     env = child_env(real)
-    assert env["DROPS_UP_SIMULATOR"] == "false"
-    assert env.get("DROPS_POLL_INTERVAL") != str(real.up_poll_interval)  # the real interval
+    assert env["DROPS_UP__SIMULATOR"] == "false"
+    assert env.get("DROPS_PRODUCER__POLL_INTERVAL") != str(
+        real.up.poll_interval
+    )  # the real interval
 
 
 def test_up_flag_turns_the_simulator_off(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
-    monkeypatch.setattr("shell.supervisor.up", lambda s: seen.append(s.up_simulator) or 0)
+    monkeypatch.setattr("shell.supervisor.up", lambda s: seen.append(s.up.simulator) or 0)
     assert cli.main(["up", "--no-simulator"]) == 0
     assert cli.main(["up"]) == 0
     assert seen == [False, True]

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from drops.settings import Settings
+from drops.settings import Settings, env_name, leaves
 from shell.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,15 +38,15 @@ def test_every_stage_runs_a_drops_subcommand() -> None:
 
 
 def test_env_vars_are_settings() -> None:
-    fields = {f"DROPS_{name.upper()}" for name in Settings.model_fields}
+    fields = {env_name(path) for path, _ in leaves(Settings())}
     env = compose()["x-drops-env"]
     assert set(env) <= fields
-    assert env["DROPS_CLICKHOUSE_DSN"].startswith("http://")  # a server: sink and API split
+    assert env["DROPS_CLICKHOUSE__DSN"].startswith("http://")  # a server: sink and API split
 
 
 def test_broker_version_matches_the_local_one() -> None:
     image = compose()["services"]["kafka"]["image"]
-    assert image.split(":")[1] == Settings.model_fields["kafka_version"].default
+    assert image.split(":")[1] == Settings().kafka.version
 
 
 def test_kafka_keeps_its_topics_in_the_volume() -> None:
@@ -72,17 +72,17 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 
 def test_stage_healthchecks_probe_the_ports_the_stages_serve() -> None:
     services = compose()["services"]
-    defaults = Settings.model_fields
+    defaults = Settings()
     ports = {
-        "producer": defaults["producer_metrics_port"].default,
-        "processor": defaults["processor_metrics_port"].default,
-        "sink": defaults["sink_metrics_port"].default,
-        "api": defaults["api_port"].default,
-        "simulator": defaults["sim_port"].default,
+        "producer": defaults.producer.metrics_port,
+        "processor": defaults.processor.metrics_port,
+        "sink": defaults.sink.metrics_port,
+        "api": defaults.api.port,
+        "simulator": defaults.simulator.port,
     }
     for name, port in ports.items():
         assert f"127.0.0.1:{port}/" in services[name]["healthcheck"]["test"][-1], name
-    assert compose()["x-drops-env"]["DROPS_METRICS_HOST"] == "0.0.0.0"
+    assert compose()["x-drops-env"]["DROPS_METRICS__HOST"] == "0.0.0.0"
 
 
 def _dockerfile() -> list[str]:

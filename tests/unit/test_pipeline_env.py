@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from bench.pipeline import settings_env
 from drops.settings import Settings
@@ -9,8 +12,14 @@ from drops.settings import Settings
 def test_child_env_round_trips_every_setting_including_secrets() -> None:
     s = Settings(resy_api_key="real-key", sim_scripted=True, state_path=Path("/tmp/x"), days=3)
     env = settings_env(s)
-    assert env["DROPS_RESY_API_KEY"] == "real-key"
-    assert env["DROPS_SIM_SCRIPTED"] == "true"
-    back = Settings(**{k[6:].lower(): v for k, v in env.items() if k.startswith("DROPS_")})
+    assert env["DROPS_PROVIDERS__RESY__API_KEY"] == "real-key"
+    assert env["DROPS_SIMULATOR__SCRIPTED"] == "true"
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("DROPS_")]:
+            mp.delenv(k)
+        for k, v in env.items():
+            if k.startswith("DROPS_"):
+                mp.setenv(k, v)
+        back = Settings()
     assert back.model_dump() == s.model_dump()
-    assert back.resy_api_key.get_secret_value() == "real-key"
+    assert back.providers.resy.api_key.get_secret_value() == "real-key"

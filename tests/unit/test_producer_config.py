@@ -31,7 +31,7 @@ time_zone = "America/New_York"
 
 
 def test_the_example_file_loads() -> None:
-    conf = cfg.load(Settings(config=EXAMPLE), environ={})
+    conf = cfg.load(Settings(config=EXAMPLE))
     assert [m.name for m in conf.markets] == ["nyc", "chi"]
     nyc, chi = conf.markets
     assert nyc.providers == ("resy",) and nyc.party_sizes == (2,) and nyc.days == 14
@@ -47,22 +47,34 @@ def test_the_example_file_loads() -> None:
 
 def test_without_a_file_one_market_comes_from_the_settings() -> None:
     s = Settings(market="bos", time_zone="America/New_York", providers="resy,opentable")
-    conf = cfg.load(s, environ={})
+    conf = cfg.load(s)
     (m,) = conf.markets
     assert (m.name, m.providers, m.party_sizes) == ("bos", ("resy", "opentable"), (2,))
-    assert conf.providers["resy"].base_url == s.resy_url
+    assert conf.providers["resy"].base_url == s.providers.resy.base_url
 
 
-def test_explicit_settings_and_path_overrides_beat_the_file() -> None:
+def _load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, env: dict[str, str], **kw: Any
+) -> cfg.Config:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return cfg.load(Settings(config=path, **kw))
+
+
+def test_explicit_settings_and_path_overrides_beat_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text = EXAMPLE.read_text()
-    s = Settings(poll_interval=5.0, concurrency=3)  # as if DROPS_POLL_INTERVAL, ...
     env = {
         "DROPS_CFG__PROVIDERS__RESY__CONCURRENCY": "16",
         "DROPS_CFG__MARKETS__CHI__PARTY_SIZES": "[2, 6]",
         "DROPS_CFG__MARKETS__NYC__TIME_ZONE": "America/Detroit",
         "DROPS_CFG__PRODUCER__DAYS": "7",
     }
-    conf = cfg.loads(text, s, env)
+    # poll_interval and concurrency as if DROPS_POLL_INTERVAL, DROPS_CONCURRENCY
+    conf = _load(tmp_path, monkeypatch, text, env, poll_interval=5.0, concurrency=3)
     assert all(m.poll_interval == 5.0 and m.days == 7 for m in conf.markets)
     assert conf.providers["resy"].concurrency == 16  # the path beats DROPS_CONCURRENCY
     assert conf.providers["opentable"].concurrency == 3
@@ -90,15 +102,19 @@ def test_explicit_settings_and_path_overrides_beat_the_file() -> None:
         (MINIMAL, {"DROPS_CFG__MARKETS__NYC__DAYS": "'many'"}, "markets[0].days"),
     ],
 )
-def test_errors_name_the_bad_key(text: str, env: dict[str, str], names: str) -> None:
+def test_errors_name_the_bad_key(
+    text: str, env: dict[str, str], names: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(cfg.ConfigError) as err:
-        cfg.loads(text, Settings(), env, source="m.toml")
-    assert names in str(err.value) and str(err.value).startswith("config m.toml")
+        _load(tmp_path, monkeypatch, text, env)
+    assert names in str(err.value)
+    if not env or "MARKETS" in next(iter(env)):  # an env var's own error names it instead
+        assert str(err.value).startswith(f"config {tmp_path / 'm.toml'}")
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(cfg.ConfigError, match="cannot read"):
-        cfg.load(Settings(config=tmp_path / "nope.toml"), environ={})
+        cfg.load(Settings(config=tmp_path / "nope.toml"))
 
 
 def test_the_key_comes_from_the_env_and_never_reaches_logs_reprs_or_records(
@@ -146,7 +162,9 @@ def test_the_key_comes_from_the_env_and_never_reaches_logs_reprs_or_records(
         assert KEY not in where
 
 
-def test_several_party_sizes_make_one_snapshot_with_merged_slots() -> None:
+def test_several_party_sizes_make_one_snapshot_with_merged_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     day = "2026-03-04"
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -163,8 +181,9 @@ def test_several_party_sizes_make_one_snapshot_with_merged_slots() -> None:
                "availability": {"slots": [slot, both]}}  # fmt: skip
         return httpx.Response(200, json={"search": {"hits": [hit], "nbHits": 1}})
 
-    settings = Settings()
-    conf = cfg.loads(MINIMAL + "party_sizes = [2, 4]\ndays = 1\n", settings, {})
+    (tmp_path / "m.toml").write_text(MINIMAL + "party_sizes = [2, 4]\ndays = 1\n")
+    settings = Settings(config=tmp_path / "m.toml")
+    conf = cfg.load(settings)
     transport = Transport(Policy(), client=httpx.AsyncClient(transport=httpx.MockTransport(handle)))
     providers = factory.build_market(settings, conf, conf.markets[0], transport)
 
@@ -173,7 +192,7 @@ def test_several_party_sizes_make_one_snapshot_with_merged_slots() -> None:
             self.values: list[bytes] = []
 
         def write(self, topic: str, key: str, value: bytes) -> None:
-            if topic == settings.snapshot_topic:
+            if topic == settings.topics.snapshots:
                 self.values.append(value)
 
         def flush(self, timeout: float = 30.0) -> int:

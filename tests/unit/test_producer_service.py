@@ -69,7 +69,7 @@ def test_skip_if_running_close_while_fetching_and_crashes() -> None:
         provider.gate.set()
         while service.running:
             await asyncio.sleep(0.01)
-        snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.snapshot_topic]
+        snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.topics.snapshots]
         kinds = sorted((s.bucket_id, s.kind) for s in snaps)
         assert ("nyc:2026-03-02:1500", "poll") not in kinds  # closed while fetching
         assert ("nyc:2026-03-02:1500", "close") in kinds
@@ -108,7 +108,7 @@ def test_a_start_polls_and_the_slide_builds_baselines(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="drops.producer"):
         report = asyncio.run(service.run_once(datetime(2026, 3, 2, 12, tzinfo=NY)))
     assert report.finished == 28 and report.errors == 0
-    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.stats_topic]
+    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.topics.stats]
     assert len(stats) == 28 and all(s.kind == "poll" for s in stats)  # a start sends polls
     assert not [r for r in caplog.records if r.getMessage().startswith("baseline_")]
     # the window slides while the producer runs: the two new buckets get baseline builds
@@ -123,7 +123,7 @@ def test_a_start_polls_and_the_slide_builds_baselines(caplog: pytest.LogCaptureF
     assert all(ln["elapsed_s"] >= 0 for ln in lines)
     (done,) = [r.__dict__ for r in caplog.records if r.getMessage() == "baseline_complete"]
     assert done["progress"] == "2/2"
-    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.stats_topic]
+    stats = [decode_stats(v) for t, _, v in writer.records if t == settings.topics.stats]
     assert sorted((s.bucket_id, s.kind) for s in stats if s.kind == "baseline") == [
         ("nyc:2026-03-16:1900", "baseline")
     ]
@@ -141,5 +141,5 @@ def test_a_start_polls_and_the_slide_builds_baselines(caplog: pytest.LogCaptureF
     writer.records.clear()
     restarted = ProducerService(settings, {"resy": provider}, writer)
     asyncio.run(restarted.run_once(datetime(2026, 3, 3, 3, 2, tzinfo=NY)))
-    snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.snapshot_topic]
+    snaps = [decode_snapshot(v) for t, _, v in writer.records if t == settings.topics.snapshots]
     assert len(snaps) == 28 and {s.kind for s in snaps} == {"poll"}

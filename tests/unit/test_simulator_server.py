@@ -246,10 +246,10 @@ def test_the_search_reach_is_a_setting(reach: tuple[int, int], span: tuple[int, 
 def test_sim_reach_setting_reads_one_or_two_numbers() -> None:
     from drops.settings import Settings
 
-    assert Settings(sim_reach="120").sim_reach_minutes == (120, 120)
-    assert Settings(sim_reach="90, 150").sim_reach_minutes == (90, 150)
-    with pytest.raises(ValueError, match="sim_reach"):
-        _ = Settings(sim_reach="1,2,3").sim_reach_minutes
+    assert Settings(sim_reach="120").simulator.reach == (120, 120)
+    assert Settings(sim_reach="90, 150").simulator.reach == (90, 150)
+    with pytest.raises(ValueError, match=r"simulator\.reach"):
+        _ = Settings(sim_reach="1,2,3")
 
 
 def test_a_fault_can_hit_one_endpoint_only(client: TestClient) -> None:

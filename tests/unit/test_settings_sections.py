@@ -1,0 +1,168 @@
+"""The settings' sections: every old flat ``DROPS_*`` name still lands in its new place, with a
+deprecation warning said once; the new nested names, typed lists and the old constructor and
+``model_copy`` keys."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from drops import log as drops_log
+from drops.errors import ConfigError
+from drops.settings import FLAT, Settings, env_name
+
+# a value of the right type for each old name (the env gives text)
+SAMPLES: dict[str, str] = {
+    "kafka_dist": "/tmp/dist",
+    "state_path": "/tmp/state",
+    "time_zone": "America/Chicago",
+    "time_slots": "10:00,11:30",
+    "providers": "resy,opentable",
+    "opentable_venue_ids": "1,2",
+    "party_size": "4",
+    "slide_at": "03:10",
+    "resy_url": "http://resy.test",
+    "opentable_url": "http://ot.test",
+    "api_cors_origins": "https://a.test,https://b.test",
+    "api_keys": "k1,k2",
+    "sim_fault_kinds": "5xx,429",
+    "sim_reach": "90,150",
+    "sim_scripted": "true",
+    "up_simulator": "false",
+    "clock_start": "2026-12-01T19:50:00Z",
+    "log_format": "text",
+    "clock_anchor": "12.5",
+    "log_level": "DEBUG",
+}
+EXPECTED: dict[str, Any] = {
+    "time_slots": ("10:00", "11:30"),
+    "providers": ("resy", "opentable"),
+    "opentable_venue_ids": ("1", "2"),  # (venues of the market only if it polls OpenTable)
+    "party_size": (4,),
+    "api_cors_origins": ("https://a.test", "https://b.test"),
+    "api_keys": ("k1", "k2"),
+    "sim_fault_kinds": ("5xx", "429"),
+    "sim_reach": (90, 150),
+    "sim_scripted": True,
+    "up_simulator": False,
+    "kafka_dist": Path("/tmp/dist"),
+    "clock_anchor": 12.5,
+    "state_path": Path("/tmp/state"),
+}
+
+
+def _sample(name: str, field: Any) -> tuple[str, Any]:
+    if name in SAMPLES:
+        text = SAMPLES[name]
+        return text, EXPECTED.get(name, text)
+    default = field
+    if isinstance(default, bool):
+        return "true", True
+    if isinstance(default, int):
+        return "7", 7
+    if isinstance(default, float):
+        return "2.5", 2.5
+    return f"x-{name}", f"x-{name}"
+
+
+def _at(s: Settings, path: str) -> Any:
+    value: Any = s
+    for part in path.split("."):
+        value = getattr(value, "clock_" if part == "clock" and value is s else part)
+    return value
+
+
+@pytest.mark.parametrize("old", sorted(FLAT))
+def test_every_old_env_name_lands_in_its_new_place(
+    old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = _at(Settings(), FLAT[old])
+    if isinstance(default, SecretStr):
+        default = default.get_secret_value()
+    text, want = _sample(old, default)
+    monkeypatch.setenv(f"DROPS_{old.upper()}", text)
+    got = _at(Settings(), FLAT[old])
+    if isinstance(got, SecretStr):
+        got = got.get_secret_value()
+    assert got == want, (old, FLAT[old])
+
+
+@pytest.mark.parametrize("old", ["sse_ping", "api_keys", "time_slots", "resy_api_key"])
+def test_the_new_name_beats_the_old_and_constructor_keys_beat_both(
+    old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"DROPS_{old.upper()}", SAMPLES.get(old, "1.5"))
+    new = {"sse_ping": "2.5", "api_keys": '["n1"]', "time_slots": '["08:00"]'}.get(old, "n")
+    monkeypatch.setenv(env_name(FLAT[old]), new)
+    got = _at(Settings(), FLAT[old])
+    want = {"sse_ping": 2.5, "api_keys": ("n1",), "time_slots": ("08:00",)}.get(old, "n")
+    assert (got.get_secret_value() if isinstance(got, SecretStr) else got) == want
+    if old == "sse_ping":
+        assert Settings(sse_ping=9.0).sse.ping == 9.0
+
+
+def test_an_old_name_is_warned_once_through_our_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(drops_log, "_warned", set())
+    monkeypatch.setattr(drops_log, "_pending", [])
+    monkeypatch.setattr(drops_log, "_configured", True)
+    monkeypatch.setenv("DROPS_SSE_PING", "3")
+    monkeypatch.setenv("DROPS_CFG__PROVIDERS__RESY__CONCURRENCY", "5")
+    monkeypatch.setenv("DROPS_SSE__RING", "10")  # a new name: no warning
+    with caplog.at_level(logging.WARNING, logger="drops.settings"):
+        for _ in range(3):
+            s = Settings()
+    assert s.sse.ping == 3.0 and s.providers.resy.concurrency == 5 and s.sse.ring == 10
+    warned = [
+        (r.__dict__["setting"], r.__dict__["use"])
+        for r in caplog.records
+        if r.getMessage() == "deprecated_setting"
+    ]
+    assert sorted(warned) == [
+        ("DROPS_CFG__PROVIDERS__RESY__CONCURRENCY", "DROPS_PROVIDERS__RESY__CONCURRENCY"),
+        ("DROPS_SSE_PING", "DROPS_SSE__PING"),
+    ]
+
+
+def test_a_warning_before_the_log_is_configured_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(drops_log, "_warned", set())
+    monkeypatch.setattr(drops_log, "_pending", [])
+    monkeypatch.setattr(drops_log, "_configured", False)
+    monkeypatch.setenv("DROPS_API_PORT", "8123")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert Settings().api.port == 8123
+        assert drops_log._pending
+        drops_log.configure("INFO", "json")
+        root.addHandler(caplog.handler)
+        assert not drops_log._pending
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_old_keys_of_constructors_and_copies_and_typed_lists() -> None:
+    s = Settings(kafka_bootstrap="b:1", api_keys="a, b", party_size=3, market="bos",
+                 resy_api_key="sk-secret-9")  # fmt: skip
+    assert s.kafka.bootstrap == "b:1" and s.api.keys == ("a", "b")
+    assert s.producer.party_sizes == (3,) and s.markets[0].name == "bos"
+    c = s.model_copy(update={"poll_interval": 0.5, "api_keys": "x", "concurrency": 2})
+    assert c.markets[0].poll_interval == 0.5 and c.api.keys == ("x",)
+    assert c.providers.resy.concurrency == 2 and c.providers.opentable.concurrency == 2
+    assert s.api.keys == ("a", "b")  # the original is untouched
+    assert "keys" not in repr(s.api) and "sk-secret-9" not in repr(s)  # secrets stay out
+
+
+def test_bad_values_name_the_new_key() -> None:
+    with pytest.raises(ConfigError, match=r"producer\.time_slots\[0\]"):
+        Settings(time_slots="7pm")
+    with pytest.raises(ConfigError, match=r"sse\.ping"):
+        Settings(sse_ping="soon")
