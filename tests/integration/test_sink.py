@@ -40,8 +40,8 @@ def count(ch: ClickHouse, sql: str) -> int:
 def test_migrations_are_idempotent_and_retention_follows_settings(
     kafka_settings: Settings, ch: ClickHouse
 ) -> None:
-    assert ch.migrate(400, "America/New_York") == []
-    assert ch.migrate(30, "America/New_York") == []
+    assert ch.migrate(400, {"nyc": "America/New_York"}) == []
+    assert ch.migrate(30, {"nyc": "America/New_York"}) == []
     versions = ch.query(
         "SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version"
     )

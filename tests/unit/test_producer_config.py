@@ -94,7 +94,7 @@ def test_explicit_settings_and_path_overrides_beat_the_file(
         ("[providers.resy]\napi_key = 'x'\n" + MINIMAL, {}, "providers.resy.api_key: cred"),
         ("[providers.resy]\nper_page = 500\n" + MINIMAL, {}, "providers.resy.per_page"),
         ("[providers.resy]\nbase_url = 'ftp://x'\n" + MINIMAL, {}, "providers.resy.base_url"),
-        (MINIMAL + MINIMAL, {}, "two markets have the same name"),
+        (MINIMAL + MINIMAL, {}, "markets[1].name: market 'nyc' is listed twice"),
         ("markets = 3", {}, "markets: at least one"),
         ("[[markets]\n", {}, "not TOML"),
         (MINIMAL, {"DROPS_CFG__MARKETS__LA__DAYS": "3"}, "no market named 'la'"),
