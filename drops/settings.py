@@ -221,8 +221,9 @@ class ProviderBase(Section):
 class ResySection(ProviderBase):
     api_key: SecretStr = Field(SecretStr("simulator"), description="Resy API key (never logged)")
     api_key_env: str = Field(
-        "DROPS_RESY_API_KEY",
-        description="Env var that holds the key (read by the client factory, never stored)",
+        "",
+        description="Env var that holds the key instead (read by the client factory, never "
+        "stored); empty: api_key",
     )
     per_page: int = Field(
         100, ge=1, le=100, description="Venues per Resy search page (server caps 100)"
@@ -473,7 +474,7 @@ class SimulatorSection(Section):
         False, description="Simulator scripted mode: no churn, only changes made by /_control"
     )
     fault_rate: float = Field(0.0, description="Share of simulator requests that fail")
-    reach: Ints = Field(
+    reach: Annotated[tuple[int, int], NoDecode] = Field(
         (150, 150),
         description="Simulator: minutes a time query answers around the asked time, "
         "'150' (±150) or 'before,after' such as '90,150'",
@@ -486,14 +487,22 @@ class SimulatorSection(Section):
         description="Fault kinds drawn at fault_rate (5xx,timeout,429,403,malformed,...)",
     )
 
-    _lists = field_validator("fault_kinds", "reach", mode="before")(_split)
+    _lists = field_validator("fault_kinds", mode="before")(_split)
+
+    @field_validator("reach", mode="before")
+    @classmethod
+    def _reach(cls, value: Any) -> Any:
+        value = _split(value)
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            value = (value[0], value[0])  # '150': ±150
+        return value
 
     @field_validator("reach")
     @classmethod
-    def _reach(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(value) not in (1, 2) or min(value) < 0:
+    def _reach_minutes(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 0:
             raise ValueError(f"reach is 'minutes' or 'before,after', not {value!r}")
-        return (value[0], value[-1])
+        return value
 
 
 class UpSection(Section):

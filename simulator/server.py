@@ -657,7 +657,7 @@ def app_from_settings(settings: Settings) -> Starlette:
         seed=settings.simulator.seed,
         venues=settings.simulator.venues,
         churn=settings.simulator.churn,
-        reach=(settings.simulator.reach[0], settings.simulator.reach[-1]),
+        reach=settings.simulator.reach,
     )
     kinds = settings.simulator.fault_kinds
     return create_app(

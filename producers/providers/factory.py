@@ -41,7 +41,8 @@ def transport_for(settings: Settings, config: cfg.Config) -> Transport:
 
 
 def api_key(settings: Settings, provider: cfg.ProviderConfig, environ: Mapping[str, str]) -> str:
-    """The provider's key: the env var its config names, else ``DROPS_RESY_API_KEY``."""
+    """The provider's key: the env var its config names, else ``providers.resy.api_key``
+    (``DROPS_PROVIDERS__RESY__API_KEY``, old name ``DROPS_RESY_API_KEY``)."""
     if provider.api_key_env and provider.api_key_env in environ:
         return environ[provider.api_key_env]
     return settings.providers.resy.api_key.get_secret_value()

@@ -40,7 +40,7 @@ def test_the_example_file_loads() -> None:
     assert chi.time_zone == "America/Chicago" and chi.party_sizes == (2, 4)
     assert chi.venues == {"opentable": ("200001", "200002", "200003")}
     assert conf.providers["opentable"].rate_limit == 5.0
-    assert conf.providers["resy"].api_key_env == "DROPS_RESY_API_KEY"
+    assert conf.providers["resy"].api_key_env == "DROPS_PROVIDERS__RESY__API_KEY"
     assert conf.providers["resy"].fallback_max == 500
     assert conf.source == str(EXAMPLE)
 

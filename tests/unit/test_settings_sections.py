@@ -166,3 +166,37 @@ def test_bad_values_name_the_new_key() -> None:
         Settings(time_slots="7pm")
     with pytest.raises(ConfigError, match=r"sse\.ping"):
         Settings(sse_ping="soon")
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "producers" / "markets.example.toml"
+
+
+def test_the_file_under_the_new_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPS_CONFIG", str(EXAMPLE))
+    monkeypatch.setenv("DROPS_PRODUCER__DAYS", "3")  # explicit: every market of the file
+    monkeypatch.setenv("DROPS_PROVIDERS__RATE_LIMIT", "2")  # explicit: every provider
+    monkeypatch.setenv("DROPS_MARKETS__CHI__PARTY_SIZES", "[6]")  # one key of one market
+    monkeypatch.setenv("DROPS_PROVIDERS__RESY__BASE_URL", "http://resy.test/")
+    s = Settings()
+    assert [(m.name, m.days) for m in s.markets] == [("nyc", 3), ("chi", 3)]
+    assert s.find_market("chi").party_sizes == (6,) and s.find_market("nyc").party_sizes == (2,)
+    assert s.providers.opentable.rate_limit == 2.0 and s.providers.resy.rate_limit == 2.0
+    assert s.providers.opentable.concurrency == 4  # the file's, nothing explicit
+    assert s.providers.resy.base_url == "http://resy.test"
+    assert s.config_source == str(EXAMPLE)
+
+
+def test_without_explicit_values_the_file_wins_over_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[producer]\ndays = 5\n[[markets]]\nname = "bos"\n[[markets]]\nname = "sf"\n'
+        'time_zone = "America/Los_Angeles"\ndays = 2\n'
+    )
+    s = Settings(config=path)
+    assert [(m.name, m.days, m.time_zone) for m in s.markets] == [
+        ("bos", 5, "America/New_York"),
+        ("sf", 2, "America/Los_Angeles"),
+    ]
+    assert s.producer.days == 5  # the section itself holds the file's [producer]
