@@ -888,6 +888,46 @@ def config_error(exc: ValidationError, source: str = "") -> ConfigError:
     return ConfigError(head + "; ".join(lines))
 
 
+def _resolve_markets(data: dict[str, Any]) -> list[Any]:
+    """The market list of ``data`` (the sources' merged values, sections as dicts or models):
+    the file's markets, each completed from ``producer``, or the ``market`` section's one
+    market; then the per-market overrides (``market_overrides``, popped)."""
+    overrides = data.pop("market_overrides", None) or {}
+    producer = data.get("producer") or {}
+    if isinstance(producer, BaseModel):
+        producer = dict(producer)
+    defaults = {k: producer[k] for k in MARKET_DEFAULTS if k in producer}
+    market = data.get("market") or {}
+    if isinstance(market, BaseModel):
+        market = dict(market)
+    markets = data.get("markets")
+    if markets is None or (isinstance(markets, (list, tuple)) and not markets):
+        if data.get("config_source", "settings") != "settings":
+            raise ValueError("markets: at least one [[markets]] table is needed")
+        one: dict[str, Any] = {
+            "name": market.get("name", "nyc"),
+            "time_zone": market.get("time_zone", "America/New_York"),
+            "providers": market.get("providers", ("resy",)),
+        }
+        ids = _split(market.get("opentable_venue_ids", ()))
+        if ids and "opentable" in _split(one["providers"]):
+            one["venues"] = {"opentable": ids}
+        markets = [one]
+    if not isinstance(markets, (list, tuple)):
+        raise ValueError("markets: at least one [[markets]] table is needed")
+    out = []
+    for m in markets:
+        if isinstance(m, dict):
+            m = {"providers": market.get("providers", ("resy",)), **defaults, **m}
+        out.append(m)
+    for name, values in overrides.items():
+        found = [m for m in out if isinstance(m, dict) and str(m.get("name", "")).lower() == name]
+        if not found:
+            raise ValueError(f"no market named {name!r} in the config")
+        found[0].update(values)
+    return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,
@@ -960,50 +1000,13 @@ class Settings(BaseSettings):
     def _markets(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = nest(data)  # model_validate / model_copy with old flat keys
-        overrides = data.pop("market_overrides", None) or {}
-        producer = data.get("producer") or {}
-        if isinstance(producer, BaseModel):
-            producer = dict(producer)
-        defaults = {k: producer[k] for k in MARKET_DEFAULTS if k in producer}
-        market = data.get("market") or {}
-        if isinstance(market, BaseModel):
-            market = dict(market)
-        markets = data.get("markets")
-        if markets is None or (isinstance(markets, (list, tuple)) and not markets):
-            if data.get("config_source", "settings") != "settings":
-                raise ValueError("markets: at least one [[markets]] table is needed")
-            one: dict[str, Any] = {
-                "name": market.get("name", "nyc"),
-                "time_zone": market.get("time_zone", "America/New_York"),
-                "providers": market.get("providers", ("resy",)),
-            }
-            ids = _split(market.get("opentable_venue_ids", ()))
-            if ids and "opentable" in _split(one["providers"]):
-                one["venues"] = {"opentable": ids}
-            markets = [one]
-        if not isinstance(markets, (list, tuple)):
-            raise ValueError("markets: at least one [[markets]] table is needed")
-        out = []
-        for m in markets:
-            if isinstance(m, dict):
-                m = {"providers": market.get("providers", ("resy",)), **defaults, **m}
-            out.append(m)
-        for name, values in overrides.items():
-            found = [
-                m for m in out if isinstance(m, dict) and str(m.get("name", "")).lower() == name
-            ]
-            if not found:
-                raise ValueError(f"no market named {name!r} in the config")
-            found[0].update(values)
-        data["markets"] = out
+        data = nest(data)  # model_validate with old flat keys
+        data["markets"] = _resolve_markets(data)
         return data
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:
-        for i, m in enumerate(self.markets):
-            if any(o.name == m.name for o in self.markets[:i]):
-                raise ValueError(f"markets[{i}].name: market {m.name!r} is listed twice")
+        _check_unique(self.markets)
         return self
 
     # --- old flat names, read and copied (the rename script moves code to the new ones)
@@ -1023,21 +1026,22 @@ class Settings(BaseSettings):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy; ``update`` may name old flat keys (``{"sse_ping": 0.3}``), sections or root
-        fields. The copy is validated, and the markets follow the updated defaults as they
-        would have from the env."""
+        fields. Updated sections are validated; the markets follow the updated defaults as they
+        would have from the env, and a new ``config`` file is read (what was given explicitly
+        still beats it). The env is not read again."""
         if not update:
             return super().model_copy(deep=deep)
-        data: dict[str, Any] = {
-            (f.alias or name): getattr(self, name) for name, f in type(self).model_fields.items()
-        }
+        root: dict[str, Any] = {}  # field name -> value
         sections: dict[str, Any] = {}
         for key, value in update.items():
             is_flat = key in FLAT and not isinstance(value, (dict, BaseModel))
             path = FLAT[key].split(".") if is_flat else [key]
             if key == "party_size":
                 value = (value,)
-            if len(path) == 1:
-                data[path[0]] = value
+            if len(path) == 1 and isinstance(value, dict) and path[0] != "markets":
+                sections[path[0]] = _merge(sections.get(path[0], {}), value)  # {"sse": {...}}
+            elif len(path) == 1:
+                root["clock_" if path[0] == "clock" else path[0]] = value
             else:
                 _put(sections, path, value)
         shared = sections.get("providers", {})
@@ -1045,16 +1049,81 @@ class Settings(BaseSettings):
             if key in shared:  # like an explicit DROPS_CONCURRENCY: every provider
                 for name in KNOWN_PROVIDERS:
                     shared.setdefault(name, {})[key] = shared[key]
-        for name, values in sections.items():
-            data[name] = _updated(getattr(self, "clock_" if name == "clock" else name), values)
-        if "markets" not in update and ("producer" in sections or "market" in sections):
-            if self.config_source == "settings":
-                data["markets"] = ()  # the one market again, from the updated sections
-            else:
-                given = {k: v for k, v in sections.get("producer", {}).items()
-                         if k in MARKET_DEFAULTS}  # fmt: skip
-                data["markets"] = [{**dict(m), **given} for m in self.markets]
-        return type(self).model_validate(data)
+        try:
+            raw_markets, overrides = self._copy_config(root, sections)
+            for name, values in sections.items():
+                field = "clock_" if name == "clock" else name
+                current = getattr(self, field)
+                root[field] = _updated(current, values) if isinstance(values, dict) else values
+            if raw_markets is None and "markets" in root:
+                raw_markets = list(root["markets"])
+            elif raw_markets is None and ("producer" in sections or "market" in sections):
+                if self.config_source == "settings":
+                    raw_markets = []  # the one market again, from the updated sections
+                else:
+                    given = {k: v for k, v in sections.get("producer", {}).items()
+                             if k in MARKET_DEFAULTS}  # fmt: skip
+                    raw_markets = [{**dict(m), **given} for m in self.markets]
+            if raw_markets is not None:
+                data = {
+                    "producer": root.get("producer", self.producer),
+                    "market": root.get("market", self.market),
+                    "markets": raw_markets,
+                    "config_source": root.get("config_source", self.config_source),
+                    "market_overrides": overrides,
+                }
+                markets = [
+                    m if isinstance(m, Market) else _market_at(i, m)
+                    for i, m in enumerate(_resolve_markets(data))
+                ]
+                root["markets"] = tuple(markets)
+        except ValidationError as exc:
+            raise config_error(exc, str(root.get("config") or self.config or "")) from None
+        except ValueError as exc:
+            source = root.get("config") or self.config
+            raise ConfigError(f"config {source}: {exc}" if source else str(exc)) from None
+        if "markets" in root:
+            try:
+                _check_unique(root["markets"])
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return super().model_copy(update=root, deep=deep)
+
+    def _copy_config(
+        self, root: dict[str, Any], sections: dict[str, Any]
+    ) -> tuple[list[Any] | None, dict[str, Any]]:
+        """For :meth:`model_copy` with a new ``config``: the file's sections (into
+        ``sections``, under what was given explicitly) and its raw markets."""
+        if "config" not in root or root["config"] == self.config:
+            return None, {}
+        if root["config"] is None:
+            root["config_source"] = "settings"
+            return [], {}
+        path = root["config"] = Path(root["config"])
+        given = self.providers.model_fields_set
+        explicit: dict[str, Any] = {
+            "producer": {k: getattr(self.producer, k) for k in self.producer.model_fields_set},
+            "providers": {k: getattr(self.providers, k) for k in given},
+        }
+        for name in KNOWN_PROVIDERS:
+            sub = getattr(self.providers, name)
+            if name in explicit["providers"]:
+                explicit["providers"][name] = {k: getattr(sub, k) for k in sub.model_fields_set}
+        doc = _Toml(type(self), path, explicit)()
+        root["config_source"] = doc.pop("config_source")
+        producer = _merge(
+            doc.get("producer") or {}, explicit["producer"], sections.pop("producer", {})
+        )
+        providers = _merge(
+            doc.get("providers") or {}, explicit["providers"], sections.pop("providers", {})
+        )
+        root["producer"] = ProducerSection.model_validate(producer)
+        root["providers"] = ProvidersSection.model_validate(providers)
+        overrides = _Aliases(type(self), os.environ)().get("market_overrides", {})
+        markets = doc.get("markets")
+        if not isinstance(markets, list) or not markets:
+            raise ValueError("markets: at least one [[markets]] table is needed")
+        return markets, overrides
 
     # --- the clock and the derived places
 
@@ -1087,6 +1156,21 @@ class Settings(BaseSettings):
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+def _check_unique(markets: tuple[Market, ...]) -> None:
+    for i, m in enumerate(markets):
+        if any(o.name == m.name for o in markets[:i]):
+            raise ValueError(f"markets[{i}].name: market {m.name!r} is listed twice")
+
+
+def _market_at(i: int, raw: Any) -> Market:
+    try:
+        return Market.model_validate(raw)
+    except ValidationError as exc:  # its keys under markets[i]
+        raise ConfigError(
+            "; ".join(f"markets[{i}].{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
 def _updated(section: BaseModel, values: dict[str, Any]) -> BaseModel:

@@ -158,6 +158,8 @@ def test_old_keys_of_constructors_and_copies_and_typed_lists() -> None:
     assert c.markets[0].poll_interval == 0.5 and c.api.keys == ("x",)
     assert c.providers.resy.concurrency == 2 and c.providers.opentable.concurrency == 2
     assert s.api.keys == ("a", "b")  # the original is untouched
+    nested = s.model_copy(update={"sse": {"ping": 0.3}, "clock": {"start": ""}})
+    assert nested.sse.ping == 0.3 and nested.sse.ring == s.sse.ring
     assert "keys" not in repr(s.api) and "sk-secret-9" not in repr(s)  # secrets stay out
 
 
@@ -200,3 +202,21 @@ def test_without_explicit_values_the_file_wins_over_the_defaults(
         ("sf", 2, "America/Los_Angeles"),
     ]
     assert s.producer.days == 5  # the section itself holds the file's [producer]
+
+
+def test_a_copy_with_a_config_file_reads_it_and_keeps_what_was_explicit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = Settings(kafka_bootstrap="b:1", poll_interval=4.0)
+    monkeypatch.setenv("DROPS_MARKETS__CHI__DAYS", "9")  # (no market chi without the file)
+    s = base.model_copy(update={"config": EXAMPLE, "sse_ping": 2.0})
+    assert s.config == EXAMPLE and s.config_source == str(EXAMPLE)
+    assert [m.name for m in s.markets] == ["nyc", "chi"]
+    assert all(m.poll_interval == 4.0 for m in s.markets)  # explicit beats the file
+    assert s.find_market("chi").days == 9 and s.find_market("nyc").days == 14
+    assert s.providers.opentable.rate_limit == 5.0 and s.kafka.bootstrap == "b:1"
+    assert s.sse.ping == 2.0 and base.config is None and len(base.markets) == 1
+    back = s.model_copy(update={"config": None})
+    assert [m.name for m in back.markets] == ["nyc"] and back.config_source == "settings"
+    with pytest.raises(ConfigError, match="cannot read"):
+        base.model_copy(update={"config": Path("/nonexistent/m.toml")})
