@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     broker.start(settings)
     env = dict(os.environ)
     env.update(
-        DROPS_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
+        DROPS_KAFKA__BOOTSTRAP=settings.kafka.bootstrap,
         DROPS_DATA_DIR=str(settings.data_dir.resolve()),
     )
+    env["DROPS_KAFKA_BOOTSTRAP"] = env["DROPS_KAFKA__BOOTSTRAP"]  # bench/producer_bench reads it
     figures: list[Figure] = []
     failures: dict[str, str] = {}
     try:

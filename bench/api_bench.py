@@ -640,11 +640,9 @@ def bench_sse(
 
 
 def _env(settings: Any) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"DROPS_{name.upper()}"] = str(value)
-    return env
+    from bench.pipeline import settings_env
+
+    return settings_env(settings)
 
 
 def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[str, Any]:

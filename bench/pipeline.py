@@ -21,7 +21,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import SecretStr
 
-from drops.settings import Settings, env_name, leaves
+from drops.settings import FLAT, Settings, env_name, leaves
 
 T = TypeVar("T")
 
@@ -50,7 +50,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         else:
             text = str(value)
         env[env_name(path)] = text
-    env.update(extra)
+    for key, value in extra.items():  # an old name (DROPS_API_PORT) as its new one: the
+        flat = key[len("DROPS_") :].lower() if key.startswith("DROPS_") else ""  # new wins
+        env[env_name(FLAT[flat]) if flat in FLAT else key] = value
     return env
 
 

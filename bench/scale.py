@@ -95,7 +95,7 @@ class Scale(Chaos):
     def command(self, name: str) -> None:
         kind = name.split("-")[0]
         if kind == "api":
-            env = {"DROPS_API_PORT": str(self.ports[name])}
+            env = {"DROPS_API__PORT": str(self.ports[name])}
             self.pipeline.start(name, "api", "--with-sink", env=env)
             url = self.url(name)
             wait_for(name, lambda: httpx.get(f"{url}/healthz").status_code == 200, 120)

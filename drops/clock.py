@@ -2,12 +2,12 @@
 
 Everything that asks "what time is it" for the domain (the bucket window and its daily
 slide, the time a poll started, the simulator's market, the API's "last 10 minutes") reads
-one :class:`Clock`. By default it is the machine's clock. ``DROPS_CLOCK_START`` (an ISO
+one :class:`Clock`. By default it is the machine's clock. ``DROPS_CLOCK__START`` (an ISO
 instant) starts a process's clock at that instant, running at normal speed from there, so a
 test or a demo can run the whole pipeline at a chosen moment (14:50 New York, a minute
 before the 02:05 slide, a daylight-saving day) without touching the machine's clock.
-``DROPS_CLOCK_ANCHOR`` (Unix seconds of the real clock) says when the clock read
-``DROPS_CLOCK_START``; processes given the same pair share one clock, whenever each started.
+``DROPS_CLOCK__ANCHOR`` (Unix seconds of the real clock) says when the clock read
+``DROPS_CLOCK__START``; processes given the same pair share one clock, whenever each started.
 
 Kafka, timeouts, retries, back-offs and latency figures keep the real clock
 (``time.monotonic`` and ``time.time``): they measure durations, not the time of day.

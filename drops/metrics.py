@@ -7,8 +7,8 @@ counter or a gauge). Every registry carries ``drops_build_info`` (:func:`registr
 
 The API serves its registry at ``GET /metrics`` on its own port; the producer, the
 processor and a standalone sink serve theirs with :func:`serve` on a port of their own
-(``DROPS_PRODUCER_METRICS_PORT``, ``DROPS_PROCESSOR_METRICS_PORT``,
-``DROPS_SINK_METRICS_PORT``; 0 turns it off).
+(``DROPS_PRODUCER__METRICS_PORT``, ``DROPS_PROCESSOR__METRICS_PORT``,
+``DROPS_SINK__METRICS_PORT``; 0 turns it off).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each replica needs an id that is unique among the live replicas and stable across its
 restarts (it is the Kafka ``transactional.id`` that fences a crashed run's open transaction,
 and the static ``group.instance.id``), and a RocksDB folder of its own. Without a hand-set
-``DROPS_PROCESSOR_INSTANCE`` a replica claims the first free *slot* under the state folder,
+``DROPS_PROCESSOR__INSTANCE`` a replica claims the first free *slot* under the state folder,
 ``<state_dir>/replica-<k>``: a slot is free when no live process holds the exclusive
 ``flock`` on its ``lock`` file (the kernel drops the lock when its process dies, kill -9
 included). The slot's id is derived from the host's name and the slot's folder (and kept in
@@ -36,7 +36,7 @@ class Replica:
 
 
 def claim(settings: Settings) -> Replica:
-    """This process's replica: the hand-set ``DROPS_PROCESSOR_INSTANCE`` with the state
+    """This process's replica: the hand-set ``DROPS_PROCESSOR__INSTANCE`` with the state
     folder as it is, or the first free slot under it (held until the process ends)."""
     if settings.processor.instance:
         return Replica(settings.processor.instance, settings.state_dir, None)

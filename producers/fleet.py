@@ -1,10 +1,11 @@
 """Producer replicas: which streams this replica polls, decided by Kafka's group membership.
 
-Every replica joins one consumer group (``DROPS_PRODUCER_GROUP``) on a small assignment topic
-(``DROPS_PRODUCER_TOPIC``, ``DROPS_PRODUCER_PARTITIONS`` partitions, no records). Each of its
-partitions stands for the streams :func:`producers.core.stream_part` maps to it, and the
-group's assignor (cooperative-sticky) splits the partitions between the live replicas: no
-shard numbers, no lock of our own. A replica polls the streams of the partitions it holds.
+Every replica joins one consumer group (``DROPS_PRODUCER__GROUP``) on a small assignment
+topic (``DROPS_TOPICS__PRODUCERS``, ``DROPS_TOPICS__PRODUCERS_PARTITIONS`` partitions, no
+records). Each of its partitions stands for the streams :func:`producers.core.stream_part`
+maps to it, and the group's assignor (cooperative-sticky) splits the partitions between the
+live replicas: no shard numbers, no lock of our own. A replica polls the streams of the
+partitions it holds.
 
 - **Fail-over**: a replica that dies stops heartbeating; after ``session.timeout.ms`` the
   coordinator rebalances and the survivors are assigned its partitions. The service starts

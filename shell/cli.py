@@ -142,7 +142,8 @@ PASS_THROUGH = {"simulate", "bench", "chaos", "scale"}  # the tools parse their 
 
 DESCRIPTION = (
     "Discovery Drops: spots restaurant reservations the moment they open. One subcommand per "
-    "stage; `drops up` runs them all. Settings are env vars DROPS_* (`drops settings`)."
+    "stage; `drops up` runs them all. Settings are env vars DROPS_<SECTION>__<NAME> "
+    "(`drops settings`)."
 )
 
 
@@ -160,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--no-simulator",
                 action="store_true",
-                help="poll the real providers (DROPS_RESY_URL, DROPS_OPENTABLE_URL) at "
-                "DROPS_POLL_INTERVAL; no simulator (same as DROPS_UP_SIMULATOR=false)",
+                help="poll the real providers (DROPS_PROVIDERS__RESY__BASE_URL, "
+                "DROPS_PROVIDERS__OPENTABLE__BASE_URL) at DROPS_PRODUCER__POLL_INTERVAL; no "
+                "simulator (same as DROPS_UP__SIMULATOR=false)",
             )
         if name == "rebaseline":
             which = p.add_mutually_exclusive_group(required=True)

@@ -64,7 +64,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         # the demo polls its simulator fast; real providers keep theirs
         env["DROPS_PRODUCER__POLL_INTERVAL"] = str(settings.up.poll_interval)
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
-    if "DROPS_LOG_FORMAT" not in env:
+    if "DROPS_LOG_FORMAT" not in env:  # (the old name, if the user gave it)
         env.setdefault("DROPS_LOG__FORMAT", settings.log.format)
     if settings.clock_.start:  # every stage (and each restart of one) reads the same clock
         for old in ("DROPS_CLOCK_START", "DROPS_CLOCK_ANCHOR"):

@@ -23,3 +23,9 @@ def test_child_env_round_trips_every_setting_including_secrets() -> None:
         back = Settings()
     assert back.model_dump() == s.model_dump()
     assert back.providers.resy.api_key.get_secret_value() == "real-key"
+
+
+def test_an_extra_under_an_old_name_reaches_the_child_under_its_new_one() -> None:
+    env = settings_env(Settings(api_port=8000), DROPS_API_PORT="8123", DROPS_TEST_X="1")
+    assert env["DROPS_API__PORT"] == "8123" and "DROPS_API_PORT" not in env
+    assert env["DROPS_TEST_X"] == "1"
