@@ -54,6 +54,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -977,6 +978,8 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             source = values.get("config") or os.environ.get("DROPS_CONFIG", "")
             raise config_error(exc, str(source) if source else "") from None
+        except SettingsError as exc:  # an env value that is not JSON where JSON is needed
+            raise ConfigError(str(exc).replace('source "_Env"', "the env")) from None
 
     @classmethod
     def settings_customise_sources(

@@ -163,11 +163,16 @@ def test_old_keys_of_constructors_and_copies_and_typed_lists() -> None:
     assert "keys" not in repr(s.api) and "sk-secret-9" not in repr(s)  # secrets stay out
 
 
-def test_bad_values_name_the_new_key() -> None:
+def test_bad_values_name_the_new_key(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"producer\.time_slots\[0\]"):
         Settings(time_slots="7pm")
     with pytest.raises(ConfigError, match=r"sse\.ping"):
         Settings(sse_ping="soon")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrapp: unknown key"):
+        Settings(kafka={"bootstrapp": "x"})
+    monkeypatch.setenv("DROPS_MARKETS", "not json")
+    with pytest.raises(ConfigError, match="markets"):
+        Settings()
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "producers" / "markets.example.toml"
