@@ -735,6 +735,13 @@ class _Env(EnvSettingsSource):
     must not read: the old flat ``DROPS_MARKET``/``DROPS_PROVIDERS`` (now sections; see
     :class:`_Aliases`) and the per-market ``DROPS_MARKETS__<NAME>__<KEY>``."""
 
+    _done: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._done is None:  # read once: for the file's explicit values and for the merge
+            self._done = super().__call__()
+        return self._done
+
     def _load_env_vars(self) -> Mapping[str, str | None]:
         env = super()._load_env_vars()
         skip = ("drops_market", "drops_providers")
@@ -758,7 +765,14 @@ class _Aliases(PydanticBaseSettingsSource):
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # everything is done in __call__
 
+    _done: dict[str, Any] | None = None
+
     def __call__(self) -> dict[str, Any]:
+        if self._done is None:  # read once: for the file's explicit values and for the merge
+            self._done = self._read()
+        return self._done
+
+    def _read(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         env = {k.upper(): v for k, v in self.environ.items() if k.upper().startswith(PREFIX)}
         for name in sorted(env):
