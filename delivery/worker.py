@@ -42,6 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
+from drops.runtime import full_jitter
 from drops.settings import Settings
 from drops.topics import ensure_topics
 from schemas import SchemaError
@@ -255,8 +256,9 @@ class Worker:
                 error = str(exc)
                 if exc.final or attempt == self.s.delivery_attempts:
                     break
-                cap = min(self.s.delivery_backoff_max, self.s.delivery_backoff * 2 ** (attempt - 1))
-                pause = self.rng.uniform(0, cap)
+                pause = full_jitter(
+                    attempt - 1, self.s.delivery_backoff, self.s.delivery_backoff_max, self.rng
+                )
                 if exc.retry_after is not None:
                     pause = max(pause, min(exc.retry_after, self.s.delivery_backoff_max))
                 self.totals.retries += 1

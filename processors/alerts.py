@@ -44,6 +44,7 @@ from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
 from drops.topics import ensure_topics
+from processors.quix import exactly_once_app
 from schemas import SchemaError, decode_drop
 from schemas.watches import Alert, Watch, decode_watch, encode_record
 
@@ -261,24 +262,13 @@ def build_app(settings: Settings) -> tuple[Application, Matcher]:
     feed.sync()  # the whole table before the first drop
     log.info("watches_loaded", watches=len(feed.index))
     group = settings.matcher_group
-    app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_group=group,
-        auto_offset_reset="earliest",
-        commit_interval=settings.matcher_commit_interval,
-        processing_guarantee="exactly-once",
+    app = exactly_once_app(
+        settings,
+        group=group,
+        member=f"{group}-{settings.matcher_instance}",
         state_dir=settings.state_dir / "matcher",
-        consumer_extra_config={
-            "isolation.level": "read_committed",
-            "group.instance.id": f"{group}-{settings.matcher_instance}",
-            "session.timeout.ms": 15_000,
-        },
-        producer_extra_config={
-            "message.max.bytes": settings.max_message_bytes,
-            "transactional.id": f"{group}-{settings.matcher_instance}",
-            "transaction.timeout.ms": 30_000,
-        },
-        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
+        commit_interval=settings.matcher_commit_interval,
+        loglevel=settings.log_level.upper(),
     )
     drops = app.topic(settings.drops_topic, value_deserializer="bytes", key_deserializer="bytes")
     alerts = app.topic(settings.alerts_topic, value_serializer=_OutValue(), key_serializer="bytes")
