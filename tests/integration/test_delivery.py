@@ -298,3 +298,45 @@ def test_two_workers_share_the_alerts_and_a_kill_9_and_rebalances_repeat_nothing
         pipe.stop_all()
         writer.close()
         receiver.close()
+
+
+def test_the_delivery_log_held_is_its_last_hours_only(kafka_settings: Settings) -> None:
+    """What a worker keeps of the delivery log: records of the last
+    DROPS_DELIVERY_LOG_KEEP_HOURS by their own time, then trimmed as time goes on; the topic
+    is created with its retention."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from delivery.worker import SentLog
+    from schemas.watches import Delivery, encode_record
+
+    s = kafka_settings
+    now = int(time.time() * 1000)  # the worker's clock, that writes the records' at_ms
+    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "acks": "all"})
+    for aid, at in (("old", now - 3 * 3_600_000), ("recent", now - 60_000), ("new", now)):
+        d = Delivery(
+            alert_id=aid,
+            watch_id="w",
+            channel=0,
+            channel_type="webhook",
+            target="http://127.0.0.1:9/x",
+            status="delivered",
+            attempts=1,
+            latency_ms=1,
+            error="",
+            at_ms=at,
+        )
+        p.produce(s.deliveries_topic, key=aid.encode(), value=encode_record(d))
+    p.flush(10)
+    log = SentLog(s, keep_ms=3_600_000)
+    try:
+        log.sync()
+        assert set(log.sent) == {("recent", 0), ("new", 0)}
+        log.trim(now + 3_600_000 - 30_000)  # half an hour on: "recent" is past the hour
+        assert set(log.sent) == {("new", 0)} and log.trimmed == 2
+    finally:
+        log.close()
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    res = ConfigResource("topic", s.deliveries_topic)
+    cfg = admin.describe_configs([res])[res].result()
+    assert int(cfg["retention.ms"].value) == int(s.delivery_log_retention_hours * 3_600_000)
