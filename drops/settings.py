@@ -165,6 +165,11 @@ class TopicsSection(Section):
     producers_partitions: int = Field(
         24, description="Partitions of the producers' assignment topic (most useful replicas)"
     )
+    alerts_partitions: int = Field(
+        4,
+        description="Partitions of the alerts topic (set at creation): delivery worker "
+        "replicas in one group share them, so at most this many are busy",
+    )
 
 
 class MarketSection(Section):
@@ -450,6 +455,11 @@ class MatcherSection(Section):
     metrics_port: int = Field(
         9104, description="Alert matcher's /metrics port (0: off; one per replica on a host)"
     )
+    told_max_days: float = Field(
+        16.0,
+        description="Matcher: longest a slot's told watches are kept for its close, days (each "
+        "is kept until the slot's date has passed, by the drops' event time; this bounds it)",
+    )
 
 
 class DeliverySection(Section):
@@ -462,6 +472,16 @@ class DeliverySection(Section):
         5.0, description="Delivery: sends per second per channel (token bucket, burst of 10)"
     )
     concurrency: int = Field(16, description="Delivery: sends in flight")
+    log_keep_hours: float = Field(
+        24.0,
+        description="Delivery: hours of the delivery log a worker reads and keeps in memory to "
+        "skip what was sent (far above the longest retries of an uncommitted alert)",
+    )
+    log_retention_hours: float = Field(
+        168.0,
+        description="Delivery: retention of the deliveries topic, hours (set when the topic "
+        "is created; the sink copies it to ClickHouse alert_deliveries)",
+    )
     metrics_port: int = Field(9105, description="Delivery worker's /metrics port (0: off)")
 
 
@@ -649,6 +669,7 @@ FLAT: dict[str, str] = {
     "matcher_commit_interval": "matcher.commit_interval",
     "matcher_instance": "matcher.instance",
     "matcher_metrics_port": "matcher.metrics_port",
+    "matcher_told_max_days": "matcher.told_max_days",
     "delivery_group": "delivery.group",
     "delivery_attempts": "delivery.attempts",
     "delivery_backoff": "delivery.backoff",
@@ -657,6 +678,9 @@ FLAT: dict[str, str] = {
     "delivery_rate": "delivery.rate",
     "delivery_concurrency": "delivery.concurrency",
     "delivery_metrics_port": "delivery.metrics_port",
+    "delivery_log_keep_hours": "delivery.log_keep_hours",
+    "delivery_log_retention_hours": "delivery.log_retention_hours",
+    "alerts_partitions": "topics.alerts_partitions",
     "sim_host": "simulator.host",
     "sim_port": "simulator.port",
     "sim_venues": "simulator.venues",

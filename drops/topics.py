@@ -23,8 +23,16 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.topics.producers, settings.topics.producers_partitions, 1),
         # the system of record of watches: compacted, a tombstone deletes
         NewTopic(settings.topics.watches, 1, 1, config={**big, "cleanup.policy": "compact"}),
-        NewTopic(settings.topics.alerts, 1, 1, config=big),
-        NewTopic(settings.topics.deliveries, 1, 1, config=big),
+        NewTopic(settings.topics.alerts, settings.topics.alerts_partitions, 1, config=big),
+        NewTopic(
+            settings.topics.deliveries,
+            1,
+            1,
+            config={
+                **big,
+                "retention.ms": str(int(settings.delivery.log_retention_hours * 3_600_000)),
+            },
+        ),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:

@@ -260,6 +260,7 @@ TTL_TABLES = {
     "discovery_buckets": "toDateTime(polled_at)",
     "venues": "toDateTime(last_seen)",
     "watched_days": "toDateTime(date)",
+    "alert_deliveries": "toDateTime(at)",
 }
 
 
