@@ -99,6 +99,7 @@ class Processor:
 
     def __init__(self, settings: Settings) -> None:
         self.seen_ttl_ms = int(settings.seen_ttl * 1000)
+        self.party_size = settings.party_size  # the party size the drops' booking links ask
         self.clock = settings.clock()  # event times are the producers' clock
         self.states = StateStore()
         self.heartbeat = Heartbeat(log, "processor_heartbeat", every=settings.heartbeat_interval)
@@ -143,7 +144,7 @@ class Processor:
         try:
             st = self.states.load(key, state)
             out = rule.apply(st, snap, self.seen_ttl_ms)
-            events = rule.events(snap, out)
+            events = rule.events(snap, out, self.party_size)
             if out.delete:
                 self.states.delete(key, state)
             elif not out.ignored:

@@ -67,7 +67,11 @@ class Slot:
     party_max: int = 0
     booking: str = ""  # a booking link or token (tokens rotate: never an identity)
     slot_id: str = ""
-    read_via: str = READ_SEARCH  # which endpoint read it (READ_VIA)
+    read_via: ReadVia = READ_SEARCH  # which endpoint read it (READ_VIA)
+    # what the provider's answer gives for the venue's booking page (domain/booking.py):
+    # Resy's venue url_slug and its location's url_slug (the city); "" when not given
+    venue_slug: str = ""
+    venue_city: str = ""
 
     def __post_init__(self) -> None:
         if not self.slot_id:
@@ -88,6 +92,8 @@ class Slot:
             "booking": self.booking,
             "slot_id": self.slot_id,
             "read_via": self.read_via,
+            "venue_slug": self.venue_slug,
+            "venue_city": self.venue_city,
         }
 
 
@@ -172,6 +178,12 @@ class DropEvent:
     # (optional fields of v2 go here, each with a default: readers of v2 treat them as
     # absent when missing; see docs/operations.md, "Upgrades")
     read_via: ReadVia = READ_SEARCH  # how the slot was read: "search" or "fallback"
+    # the venue's booking-page slug and city as the provider gave them ("" when it did not)
+    venue_slug: str = ""
+    venue_city: str = ""
+    # the provider's booking page for this venue, date, time and party size
+    # (domain/booking.py); "" when the provider's answer did not give what it needs
+    booking_url: str = ""
     v: int = DROP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -297,6 +309,8 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
         booking=_opt(doc, "booking", str, "", where),
         slot_id=_opt(doc, "slot_id", str, "", where),
         read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, where), where),
+        venue_slug=_opt(doc, "venue_slug", str, "", where),
+        venue_city=_opt(doc, "venue_city", str, "", where),
     )
     try:
         expected = ids.slot_id(slot.provider, slot.venue_id, slot.actual_time)
@@ -355,6 +369,9 @@ def drop_from_dict(doc: Any) -> DropEvent:
         open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
         opened_after_ms=_opt(doc, "opened_after_ms", int, None, w),
         read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, w), w),
+        venue_slug=_opt(doc, "venue_slug", str, "", w),
+        venue_city=_opt(doc, "venue_city", str, "", w),
+        booking_url=_opt(doc, "booking_url", str, "", w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 
@@ -367,8 +384,25 @@ MAGIC_V2 = b"DDS\x02"
 _PRE = struct.Struct("<4sIIIIII")  # magic, header, slots, venues, venue ids, venue table, rows
 _U32_MAX = 2**32 - 1
 
-Venue = tuple[str, str, str, str, str]  # provider, venue_id, venue_name, time_zone, neighborhood
-VenueDetails = tuple[str, str, str, str]  # provider, venue_name, time_zone, neighborhood
+# provider, venue_id, venue_name, time_zone, neighborhood, venue_slug, venue_city
+Venue = tuple[str, str, str, str, str, str, str]
+# provider, venue_name, time_zone, neighborhood, venue_slug, venue_city
+VenueDetails = tuple[str, str, str, str, str, str]
+
+
+def venue_row(details: VenueDetails) -> tuple[str, ...]:
+    """A venue's row of the v2 venue table: 4 strings, or 6 when it has a booking slug/city
+    (readers of the 4-string rows keep working; the row of a venue without them is unchanged)."""
+    return details if details[4] or details[5] else details[:4]
+
+
+def _venue_of(s: Slot) -> Venue:
+    return (
+        s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood, s.venue_slug,
+        s.venue_city,
+    )  # fmt: skip
+
+
 IdArray = npt.NDArray[np.uint64]
 
 
@@ -426,7 +460,7 @@ def _encode_v2(snap: Snapshot) -> bytes:
     vidx: list[int] = []
     rows: list[bytes] = []
     for s in snap.slots:
-        vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+        vk = _venue_of(s)
         j = venues.get(vk)
         if j is None:
             j = venues[vk] = len(venues)
@@ -443,7 +477,7 @@ def _encode_v2(snap: Snapshot) -> bytes:
         np.fromiter((int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=n),
         np.array(vidx, dtype=np.uint32),
         orjson.dumps([v[1] for v in venues]),
-        orjson.dumps([(v[0], v[2], v[3], v[4]) for v in venues]),
+        orjson.dumps([venue_row((v[0], v[2], v[3], v[4], v[5], v[6])) for v in venues]),
         len(venues),
         offsets,
         b"".join(rows),
@@ -519,14 +553,14 @@ class SnapshotView:
         venues: dict[Venue, int] = {}
         vidx = []
         for s in snap.slots:
-            vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+            vk = _venue_of(s)
             vidx.append(venues.setdefault(vk, len(venues)))
         view.ids = np.fromiter(
             (int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=len(snap.slots)
         )
         view.venue_index = np.array(vidx, dtype=np.uint32)
         view.venue_keys = [v[1] for v in venues]
-        view._details = [(v[0], v[2], v[3], v[4]) for v in venues]
+        view._details = [(v[0], v[2], v[3], v[4], v[5], v[6]) for v in venues]
         view._slots = snap.slots
         return view
 
@@ -559,8 +593,8 @@ class SnapshotView:
         if self._details is None:
             self._details = _venue_details(self._details_raw, len(self.venue_keys))
             self._details_raw = None
-        provider, name, zone, hood = self._details[j]
-        return provider, self.venue_keys[j], name, zone, hood
+        provider, name, zone, hood, slug, city = self._details[j]
+        return provider, self.venue_keys[j], name, zone, hood, slug, city
 
     def slot(self, i: int) -> Slot:
         """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
@@ -591,7 +625,7 @@ class SnapshotView:
                 raise SchemaError(f"{w}: field {name!r} has type {type(value).__name__}")
         if not all(isinstance(x, str) for x in seating):
             raise SchemaError(f"{w}: field 'seating_types' is not a list of strings")
-        provider, venue_id, venue_name, time_zone, neighborhood = self.venue(
+        provider, venue_id, venue_name, time_zone, neighborhood, slug, city = self.venue(
             int(self.venue_index[i])
         )
         sid = int(self.ids[i])
@@ -614,6 +648,8 @@ class SnapshotView:
             booking=booking,
             slot_id=f"{sid:016x}",
             read_via=via,
+            venue_slug=slug,
+            venue_city=city,
         )
 
     @property
@@ -681,10 +717,12 @@ def _venue_details(raw: memoryview | None, m: int) -> list[VenueDetails]:
         if (
             not isinstance(row, list)
             or len(row) < 4
-            or not all(isinstance(x, str) for x in row[:4])
+            or not all(isinstance(x, str) for x in row[:6])
         ):
-            raise SchemaError(f"{w}[{j}]: not a row of 4 strings")
-        out.append((row[0], row[1], row[2], row[3]))
+            raise SchemaError(f"{w}[{j}]: not a row of 4 (or 6) strings")
+        slug = row[4] if len(row) > 4 else ""
+        city = row[5] if len(row) > 5 else ""
+        out.append((row[0], row[1], row[2], row[3], slug, city))
     return out
 
 

@@ -45,6 +45,14 @@
     const h = +m[4];
     return DAYS[day.getUTCDay()] + " " + (+m[3]) + " " + MONTHS[+m[2] - 1] + ", " + (h % 12 || 12) + ":" + m[5] + " " + (h < 12 ? "am" : "pm");
   }
+  // the provider's booking page built by the pipeline (booking_url); an item stored before
+  // it existed: its booking when that is a web link. Only https/http: never javascript: etc.
+  function bookingLink(d) {
+    for (const v of [d.booking_url, d.booking]) {
+      if (typeof v === "string" && /^https?:\/\//i.test(v)) return v;
+    }
+    return "";
+  }
   function text(tag, cls, value) {
     const el = document.createElement(tag);
     el.className = cls;
@@ -64,11 +72,13 @@
     const right = document.createElement("div");
     right.className = "when";
     right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms)));
-    if (/^https?:\/\//.test(d.booking || "")) {
+    const link = bookingLink(d);
+    if (link) {
       const a = text("a", "book", "Book");
-      a.href = d.booking;
+      a.href = link;
       a.target = "_blank";
       a.rel = "noopener";
+      a.title = "Book " + (d.venue_name || d.venue_id) + ", " + humanTime(d.actual_time) + " (opens " + d.provider + ")";
       right.append(a);
     }
     li.append(left, right);

@@ -51,7 +51,11 @@ def same_shape(declared: dict[str, Any], derived: dict[str, Any]) -> bool:
     ("file", "record", "exclude"),
     [
         ("drop.v2.json", DropEvent, ("extra",)),
-        ("drop.v1.json", DropEvent, ("extra", "opened_after_ms", "read_via")),
+        (
+            "drop.v1.json",
+            DropEvent,
+            ("extra", "opened_after_ms", "read_via", "venue_slug", "venue_city", "booking_url"),
+        ),
         ("snapshot.v2.header.json", Snapshot, ("slots",)),
         ("snapshot.v1.json", Snapshot, ()),
     ],
@@ -74,7 +78,8 @@ def test_the_openapi_item_is_the_drop_record_and_its_log_position() -> None:
     derived = properties(DropEvent)
     assert {k: props[k]["type"] for k in derived} == {k: v["type"] for k, v in derived.items()}
     # every key but those that items stored from older drop records lack
-    assert ITEM["required"] == [k for k in ITEM_KEYS if k not in ("opened_after_ms", "read_via")]
+    optional = ("opened_after_ms", "read_via", "venue_slug", "venue_city", "booking_url")
+    assert ITEM["required"] == [k for k in ITEM_KEYS if k not in optional]
 
 
 def _columns(table: str) -> dict[str, str]:
@@ -140,3 +145,12 @@ def test_clickhouse_columns_are_the_record_fields(
         set(stored) - {AS_DATETIME.get(n, n) for n in kept} - {"kafka_partition", "kafka_offset"}
     )
     assert extra == ours
+
+
+def test_the_snapshot_schema_declares_the_slot_fields() -> None:
+    from schemas import Slot
+
+    declared = schema_file("snapshot.v1.json")["$defs"]["slot"]["properties"]
+    derived = properties(Slot)
+    assert set(declared) == set(derived), "snapshot.v1.json $defs.slot: add or remove these"
+    assert {k for k in derived if not same_shape(declared[k], derived[k])} == set()
