@@ -29,7 +29,19 @@
   }
 
   const slotKey = (d) => d.bucket_id + "|" + d.slot_id + "|" + d.opened_at_ms;
-  const fmtTime = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  // an instant as a clock time in the venue's zone, as people read it ("7:31 pm"); the
+  // device's zone only when the browser does not know the venue's
+  function fmtTime(ms, zone) {
+    let parts;
+    try {
+      parts = new Intl.DateTimeFormat("en-US", { hour: "numeric", minute: "2-digit", hour12: false, timeZone: zone || undefined }).formatToParts(new Date(ms));
+    } catch (e) {
+      parts = new Intl.DateTimeFormat("en-US", { hour: "numeric", minute: "2-digit", hour12: false }).formatToParts(new Date(ms));
+    }
+    const get = (t) => +((parts.find((p) => p.type === t) || {}).value || 0);
+    const h = get("hour") % 24;
+    return (h % 12 || 12) + ":" + String(get("minute")).padStart(2, "0") + " " + (h < 12 ? "am" : "pm");
+  }
   function fmtDuration(s) {
     if (s < 90) return Math.round(s) + " s";
     if (s < 5400) return Math.round(s / 60) + " min";
@@ -71,7 +83,7 @@
     left.append(text("div", "meta", [d.neighborhood, humanTime(d.actual_time), "party " + party, d.provider, (d.seating_types || []).join(", ")].filter(Boolean).join(" · ")));
     const right = document.createElement("div");
     right.className = "when";
-    right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms)));
+    right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms, d.time_zone)));
     const link = bookingLink(d);
     if (link) {
       const a = text("a", "book", "Book");
