@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     time_zone: str = Field("America/New_York", description="The market's time zone")
     time_slots: str = Field("15:00,19:00", description="Bucket times, comma separated")
     days: int = Field(14, description="Days in the sliding window")
-    party_size: int = Field(2, description="Party size asked of the providers")
+    party_size: int = Field(
+        2, description="Party size asked of the providers (and the one drops' booking links ask)"
+    )
     providers: str = Field("resy", description="Providers polled, comma separated")
 
     # --- producers -----------------------------------------------------------------------
