@@ -45,6 +45,11 @@ class SchemaError(DropsError, ValueError):
     """A record that cannot be decoded; the message names the field."""
 
 
+# a field's value when a record on the wire leaves it out, for a field the constructor still
+# requires (field metadata); a field with a default takes its default
+WIRE_DEFAULT = "wire_default"
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A part of a fetch that did not succeed: its slots are unknown, never absent."""
@@ -158,16 +163,16 @@ class DropEvent:
     time_slot: str
     slot_id: str
     venue_id: str
-    venue_name: str
-    neighborhood: str
+    venue_name: str = field(metadata={WIRE_DEFAULT: ""})
+    neighborhood: str = field(metadata={WIRE_DEFAULT: ""})
     actual_time: str
-    time_zone: str
-    seating_types: tuple[str, ...]
-    party_min: int
-    party_max: int
-    booking: str
+    time_zone: str = field(metadata={WIRE_DEFAULT: ""})
+    seating_types: tuple[str, ...] = field(metadata={WIRE_DEFAULT: ()})
+    party_min: int = field(metadata={WIRE_DEFAULT: 0})
+    party_max: int = field(metadata={WIRE_DEFAULT: 0})
+    booking: str = field(metadata={WIRE_DEFAULT: ""})
     opened_at_ms: int
-    snapshot_id: str
+    snapshot_id: str = field(metadata={WIRE_DEFAULT: ""})
     closed_at_ms: int | None = None
     open_seconds: float | None = None
     # the event time of the stream's last complete poll before the one that saw the slot
@@ -252,24 +257,7 @@ def _versioned(
 def stats_from_dict(doc: Any) -> BucketStats:
     w = "bucket_stats"
     v, kind = _versioned(doc, w, STATS_VERSION, "kind", STATS_KINDS)
-    return BucketStats(
-        v=v,
-        market=_req(doc, "market", str, w),
-        provider=_req(doc, "provider", str, w),
-        bucket_id=_req(doc, "bucket_id", str, w),
-        date=_req(doc, "date", str, w),
-        time_slot=_req(doc, "time_slot", str, w),
-        kind=kind,
-        snapshot_id=_req(doc, "snapshot_id", str, w),
-        polled_at_ms=_req(doc, "polled_at_ms", int, w),
-        duration_ms=_req(doc, "duration_ms", int, w),
-        venues=_req(doc, "venues", int, w),
-        slots=_req(doc, "slots", int, w),
-        complete=_req(doc, "complete", bool, w),
-        failures=_opt(doc, "failures", int, 0, w),
-        requests=_opt(doc, "requests", int, 0, w),
-        retries=_opt(doc, "retries", int, 0, w),
-    )
+    return BucketStats(v=v, kind=kind, **_decode_fields(doc, _STATS_RULES, w))
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -338,7 +326,69 @@ def snapshot_from_dict(doc: Any) -> Snapshot:
     return Snapshot(**head, slots=slots)
 
 
-_DROP_FIELDS = {f for f in DropEvent.__dataclass_fields__ if f != "extra"}
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """How one field of a record is read from its JSON object (derived from the dataclass)."""
+
+    name: str
+    types: type | tuple[type, ...]  # the JSON types it may have
+    required: bool  # a missing (or null) value is a SchemaError
+    default: Any  # its value when it is missing
+    as_tuple: bool = False  # a JSON array kept as a tuple
+    choices: tuple[str, ...] = ()  # a Literal: the values it may take
+
+
+def field_rules(record: type, skip: tuple[str, ...] = ()) -> tuple[FieldRule, ...]:
+    """The decoding rules of a record dataclass's fields (but ``skip``), in declaration order:
+    each field's JSON type from its annotation; required when it has neither a default nor a
+    :data:`WIRE_DEFAULT`. A field added to the dataclass is decoded with no other change."""
+    hints = typing.get_type_hints(record)
+    out = []
+    for f in fields(record):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(hint)
+        if WIRE_DEFAULT in f.metadata:
+            required, default = False, f.metadata[WIRE_DEFAULT]
+        elif f.default is not MISSING:
+            required, default = False, f.default
+        else:
+            required, default = True, None
+        if origin is Literal:
+            rule = FieldRule(f.name, str, required, default, choices=tuple(map(str, args)))
+        elif origin in (tuple, list):
+            rule = FieldRule(f.name, list, required, default, as_tuple=origin is tuple)
+        elif args and len(args) == 1:  # X | None
+            types: type | tuple[type, ...] = (int, float) if args[0] is float else args[0]
+            rule = FieldRule(f.name, types, required, default)
+        elif hint is float:
+            rule = FieldRule(f.name, (int, float), required, default)
+        elif hint in (str, int, bool):
+            rule = FieldRule(f.name, hint, required, default)
+        else:
+            raise InvariantError(f"{record.__name__}.{f.name}: no JSON reading for {hint!r}")
+        out.append(rule)
+    return tuple(out)
+
+
+def _decode_fields(doc: dict[str, Any], rules: tuple[FieldRule, ...], w: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in rules:
+        if r.required:
+            value = _req(doc, r.name, r.types, w)
+        else:
+            value = _opt(doc, r.name, r.types, r.default, w)
+        if r.choices and value not in r.choices:
+            raise SchemaError(f"{w}: field {r.name!r} is {value!r}, not one of {r.choices}")
+        out[r.name] = tuple(value) if r.as_tuple else value
+    return out
+
+
+_DROP_RULES = field_rules(DropEvent, skip=("v", "event", "extra"))
+_DROP_FIELDS = {f.name for f in fields(DropEvent) if f.name != "extra"}
+_STATS_RULES = field_rules(BucketStats, skip=("v", "kind"))
 
 
 def drop_from_dict(doc: Any) -> DropEvent:
@@ -347,31 +397,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
     return DropEvent(
         v=v,
         event=event,
-        dedupe_key=_req(doc, "dedupe_key", str, w),
-        bucket_id=_req(doc, "bucket_id", str, w),
-        market=_req(doc, "market", str, w),
-        provider=_req(doc, "provider", str, w),
-        date=_req(doc, "date", str, w),
-        time_slot=_req(doc, "time_slot", str, w),
-        slot_id=_req(doc, "slot_id", str, w),
-        venue_id=_req(doc, "venue_id", str, w),
-        venue_name=_opt(doc, "venue_name", str, "", w),
-        neighborhood=_opt(doc, "neighborhood", str, "", w),
-        actual_time=_req(doc, "actual_time", str, w),
-        time_zone=_opt(doc, "time_zone", str, "", w),
-        seating_types=tuple(_opt(doc, "seating_types", list, [], w)),
-        party_min=_opt(doc, "party_min", int, 0, w),
-        party_max=_opt(doc, "party_max", int, 0, w),
-        booking=_opt(doc, "booking", str, "", w),
-        opened_at_ms=_req(doc, "opened_at_ms", int, w),
-        snapshot_id=_opt(doc, "snapshot_id", str, "", w),
-        closed_at_ms=_opt(doc, "closed_at_ms", int, None, w),
-        open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
-        opened_after_ms=_opt(doc, "opened_after_ms", int, None, w),
-        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, w), w),
-        venue_slug=_opt(doc, "venue_slug", str, "", w),
-        venue_city=_opt(doc, "venue_city", str, "", w),
-        booking_url=_opt(doc, "booking_url", str, "", w),
+        **_decode_fields(doc, _DROP_RULES, w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 
