@@ -34,6 +34,7 @@ Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a clie
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -238,6 +239,7 @@ def resy_slots(slots: list[SimSlot], party: int, model_ms: int) -> list[dict[str
     return out
 
 
+@functools.cache
 def url_slug(name: str) -> str:
     """A venue's web slug as Resy makes them: lower case, words joined by ``-``."""
     return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
