@@ -43,8 +43,13 @@ ITEM = _obj(
         "kafka_offset": INT,
     }
 )
-for _key in ("opened_after_ms", "read_via"):  # optional: items stored before drop records v2
+# optional: items stored before the fields existed lack them
+for _key in ("opened_after_ms", "read_via", "venue_slug", "venue_city", "booking_url"):
     ITEM["required"].remove(_key)
+ITEM["properties"]["booking_url"]["description"] = (
+    "The provider's booking page for this venue, date, time and party size (https; '' when "
+    "the provider's answer did not give what it needs)"
+)
 
 ERROR = _obj(
     {

@@ -50,7 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from domain import slotsets
+from domain import booking, slotsets
 from domain.slotsets import EMPTY, IdArray
 from drops.errors import InvariantError
 from schemas import DropEvent, Slot, Snapshot, SnapshotView, dedupe_key
@@ -290,6 +290,7 @@ def _finish(state: BucketState, out: Outcome, whole: bool) -> None:
 
 
 MAX_PARTS = 64
+DEFAULT_PARTY = 2  # the party size a drop's booking link asks for unless told
 
 
 def _parts(whole: IdArray, parts: list[IdArray]) -> list[IdArray]:
@@ -300,12 +301,17 @@ def _parts(whole: IdArray, parts: list[IdArray]) -> list[IdArray]:
     return parts
 
 
-def events(snap: SnapshotView | Snapshot, out: Outcome) -> list[DropEvent]:
-    """The drop records of one outcome, in a stable order (opens, then closes)."""
+def events(
+    snap: SnapshotView | Snapshot, out: Outcome, party_size: int = DEFAULT_PARTY
+) -> list[DropEvent]:
+    """The drop records of one outcome, in a stable order (opens, then closes).
+    ``party_size`` is the one their booking links ask for (moved into each slot's range)."""
     after = out.opened_after_ms
-    records = [_event("open", snap, s.to_dict(), at, None, after) for s, at in out.opened]
+    records = [
+        _event("open", snap, s.to_dict(), at, None, after, party_size) for s, at in out.opened
+    ]
     records += [
-        _event("close", snap, o.slot, o.opened_at_ms, closed, o.opened_after_ms)
+        _event("close", snap, o.slot, o.opened_at_ms, closed, o.opened_after_ms, party_size)
         for o, closed in out.closed
     ]
     return records
@@ -318,7 +324,18 @@ def _event(
     opened_at_ms: int,
     closed_at_ms: int | None,
     opened_after_ms: int | None,
+    party_size: int,
 ) -> DropEvent:
+    slug = str(slot.get("venue_slug") or "")  # payloads kept before the fields: none
+    city = str(slot.get("venue_city") or "")
+    link = booking.booking_url(
+        snap.provider,
+        slot["venue_id"],
+        slug,
+        city,
+        slot["actual_time"],
+        booking.link_party_size(slot["party_min"], slot["party_max"], party_size),
+    )
     return DropEvent(
         event=kind,
         dedupe_key=dedupe_key(snap.bucket_id, slot["slot_id"], opened_at_ms, kind),
@@ -343,4 +360,7 @@ def _event(
         open_seconds=None if closed_at_ms is None else (closed_at_ms - opened_at_ms) / 1000,
         opened_after_ms=opened_after_ms,
         read_via=slot.get("read_via", READ_SEARCH),  # payloads kept before the field: search
+        venue_slug=slug,
+        venue_city=city,
+        booking_url=link,
     )

@@ -192,7 +192,10 @@ class ProducerSection(Section):
     days: int = Field(14, ge=1, le=60, description="Days in the sliding window")
     time_slots: Strs = Field(("15:00", "19:00"), min_length=1, description="Bucket times (list)")
     party_sizes: Ints = Field(
-        (2,), min_length=1, description="Party sizes asked of the providers (list)"
+        (2,),
+        min_length=1,
+        description="Party sizes asked of the providers (list); the first is the one drops' "
+        "booking links ask",
     )
     slide_at: str = Field("02:05", description="Local time at which the bucket window slides")
     slots_per_record: int = Field(2000, description="Slots per snapshot record part")

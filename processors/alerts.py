@@ -48,6 +48,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
+from domain.booking import drop_link
 from domain.watches import WatchIndex, alert_id, human_time, texts, told_ttl_ms
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
@@ -166,13 +167,7 @@ class Texts:
     @staticmethod
     def of(kind: str, drop: dict[str, Any]) -> Texts:
         title, body = texts(kind, drop)
-        booking = str(drop.get("booking") or "")
-        return Texts(
-            title,
-            body,
-            human_time(str(drop["actual_time"])),
-            booking if booking.startswith(("https://", "http://")) else "",
-        )
+        return Texts(title, body, human_time(str(drop["actual_time"])), drop_link(drop))
 
 
 class Matcher:
@@ -254,7 +249,10 @@ class Matcher:
             title=t.title,
             body=t.body,
             local_time=t.local_time,
-            booking_url=t.booking_url,
+            # a watch that names a party size books for it (the record's link: the default)
+            booking_url=(
+                drop_link(drop, w.criteria.party_size) if w.criteria.party_size else t.booking_url
+            ),
             matched_at_ms=now_ms,
         )
 

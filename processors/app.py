@@ -100,6 +100,8 @@ class Processor:
 
     def __init__(self, settings: Settings) -> None:
         self.seen_ttl_ms = int(settings.processor.seen_ttl * 1000)
+        # the party size the drops' booking links ask (moved into each slot's party range)
+        self.party_size = settings.producer.party_sizes[0]
         self.clock = settings.clock()  # event times are the producers' clock
         self.states = StateStore()
         self.heartbeat = Heartbeat(
@@ -146,7 +148,7 @@ class Processor:
         try:
             st = self.states.load(key, state)
             out = rule.apply(st, snap, self.seen_ttl_ms)
-            events = rule.events(snap, out)
+            events = rule.events(snap, out, self.party_size)
             if out.delete:
                 self.states.delete(key, state)
             elif not out.ignored:

@@ -19,7 +19,7 @@ from domain.calendar import Bucket, diff_windows
 from producers.providers.base import BucketQuery, FetchResult, SlotTable
 from producers.windows import bucket_window
 from schemas import BucketStats, Failure, Snapshot, encode, stream_key
-from schemas.records import pack_snapshot
+from schemas.records import pack_snapshot, venue_row
 
 JobKind = Literal["baseline", "poll"]
 RECORD_MARGIN = 8_192  # bytes kept free under the broker's limit for the record envelope
@@ -175,7 +175,7 @@ def pack_part(header: Snapshot, table: SlotTable, a: int, b: int) -> bytes:
         np.array(table.ids[a:b], dtype=np.uint64),
         (np.array(table.venue_of[a:b], dtype=np.int64) - j0).astype(np.uint32),
         orjson.dumps([v[0] for v in venues]),
-        orjson.dumps([(table.provider, v[1], v[2], v[3]) for v in venues]),
+        orjson.dumps([venue_row((table.provider, *v[1:])) for v in venues]),
         len(venues),
         offsets,
         b"".join(rows),
@@ -189,7 +189,9 @@ def bounded(table: SlotTable, slot_limit: int) -> tuple[SlotTable, list[str]]:
     """``table`` with display strings cut to :data:`DISPLAY_MAX` characters and without the
     venues that have a slot over ``slot_limit`` bytes (returned by id: each is a venue
     failure, its slots unknown). The same table when nothing needs either."""
-    long_names = any(len(v[1]) > DISPLAY_MAX or len(v[3]) > DISPLAY_MAX for v in table.venues)
+    long_names = any(
+        max(len(v[1]), len(v[3]), len(v[4]), len(v[5])) > DISPLAY_MAX for v in table.venues
+    )
     venue_bytes = [8 + sum(map(len, v)) + len(table.provider) for v in table.venues]
     worst = max(map(len, table.rows), default=0) + 16 + max(venue_bytes, default=0)
     if not long_names and worst <= slot_limit:
@@ -206,9 +208,11 @@ def bounded(table: SlotTable, slot_limit: int) -> tuple[SlotTable, list[str]]:
             continue
         k = index.get(j)
         if k is None:
-            vid, name, tz, hood = table.venues[j]
+            vid, name, tz, hood, slug, city = table.venues[j]
             k = index[j] = len(out.venues)
-            out.venues.append((vid, name[:DISPLAY_MAX], tz, hood[:DISPLAY_MAX]))
+            if max(len(slug), len(city)) > DISPLAY_MAX:  # cut, it would be a wrong link: none
+                slug = city = ""
+            out.venues.append((vid, name[:DISPLAY_MAX], tz, hood[:DISPLAY_MAX], slug, city))
         out.venue_of.append(k)
         out.ids.append(table.ids[i])
         out.rows.append(table.rows[i])

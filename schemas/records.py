@@ -45,6 +45,11 @@ class SchemaError(DropsError, ValueError):
     """A record that cannot be decoded; the message names the field."""
 
 
+# a field's value when a record on the wire leaves it out, for a field the constructor still
+# requires (field metadata); a field with a default takes its default
+WIRE_DEFAULT = "wire_default"
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A part of a fetch that did not succeed: its slots are unknown, never absent."""
@@ -67,7 +72,11 @@ class Slot:
     party_max: int = 0
     booking: str = ""  # a booking link or token (tokens rotate: never an identity)
     slot_id: str = ""
-    read_via: str = READ_SEARCH  # which endpoint read it (READ_VIA)
+    read_via: ReadVia = READ_SEARCH  # which endpoint read it (READ_VIA)
+    # what the provider's answer gives for the venue's booking page (domain/booking.py):
+    # Resy's venue url_slug and its location's url_slug (the city); "" when not given
+    venue_slug: str = ""
+    venue_city: str = ""
 
     def __post_init__(self) -> None:
         if not self.slot_id:
@@ -88,6 +97,8 @@ class Slot:
             "booking": self.booking,
             "slot_id": self.slot_id,
             "read_via": self.read_via,
+            "venue_slug": self.venue_slug,
+            "venue_city": self.venue_city,
         }
 
 
@@ -152,16 +163,16 @@ class DropEvent:
     time_slot: str
     slot_id: str
     venue_id: str
-    venue_name: str
-    neighborhood: str
+    venue_name: str = field(metadata={WIRE_DEFAULT: ""})
+    neighborhood: str = field(metadata={WIRE_DEFAULT: ""})
     actual_time: str
-    time_zone: str
-    seating_types: tuple[str, ...]
-    party_min: int
-    party_max: int
-    booking: str
+    time_zone: str = field(metadata={WIRE_DEFAULT: ""})
+    seating_types: tuple[str, ...] = field(metadata={WIRE_DEFAULT: ()})
+    party_min: int = field(metadata={WIRE_DEFAULT: 0})
+    party_max: int = field(metadata={WIRE_DEFAULT: 0})
+    booking: str = field(metadata={WIRE_DEFAULT: ""})
     opened_at_ms: int
-    snapshot_id: str
+    snapshot_id: str = field(metadata={WIRE_DEFAULT: ""})
     closed_at_ms: int | None = None
     open_seconds: float | None = None
     # the event time of the stream's last complete poll before the one that saw the slot
@@ -172,6 +183,12 @@ class DropEvent:
     # (optional fields of v2 go here, each with a default: readers of v2 treat them as
     # absent when missing; see docs/operations.md, "Upgrades")
     read_via: ReadVia = READ_SEARCH  # how the slot was read: "search" or "fallback"
+    # the venue's booking-page slug and city as the provider gave them ("" when it did not)
+    venue_slug: str = ""
+    venue_city: str = ""
+    # the provider's booking page for this venue, date, time and party size
+    # (domain/booking.py); "" when the provider's answer did not give what it needs
+    booking_url: str = ""
     v: int = DROP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -240,24 +257,7 @@ def _versioned(
 def stats_from_dict(doc: Any) -> BucketStats:
     w = "bucket_stats"
     v, kind = _versioned(doc, w, STATS_VERSION, "kind", STATS_KINDS)
-    return BucketStats(
-        v=v,
-        market=_req(doc, "market", str, w),
-        provider=_req(doc, "provider", str, w),
-        bucket_id=_req(doc, "bucket_id", str, w),
-        date=_req(doc, "date", str, w),
-        time_slot=_req(doc, "time_slot", str, w),
-        kind=kind,
-        snapshot_id=_req(doc, "snapshot_id", str, w),
-        polled_at_ms=_req(doc, "polled_at_ms", int, w),
-        duration_ms=_req(doc, "duration_ms", int, w),
-        venues=_req(doc, "venues", int, w),
-        slots=_req(doc, "slots", int, w),
-        complete=_req(doc, "complete", bool, w),
-        failures=_opt(doc, "failures", int, 0, w),
-        requests=_opt(doc, "requests", int, 0, w),
-        retries=_opt(doc, "retries", int, 0, w),
-    )
+    return BucketStats(v=v, kind=kind, **_decode_fields(doc, _STATS_RULES, w))
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -297,6 +297,8 @@ def slot_from_dict(doc: Any, where: str = "slot") -> Slot:
         booking=_opt(doc, "booking", str, "", where),
         slot_id=_opt(doc, "slot_id", str, "", where),
         read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, where), where),
+        venue_slug=_opt(doc, "venue_slug", str, "", where),
+        venue_city=_opt(doc, "venue_city", str, "", where),
     )
     try:
         expected = ids.slot_id(slot.provider, slot.venue_id, slot.actual_time)
@@ -324,7 +326,69 @@ def snapshot_from_dict(doc: Any) -> Snapshot:
     return Snapshot(**head, slots=slots)
 
 
-_DROP_FIELDS = {f for f in DropEvent.__dataclass_fields__ if f != "extra"}
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """How one field of a record is read from its JSON object (derived from the dataclass)."""
+
+    name: str
+    types: type | tuple[type, ...]  # the JSON types it may have
+    required: bool  # a missing (or null) value is a SchemaError
+    default: Any  # its value when it is missing
+    as_tuple: bool = False  # a JSON array kept as a tuple
+    choices: tuple[str, ...] = ()  # a Literal: the values it may take
+
+
+def field_rules(record: type, skip: tuple[str, ...] = ()) -> tuple[FieldRule, ...]:
+    """The decoding rules of a record dataclass's fields (but ``skip``), in declaration order:
+    each field's JSON type from its annotation; required when it has neither a default nor a
+    :data:`WIRE_DEFAULT`. A field added to the dataclass is decoded with no other change."""
+    hints = typing.get_type_hints(record)
+    out = []
+    for f in fields(record):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(hint)
+        if WIRE_DEFAULT in f.metadata:
+            required, default = False, f.metadata[WIRE_DEFAULT]
+        elif f.default is not MISSING:
+            required, default = False, f.default
+        else:
+            required, default = True, None
+        if origin is Literal:
+            rule = FieldRule(f.name, str, required, default, choices=tuple(map(str, args)))
+        elif origin in (tuple, list):
+            rule = FieldRule(f.name, list, required, default, as_tuple=origin is tuple)
+        elif args and len(args) == 1:  # X | None
+            types: type | tuple[type, ...] = (int, float) if args[0] is float else args[0]
+            rule = FieldRule(f.name, types, required, default)
+        elif hint is float:
+            rule = FieldRule(f.name, (int, float), required, default)
+        elif hint in (str, int, bool):
+            rule = FieldRule(f.name, hint, required, default)
+        else:
+            raise InvariantError(f"{record.__name__}.{f.name}: no JSON reading for {hint!r}")
+        out.append(rule)
+    return tuple(out)
+
+
+def _decode_fields(doc: dict[str, Any], rules: tuple[FieldRule, ...], w: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in rules:
+        if r.required:
+            value = _req(doc, r.name, r.types, w)
+        else:
+            value = _opt(doc, r.name, r.types, r.default, w)
+        if r.choices and value not in r.choices:
+            raise SchemaError(f"{w}: field {r.name!r} is {value!r}, not one of {r.choices}")
+        out[r.name] = tuple(value) if r.as_tuple else value
+    return out
+
+
+_DROP_RULES = field_rules(DropEvent, skip=("v", "event", "extra"))
+_DROP_FIELDS = {f.name for f in fields(DropEvent) if f.name != "extra"}
+_STATS_RULES = field_rules(BucketStats, skip=("v", "kind"))
 
 
 def drop_from_dict(doc: Any) -> DropEvent:
@@ -333,28 +397,7 @@ def drop_from_dict(doc: Any) -> DropEvent:
     return DropEvent(
         v=v,
         event=event,
-        dedupe_key=_req(doc, "dedupe_key", str, w),
-        bucket_id=_req(doc, "bucket_id", str, w),
-        market=_req(doc, "market", str, w),
-        provider=_req(doc, "provider", str, w),
-        date=_req(doc, "date", str, w),
-        time_slot=_req(doc, "time_slot", str, w),
-        slot_id=_req(doc, "slot_id", str, w),
-        venue_id=_req(doc, "venue_id", str, w),
-        venue_name=_opt(doc, "venue_name", str, "", w),
-        neighborhood=_opt(doc, "neighborhood", str, "", w),
-        actual_time=_req(doc, "actual_time", str, w),
-        time_zone=_opt(doc, "time_zone", str, "", w),
-        seating_types=tuple(_opt(doc, "seating_types", list, [], w)),
-        party_min=_opt(doc, "party_min", int, 0, w),
-        party_max=_opt(doc, "party_max", int, 0, w),
-        booking=_opt(doc, "booking", str, "", w),
-        opened_at_ms=_req(doc, "opened_at_ms", int, w),
-        snapshot_id=_opt(doc, "snapshot_id", str, "", w),
-        closed_at_ms=_opt(doc, "closed_at_ms", int, None, w),
-        open_seconds=_opt(doc, "open_seconds", (int, float), None, w),
-        opened_after_ms=_opt(doc, "opened_after_ms", int, None, w),
-        read_via=_read_via(_opt(doc, "read_via", str, READ_SEARCH, w), w),
+        **_decode_fields(doc, _DROP_RULES, w),
         extra={k: val for k, val in doc.items() if k not in _DROP_FIELDS},
     )
 
@@ -367,8 +410,25 @@ MAGIC_V2 = b"DDS\x02"
 _PRE = struct.Struct("<4sIIIIII")  # magic, header, slots, venues, venue ids, venue table, rows
 _U32_MAX = 2**32 - 1
 
-Venue = tuple[str, str, str, str, str]  # provider, venue_id, venue_name, time_zone, neighborhood
-VenueDetails = tuple[str, str, str, str]  # provider, venue_name, time_zone, neighborhood
+# provider, venue_id, venue_name, time_zone, neighborhood, venue_slug, venue_city
+Venue = tuple[str, str, str, str, str, str, str]
+# provider, venue_name, time_zone, neighborhood, venue_slug, venue_city
+VenueDetails = tuple[str, str, str, str, str, str]
+
+
+def venue_row(details: VenueDetails) -> tuple[str, ...]:
+    """A venue's row of the v2 venue table: 4 strings, or 6 when it has a booking slug/city
+    (readers of the 4-string rows keep working; the row of a venue without them is unchanged)."""
+    return details if details[4] or details[5] else details[:4]
+
+
+def _venue_of(s: Slot) -> Venue:
+    return (
+        s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood, s.venue_slug,
+        s.venue_city,
+    )  # fmt: skip
+
+
 IdArray = npt.NDArray[np.uint64]
 
 
@@ -426,7 +486,7 @@ def _encode_v2(snap: Snapshot) -> bytes:
     vidx: list[int] = []
     rows: list[bytes] = []
     for s in snap.slots:
-        vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+        vk = _venue_of(s)
         j = venues.get(vk)
         if j is None:
             j = venues[vk] = len(venues)
@@ -443,7 +503,7 @@ def _encode_v2(snap: Snapshot) -> bytes:
         np.fromiter((int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=n),
         np.array(vidx, dtype=np.uint32),
         orjson.dumps([v[1] for v in venues]),
-        orjson.dumps([(v[0], v[2], v[3], v[4]) for v in venues]),
+        orjson.dumps([venue_row((v[0], v[2], v[3], v[4], v[5], v[6])) for v in venues]),
         len(venues),
         offsets,
         b"".join(rows),
@@ -519,14 +579,14 @@ class SnapshotView:
         venues: dict[Venue, int] = {}
         vidx = []
         for s in snap.slots:
-            vk = (s.provider, s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+            vk = _venue_of(s)
             vidx.append(venues.setdefault(vk, len(venues)))
         view.ids = np.fromiter(
             (int(s.slot_id, 16) for s in snap.slots), dtype=np.uint64, count=len(snap.slots)
         )
         view.venue_index = np.array(vidx, dtype=np.uint32)
         view.venue_keys = [v[1] for v in venues]
-        view._details = [(v[0], v[2], v[3], v[4]) for v in venues]
+        view._details = [(v[0], v[2], v[3], v[4], v[5], v[6]) for v in venues]
         view._slots = snap.slots
         return view
 
@@ -559,8 +619,8 @@ class SnapshotView:
         if self._details is None:
             self._details = _venue_details(self._details_raw, len(self.venue_keys))
             self._details_raw = None
-        provider, name, zone, hood = self._details[j]
-        return provider, self.venue_keys[j], name, zone, hood
+        provider, name, zone, hood, slug, city = self._details[j]
+        return provider, self.venue_keys[j], name, zone, hood, slug, city
 
     def slot(self, i: int) -> Slot:
         """Slot ``i`` (row order), decoded and checked against its id; :class:`SchemaError`."""
@@ -591,7 +651,7 @@ class SnapshotView:
                 raise SchemaError(f"{w}: field {name!r} has type {type(value).__name__}")
         if not all(isinstance(x, str) for x in seating):
             raise SchemaError(f"{w}: field 'seating_types' is not a list of strings")
-        provider, venue_id, venue_name, time_zone, neighborhood = self.venue(
+        provider, venue_id, venue_name, time_zone, neighborhood, slug, city = self.venue(
             int(self.venue_index[i])
         )
         sid = int(self.ids[i])
@@ -614,6 +674,8 @@ class SnapshotView:
             booking=booking,
             slot_id=f"{sid:016x}",
             read_via=via,
+            venue_slug=slug,
+            venue_city=city,
         )
 
     @property
@@ -681,10 +743,12 @@ def _venue_details(raw: memoryview | None, m: int) -> list[VenueDetails]:
         if (
             not isinstance(row, list)
             or len(row) < 4
-            or not all(isinstance(x, str) for x in row[:4])
+            or not all(isinstance(x, str) for x in row[:6])
         ):
-            raise SchemaError(f"{w}[{j}]: not a row of 4 strings")
-        out.append((row[0], row[1], row[2], row[3]))
+            raise SchemaError(f"{w}[{j}]: not a row of 4 (or 6) strings")
+        slug = row[4] if len(row) > 4 else ""
+        city = row[5] if len(row) > 5 else ""
+        out.append((row[0], row[1], row[2], row[3], slug, city))
     return out
 
 

@@ -134,7 +134,12 @@ class Alert(BaseModel):
     title: str
     body: str
     local_time: str = Field(description="the slot's start in the venue's zone, for people")
-    booking_url: str = ""
+    booking_url: str = Field(
+        "",
+        description="the provider's booking page for the venue, date, time and party size (the "
+        "watch's party size when it names one); '' when the provider's answer did not give "
+        "what it needs",
+    )
     matched_at_ms: int
 
 

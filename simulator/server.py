@@ -34,6 +34,7 @@ Control endpoints (JSON, never faulted), see :mod:`simulator.control` for a clie
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -238,11 +239,25 @@ def resy_slots(slots: list[SimSlot], party: int, model_ms: int) -> list[dict[str
     return out
 
 
+@functools.cache
+def url_slug(name: str) -> str:
+    """A venue's web slug as Resy makes them: lower case, words joined by ``-``."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
 def resy_venue(v: Venue) -> dict[str, Any]:
+    # the real answer's venue: ``url_slug`` and the location's ``url_slug`` / ``code`` make
+    # the venue's booking page (resy.com/cities/<location.url_slug>/venues/<url_slug>)
     return {
         "id": {"resy": v.id},
         "name": v.name,
-        "location": {"time_zone": v.time_zone, "neighborhood": v.neighborhood, "code": "ny"},
+        "url_slug": url_slug(v.name),
+        "location": {
+            "time_zone": v.time_zone,
+            "neighborhood": v.neighborhood,
+            "code": "ny",
+            "url_slug": "new-york-ny",
+        },
     }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Producer
 
+from domain.booking import booking_url, link_party_size
 from drops.settings import Settings
 from schemas import BucketStats, DropEvent, bucket_id, dedupe_key, encode, slot_id
 
@@ -39,6 +40,9 @@ def make_drop(
     sid = slot_id(provider, vid, actual)
     b = bucket_id(market, day, time_slot)
     opened = opened_at_ms if opened_at_ms is not None else int(time.time() * 1000)
+    # as the providers give them: a rotating token, and the venue's web slug and city
+    slug, city = (f"venue-{vid}", "new-york-ny") if provider == "resy" else ("", "")
+    link = booking_url(provider, vid, slug, city, actual, link_party_size(*party, 2))
     return DropEvent(
         event="open",
         dedupe_key=dedupe_key(b, sid, opened),
@@ -56,10 +60,13 @@ def make_drop(
         seating_types=("Dining Room",),
         party_min=party[0],
         party_max=party[1],
-        booking=f"https://example.invalid/book/{vid}",
+        booking=f"rgs://{provider}/{vid}/{n}/{party[0]}/{actual[:10]}/{actual[11:]}/2",
         opened_at_ms=opened,
         snapshot_id=uuid.uuid4().hex,
         opened_after_ms=opened - 30_000,  # the poll before
+        venue_slug=slug,
+        venue_city=city,
+        booking_url=link,
     )
 
 
@@ -88,6 +95,10 @@ def close_of(ev: DropEvent, closed_at_ms: int) -> DropEvent:
         closed_at_ms=closed_at_ms,
         open_seconds=(closed_at_ms - ev.opened_at_ms) / 1000,
         opened_after_ms=ev.opened_after_ms,
+        read_via=ev.read_via,
+        venue_slug=ev.venue_slug,
+        venue_city=ev.venue_city,
+        booking_url=ev.booking_url,
     )
 
 

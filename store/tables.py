@@ -34,6 +34,8 @@ bucket fetch.
 Migration 8 adds ``watches`` (the watches topic, last record per watch id wins by offset; a
 tombstone is a row with ``deleted = 1``) and ``alert_deliveries`` (the delivery log, one row
 per alert and channel); both are ReplacingMergeTrees, so a re-read record is harmless.
+Migration 9 adds ``drop_events.venue_slug``, ``venue_city`` and ``booking_url`` (the
+provider's booking page for the slot, ``domain/booking.py``); older rows have ``''``.
 """
 
 from __future__ import annotations
@@ -251,6 +253,15 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
 ) ENGINE = ReplacingMergeTree(at)
 ORDER BY (alert_id, channel)
 """,
+        ),
+    ),
+    Migration(
+        9,
+        "drop_events.venue_slug, venue_city, booking_url: the provider's booking page",
+        (
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS venue_slug String DEFAULT ''",
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS venue_city String DEFAULT ''",
+            "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS booking_url String DEFAULT ''",
         ),
     ),
 )

@@ -50,7 +50,19 @@
   }
 
   const slotKey = (d) => d.bucket_id + "|" + d.slot_id + "|" + d.opened_at_ms;
-  const fmtTime = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  // an instant as a clock time in the venue's zone, as people read it ("7:31 pm"); the
+  // device's zone only when the browser does not know the venue's
+  function fmtTime(ms, zone) {
+    let parts;
+    try {
+      parts = new Intl.DateTimeFormat("en-US", { hour: "numeric", minute: "2-digit", hour12: false, timeZone: zone || undefined }).formatToParts(new Date(ms));
+    } catch (e) {
+      parts = new Intl.DateTimeFormat("en-US", { hour: "numeric", minute: "2-digit", hour12: false }).formatToParts(new Date(ms));
+    }
+    const get = (t) => +((parts.find((p) => p.type === t) || {}).value || 0);
+    const h = get("hour") % 24;
+    return (h % 12 || 12) + ":" + String(get("minute")).padStart(2, "0") + " " + (h < 12 ? "am" : "pm");
+  }
   function fmtDuration(s) {
     if (s < 90) return Math.round(s) + " s";
     if (s < 5400) return Math.round(s / 60) + " min";
@@ -65,6 +77,14 @@
     const day = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3]));
     const h = +m[4];
     return DAYS[day.getUTCDay()] + " " + (+m[3]) + " " + MONTHS[+m[2] - 1] + ", " + (h % 12 || 12) + ":" + m[5] + " " + (h < 12 ? "am" : "pm");
+  }
+  // the provider's booking page built by the pipeline (booking_url); an item stored before
+  // it existed: its booking when that is a web link. Only https/http: never javascript: etc.
+  function bookingLink(d) {
+    for (const v of [d.booking_url, d.booking]) {
+      if (typeof v === "string" && /^https?:\/\//i.test(v)) return v;
+    }
+    return "";
   }
   function text(tag, cls, value) {
     const el = document.createElement(tag);
@@ -84,12 +104,14 @@
     left.append(text("div", "meta", [d.neighborhood, humanTime(d.actual_time), "party " + party, d.provider, (d.seating_types || []).join(", ")].filter(Boolean).join(" · ")));
     const right = document.createElement("div");
     right.className = "when";
-    right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms)));
-    if (/^https?:\/\//.test(d.booking || "")) {
+    right.append(text("div", "opened", "opened " + fmtTime(d.opened_at_ms, d.time_zone)));
+    const link = bookingLink(d);
+    if (link) {
       const a = text("a", "book", "Book");
-      a.href = d.booking;
+      a.href = link;
       a.target = "_blank";
       a.rel = "noopener";
+      a.title = "Book " + (d.venue_name || d.venue_id) + ", " + humanTime(d.actual_time) + " (opens " + d.provider + ")";
       right.append(a);
     }
     li.append(left, right);

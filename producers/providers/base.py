@@ -36,14 +36,15 @@ class SlotTable:
     """A fetch's slots as the columns of a snapshot v2 record (``schemas/SNAPSHOT_FORMAT.md``):
     the client parses straight into what the record carries, with no object per slot.
 
-    ``venues`` are ``(venue_id, venue_name, time_zone, neighborhood)``; per slot, in venue
+    ``venues`` are ``(venue_id, venue_name, time_zone, neighborhood, venue_slug,
+    venue_city)`` (the last two: what the venue's booking link is built from); per slot, in venue
     then start-time order: ``venue_of`` (index into ``venues``, non-decreasing), ``ids`` (the
     slot id as an unsigned 64-bit integer) and ``rows`` (the JSON row
     ``[actual_time, seating_types, party_min, party_max, booking]``, plus ``"fallback"`` when
     the slot was read by the fallback endpoint instead of the bucket's ordinary read)."""
 
     provider: str
-    venues: list[tuple[str, str, str, str]] = field(default_factory=list)
+    venues: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
     venue_of: list[int] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     rows: list[bytes] = field(default_factory=list)
@@ -55,7 +56,7 @@ class SlotTable:
         """As contract ``Slot`` objects (tests and tools; the hot path keeps the columns)."""
         out = []
         for j, sid, row in zip(self.venue_of, self.ids, self.rows, strict=True):
-            vid, name, tz, hood = self.venues[j]
+            vid, name, tz, hood, slug, city = self.venues[j]
             actual, seating, pmin, pmax, booking, *via = orjson.loads(row)
             out.append(
                 Slot(
@@ -71,6 +72,8 @@ class SlotTable:
                     booking,
                     f"{sid:016x}",
                     via[0] if via else READ_SEARCH,
+                    slug,
+                    city,
                 )
             )
         return out
@@ -79,9 +82,11 @@ class SlotTable:
     def of(cls, provider: str, slots: list[Slot]) -> SlotTable:
         """From ``Slot`` objects sorted by venue (tests)."""
         table = cls(provider)
-        index: dict[tuple[str, str, str, str], int] = {}
+        index: dict[tuple[str, str, str, str, str, str], int] = {}
         for s in slots:
-            vk = (s.venue_id, s.venue_name, s.time_zone, s.neighborhood)
+            vk = (
+                s.venue_id, s.venue_name, s.time_zone, s.neighborhood, s.venue_slug, s.venue_city
+            )  # fmt: skip
             j = index.get(vk)
             if j is None:
                 j = index[vk] = len(table.venues)
@@ -148,11 +153,22 @@ class VenueSlots:
     party sizes widened, the first booking token kept). ``read_via`` says which endpoint read
     them (``"search"``: the bucket's ordinary read; ``"fallback"``)."""
 
-    __slots__ = ("name", "neighborhood", "read_via", "time_zone", "times", "venue_id")
+    __slots__ = (
+        "city", "name", "neighborhood", "read_via", "slug", "time_zone", "times", "venue_id"
+    )  # fmt: skip
 
-    def __init__(self, venue_id: str, name: str, time_zone: str, neighborhood: str) -> None:
+    def __init__(
+        self,
+        venue_id: str,
+        name: str,
+        time_zone: str,
+        neighborhood: str,
+        slug: str = "",
+        city: str = "",
+    ) -> None:
         self.venue_id, self.name = venue_id, name
         self.time_zone, self.neighborhood = time_zone, neighborhood
+        self.slug, self.city = slug, city  # the venue's booking-page slug and city
         self.times: dict[str, list[Any]] = {}  # actual_time -> [seating, pmin, pmax, token]
         self.read_via = READ_SEARCH
 
@@ -179,10 +195,20 @@ class Collector:
         self.ids = ids or SlotIds(provider)
         self.venues: dict[str, VenueSlots] = {}
 
-    def venue(self, venue_id: str, name: str, time_zone: str, neighborhood: str) -> VenueSlots:
+    def venue(
+        self,
+        venue_id: str,
+        name: str,
+        time_zone: str,
+        neighborhood: str,
+        slug: str = "",
+        city: str = "",
+    ) -> VenueSlots:
         got = self.venues.get(venue_id)
         if got is None:
-            got = self.venues[venue_id] = VenueSlots(venue_id, name, time_zone, neighborhood)
+            got = self.venues[venue_id] = VenueSlots(
+                venue_id, name, time_zone, neighborhood, slug, city
+            )
         return got
 
     def discard(self, venue_id: str) -> None:
@@ -199,7 +225,7 @@ class Collector:
             if not times:
                 continue
             venue_of.extend([len(venues)] * len(times))
-            venues.append((vid, v.name, v.time_zone, v.neighborhood))
+            venues.append((vid, v.name, v.time_zone, v.neighborhood, v.slug, v.city))
             head = venue_hash(self.ids.prefix(vid))  # the venue's prefix, hashed once
             via = v.read_via
             for actual in sorted(times):

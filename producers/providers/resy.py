@@ -86,6 +86,14 @@ def _total(doc: Any) -> int | None:
     return None
 
 
+def booking_ref(venue: dict[str, Any], location: dict[str, Any]) -> tuple[str, str]:
+    """What the venue's booking link is built from (``domain/booking.py``): its ``url_slug``
+    and its location's ``url_slug`` (the city, e.g. ``new-york-ny``), else the location's
+    ``code`` (``ny``); ``""`` for what the answer does not give as text."""
+    slug, city = venue.get("url_slug"), location.get("url_slug") or location.get("code")
+    return (slug if isinstance(slug, str) else "", city if isinstance(city, str) else "")
+
+
 def parse_venue(
     venue: Any, slots: Any, query: BucketQuery, acc: Collector
 ) -> tuple[str | None, str | None]:
@@ -143,6 +151,7 @@ def parse_venue(
                 str(venue.get("name") or ""),
                 str(location.get("time_zone") or ""),
                 str(location.get("neighborhood") or ""),
+                *booking_ref(venue, location),
             ).times
         actual = start if len(start) == 19 and start[10] == " " else f"{date} {start[11:16]}:00"
         got = times.get(actual)  # VenueSlots.add, inlined: this loop runs a million times

@@ -140,7 +140,7 @@ def test_delivered_once_signed_retried_dead_and_closes(
         body = json.loads(ok["body"])
         assert body["alert_id"] == ok["key"] == alert_id("ok", d1.dedupe_key)
         assert body["drop"]["slot_id"] == d1.slot_id and "secret" not in body
-        assert body["local_time"] == "Tue 1 Dec, 6:00 pm" and body["booking_url"] == d1.booking
+        assert body["local_time"] == "Tue 1 Dec, 6:00 pm" and body["booking_url"] == d1.booking_url
         # failed twice, then once accepted (same idempotency key each time)
         assert len(receiver.got("/fail2/x", 500)) == 2
         assert [x["key"] for x in receiver.got("/fail2/x")] == [alert_id("flaky", d1.dedupe_key)]

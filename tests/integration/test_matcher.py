@@ -87,7 +87,7 @@ def test_match_delete_and_closes(kafka_settings: Settings, tmp_path: Path) -> No
         a = next(x for x in got if x["watch_id"] == "venue")
         assert a["alert_id"] == alert_id("venue", d1.dedupe_key)
         assert a["kind"] == "open" and a["drop"]["slot_id"] == d1.slot_id
-        assert a["booking_url"] == d1.booking and a["local_time"].startswith("Tue 1 Dec, ")
+        assert a["booking_url"] == d1.booking_url and a["local_time"].startswith("Tue 1 Dec, ")
         # a watch deleted after the first drop hears nothing of the next one
         watches.delete("venue")
         d1b = make_drop(1, opened_at_ms=NOW, date="2026-12-02")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html
 import os
 import re
 import select
@@ -163,7 +165,13 @@ def test_page_shows_drops_closes_and_the_chart(kafka_settings: Settings, tmp_pat
     assert 'data-state="live"' in dom
     # venue-local times as people read them, and one tap to book
     assert "Tue 1 Dec, 6:00 pm" in dom and a.actual_time not in dom
-    assert f'class="book" href="{a.booking}"' in dom
+    # when it opened: a clock time in the venue's zone too, whatever the browser's zone
+    at = dt.datetime.fromtimestamp(a.opened_at_ms / 1000, ZoneInfo("America/New_York"))
+    assert f"opened {at.hour % 12 or 12}:{at.minute:02d} {'am' if at.hour < 12 else 'pm'}" in dom
+    # the provider's booking page (not the rotating token), in a new tab, without an opener
+    assert a.booking_url.startswith("https://resy.com/cities/new-york-ny/venues/")
+    book = f'class="book" href="{html.escape(a.booking_url)}" target="_blank" rel="noopener"'
+    assert book in dom and a.booking not in dom
     w.close()
 
 

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 from drops.settings import Settings
 from sinks.service import Sink, SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
+from store import tables
 from store.clickhouse import ClickHouse, prepare
 
 pytestmark = pytest.mark.kafka
@@ -45,7 +46,7 @@ def test_migrations_are_idempotent_and_retention_follows_settings(
     versions = ch.query(
         "SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version"
     )
-    assert versions == [(i, 1) for i in range(1, 9)]
+    assert versions == [(m.version, 1) for m in tables.MIGRATIONS]  # each applied once
     ddl = ch.query("SELECT engine_full FROM system.tables WHERE name = 'drop_events'")[0][0]
     assert "toIntervalDay(30)" in ddl
     # the delivery log too: a row older than the retention goes at the next merge
@@ -98,6 +99,16 @@ def test_sink_stores_drops_closes_stats_and_venues(
     assert med == [(90.0,)]
     via = ch.query("SELECT read_via, count() FROM drop_events GROUP BY read_via ORDER BY 1")
     assert via == [("fallback", 1), ("search", 20)]
+    # the booking page in its column (migration 9), for the open and for its close
+    links = ch.query(
+        "SELECT event, venue_slug, venue_city, booking_url FROM drop_events "
+        "WHERE slot_id = %(s)s ORDER BY kafka_offset",
+        {"s": opens[0].slot_id},
+    )
+    assert opens[0].booking_url.startswith("https://resy.com/cities/new-york-ny/venues/")
+    assert links == [
+        (e, opens[0].venue_slug, "new-york-ny", opens[0].booking_url) for e in ("open", "close")
+    ]
     w.close()
 
 

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import MISSING, dataclass, field
+from dataclasses import fields as dc_fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import orjson
 import pytest
 
 from api.openapi import ITEM
-from schemas import BucketStats, DropEvent, Snapshot
+from schemas import BucketStats, DropEvent, SchemaError, Snapshot, encode, records
+from schemas.records import WIRE_DEFAULT, _decode_fields, field_rules
 from schemas.shapes import fields, json_type, properties
+from sinks.testdata import make_drop, make_stats
 from store import tables
 from store.rows import DROP_COLUMNS, ITEM_KEYS, STATS_COLUMNS
 
@@ -51,7 +56,11 @@ def same_shape(declared: dict[str, Any], derived: dict[str, Any]) -> bool:
     ("file", "record", "exclude"),
     [
         ("drop.v2.json", DropEvent, ("extra",)),
-        ("drop.v1.json", DropEvent, ("extra", "opened_after_ms", "read_via")),
+        (
+            "drop.v1.json",
+            DropEvent,
+            ("extra", "opened_after_ms", "read_via", "venue_slug", "venue_city", "booking_url"),
+        ),
         ("snapshot.v2.header.json", Snapshot, ("slots",)),
         ("snapshot.v1.json", Snapshot, ()),
     ],
@@ -74,7 +83,8 @@ def test_the_openapi_item_is_the_drop_record_and_its_log_position() -> None:
     derived = properties(DropEvent)
     assert {k: props[k]["type"] for k in derived} == {k: v["type"] for k, v in derived.items()}
     # every key but those that items stored from older drop records lack
-    assert ITEM["required"] == [k for k in ITEM_KEYS if k not in ("opened_after_ms", "read_via")]
+    optional = ("opened_after_ms", "read_via", "venue_slug", "venue_city", "booking_url")
+    assert ITEM["required"] == [k for k in ITEM_KEYS if k not in optional]
 
 
 def _columns(table: str) -> dict[str, str]:
@@ -140,3 +150,68 @@ def test_clickhouse_columns_are_the_record_fields(
         set(stored) - {AS_DATETIME.get(n, n) for n in kept} - {"kafka_partition", "kafka_offset"}
     )
     assert extra == ours
+
+
+def test_the_snapshot_schema_declares_the_slot_fields() -> None:
+    declared = schema_file("snapshot.v1.json")["$defs"]["slot"]["properties"]
+    derived = properties(records.Slot)
+    assert set(declared) == set(derived), "snapshot.v1.json $defs.slot: add or remove these"
+    assert {k for k in derived if not same_shape(declared[k], derived[k])} == set()
+
+
+def _valid_doc(record: type) -> dict[str, Any]:
+    value = make_drop(1) if record is DropEvent else make_stats()
+    doc: dict[str, Any] = orjson.loads(encode(value))
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("record", "decode", "fixed"),
+    [
+        (DropEvent, "drop_from_dict", ("v", "event", "extra")),
+        (BucketStats, "stats_from_dict", ("v", "kind")),
+    ],
+)
+def test_the_decoders_read_every_declared_field_by_its_declaration(
+    record: type, decode: str, fixed: tuple[str, ...]
+) -> None:
+    """Each field is read as its declaration says, with no list of fields in the decoder: a
+    missing field is an error naming it, or its declared (wire) default; a value of the
+    wrong JSON type is an error naming it."""
+    read = getattr(records, decode)
+    for f in dc_fields(record):
+        if f.name in fixed:
+            continue
+        doc = _valid_doc(record)
+        doc.pop(f.name, None)
+        wire = f.metadata.get(WIRE_DEFAULT, f.default)
+        if wire is MISSING:
+            with pytest.raises(SchemaError, match=f"missing field '{f.name}'"):
+                read(doc)
+        else:
+            assert getattr(read(doc), f.name) == wire, f.name
+        with pytest.raises(SchemaError, match=f"field '{f.name}'"):
+            read({**_valid_doc(record), f.name: {"not": "a value"}})
+
+
+def test_a_field_added_to_a_record_is_decoded_with_no_other_change() -> None:
+    @dataclass(frozen=True)
+    class Later:
+        name: str
+        tags: tuple[str, ...] = field(metadata={WIRE_DEFAULT: ()})
+        via: Literal["search", "fallback"] = "search"
+        score: float | None = None
+
+    rules = {r.name: r for r in field_rules(Later)}
+    assert list(rules) == ["name", "tags", "via", "score"]
+    assert rules["name"].required and not rules["tags"].required and rules["tags"].as_tuple
+    assert rules["via"].choices == ("search", "fallback")
+    assert rules["score"].types == (int, float) and rules["score"].default is None
+    assert _decode_fields({"name": "x", "tags": ["a"], "score": 2}, tuple(rules.values()), "l") == {
+        "name": "x",
+        "tags": ("a",),
+        "via": "search",
+        "score": 2,
+    }
+    with pytest.raises(SchemaError, match="field 'via' is 'x'"):
+        _decode_fields({"name": "x", "via": "x"}, tuple(rules.values()), "l")

@@ -313,6 +313,8 @@ slots_st = st.builds(
     party_max=st.integers(-(2**40), 2**40),
     booking=text,
     read_via=st.sampled_from(["search", "fallback"]),
+    venue_slug=st.just("") | text,
+    venue_city=st.sampled_from(["", "new-york-ny", "ny"]) | text,
 )
 snapshots_st = st.builds(
     Snapshot,
@@ -367,3 +369,55 @@ def test_corrupted_v2_bytes_are_schema_errors_never_crashes(snap: Snapshot, data
         view.slots  # noqa: B018 - decodes and checks every slot
     except SchemaError:
         pass
+
+
+# ------------------------------------------------------------------ the venue's booking slug
+
+
+def test_the_venue_slug_and_city_travel_in_the_venue_table_and_old_rows_read_empty() -> None:
+    slot = dataclasses.replace(SLOT, venue_slug="lilia", venue_city="new-york-ny")
+    other = dataclasses.replace(SLOT, venue_id="7", slot_id="")
+    snap = dataclasses.replace(SNAP, slots=(slot, other))
+    data = encode(snap)
+    got = decode_snapshot(data).slots
+    assert [(s.venue_slug, s.venue_city) for s in got] == [("lilia", "new-york-ny"), ("", "")]
+    # the venue without them keeps the four-string row (what older readers read)
+    assert b'["resy","Lilia","EST5EDT","Williamsburg"]' in data
+    assert b'["resy","Lilia","EST5EDT","Williamsburg","lilia","new-york-ny"]' in data
+    assert encode(SNAP) == encode(dataclasses.replace(SNAP))  # no slug: bytes as before
+    # the v1 (JSON) form carries them per slot, valid against its schema; older ones lack them
+    doc = orjson.loads(orjson.dumps(snap.to_dict()))
+    jsonschema.validate(doc, schema("snapshot.v1.json"))
+    assert decode_snapshot(orjson.dumps(doc)) == snap
+    for s in doc["slots"]:
+        del s["venue_slug"], s["venue_city"]
+    assert {(s.venue_slug, s.venue_city) for s in decode_snapshot(orjson.dumps(doc)).slots} == {
+        ("", "")
+    }
+
+
+def test_a_venue_row_with_a_non_text_slug_is_a_schema_error() -> None:
+    slot = dataclasses.replace(SLOT, venue_slug="lilia", venue_city="new-york-ny")
+    data = encode(dataclasses.replace(SNAP, slots=(slot,)))
+    bad = data.replace(b'"new-york-ny"]', b"1234567890123]")
+    # same length: the layout stays valid, only the value's type is wrong
+    assert len(bad) == len(data)
+    with pytest.raises(SchemaError, match="venues"):
+        decode_snapshot(bad).slot(0)
+
+
+def test_a_drop_carries_its_booking_link_and_older_drops_read_without_one() -> None:
+    link = "https://resy.com/cities/new-york-ny/venues/lilia?date=2026-12-01&seats=2&time=1930"
+    ev = dataclasses.replace(DROP, venue_slug="lilia", venue_city="new-york-ny", booking_url=link)
+    doc = orjson.loads(encode(ev))
+    jsonschema.validate(doc, schema("drop.v2.json"))
+    assert decode_drop(orjson.dumps(doc)) == ev
+    for key in ("venue_slug", "venue_city", "booking_url"):
+        del doc[key]
+    jsonschema.validate(doc, schema("drop.v2.json"))
+    old = decode_drop(orjson.dumps(doc))
+    assert (old.venue_slug, old.venue_city, old.booking_url) == ("", "", "")
+    with pytest.raises(SchemaError, match="booking_url"):
+        decode_drop(orjson.dumps({**doc, "booking_url": 7}))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**doc, "booking_url": "javascript:alert(1)"}, schema("drop.v2.json"))
