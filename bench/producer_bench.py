@@ -24,8 +24,9 @@ search pages, fetched again from the simulator after the cycle, timed on one cor
 - **producer CPU per page**: the producer process's CPU over a cycle divided by its requests
   (HTTP, decoding, records, everything), and its ratio to the floor (goal <= 2x).
 
-Market sizes above 10,000 venues raise the simulator's page cache (``DROPS_SIM_CACHE_MB``,
-``--sim-cache-mb``) so that the poll cycle is served from it, as smaller markets are.
+The simulator's page cache is raised (``--sim-cache-mb``, default 8192: 50,000 venues' pages
+in the full shape are about 6 GB) so that the poll cycle is served from it at every size; the
+baseline cycle renders every page (about 10 ms of the simulator's CPU each).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +50,7 @@ import orjson
 
 from drops.runtime import tune_gc
 from drops.settings import Settings
+from producers import config
 from producers.providers import factory, resy
 from producers.providers.base import BucketQuery, Collector, SlotIds
 from producers.service import GC_THRESHOLD, ProducerService, RecordWriter
@@ -204,8 +207,17 @@ def proc_cpu(pid: int) -> float:
 
 
 async def cycles(
-    settings: Settings, n: int, kafka: bool, sim_pid: int
+    settings: Settings,
+    n: int,
+    kafka: bool,
+    sim_pid: int,
+    replica: tuple[int, int] = (0, 1),
+    barrier: Path | None = None,
 ) -> tuple[list[dict[str, float]], list[str]]:
+    """``n`` cycles of one producer; as replica ``i`` of ``k`` (``replica=(i, k)``) it polls
+    the streams of every k-th assignment partition, as the fleet would assign them, with its
+    share of the concurrency budget, and starts each cycle with the other replicas
+    (``barrier``: a folder where each one says it is ready)."""
     writer: RecordWriter
     if kafka:
         from producers.kafka import Writer
@@ -216,11 +228,22 @@ async def cycles(
     else:
         writer = NullWriter()
     tune_gc(*GC_THRESHOLD)  # as producers.service.run does
-    providers = factory.build(settings)
+    transport = factory.transport_for(settings, config.load(settings))
+    providers = factory.build(settings, transport)
     service = ProducerService(settings, providers, writer)
+    i, k = replica
+    if k > 1:
+        parts = settings.producer_partitions
+        service.held = frozenset(p for p in range(parts) if p % k == i)
+        await transport.share(len(service.held) / parts)
     out = []
-    for _ in range(n):
+    for c in range(n):
+        if barrier is not None:
+            (barrier / f"{c}-{i}").touch()
+            while len(list(barrier.glob(f"{c}-*"))) < k:
+                await asyncio.sleep(0.01)
         cpu0, sim0, t0 = time.process_time(), proc_cpu(sim_pid), time.monotonic()
+        start = time.time()
         report = await service.run_once()
         if kafka:
             writer.flush(60.0)
@@ -235,11 +258,81 @@ async def cycles(
                 "records": report.records,
                 "incomplete": report.incomplete,
                 "jobs": report.finished,
+                "start": start,
+                "end": time.time(),
             }
         )
     days = sorted({b.date.isoformat() for b in service.window})
     await service.shutdown(grace=1.0)
+    await transport.aclose()
     return out, days
+
+
+SUMMED = ("cpu", "requests", "slots", "records", "incomplete", "jobs")
+
+
+def fleet_cycles(
+    settings: Settings, n: int, args: argparse.Namespace, sim_pid: int
+) -> tuple[list[dict[str, float]], list[str]]:
+    """``n`` cycles of ``args.replicas`` producer processes at once: per cycle, the wall time
+    from the first replica's start to the last one's end, CPU and requests summed."""
+    k = args.replicas
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.producer_bench",
+                    "--replica",
+                    f"{i}/{k}",
+                    "--url",
+                    settings.resy_url,
+                    "--cycles",
+                    str(n),
+                    "--barrier",
+                    tmp,
+                    "--sim-pid",
+                    str(sim_pid),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--providers",
+                    args.providers,
+                ],
+                stdout=subprocess.PIPE,
+            )
+            for i in range(k)
+        ]
+        results = [orjson.loads(p.communicate()[0].splitlines()[-1]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a producer replica failed")
+    out = []
+    for c in range(n):
+        rows = [r["rows"][c] for r in results]
+        out.append(
+            {
+                "wall": max(r["end"] for r in rows) - min(r["start"] for r in rows),
+                "sim_cpu": max(r["sim_cpu"] for r in rows),
+                **{f: sum(r[f] for r in rows) for f in SUMMED},
+            }
+        )
+    return out, results[0]["days"]
+
+
+def bench_settings(url: str, args: argparse.Namespace, kafka: str) -> Settings:
+    tag = uuid.uuid4().hex[:6]
+    return Settings(
+        resy_url=url,
+        opentable_url=url,
+        providers=args.providers,
+        concurrency=args.concurrency,
+        kafka_bootstrap=kafka,
+        snapshot_topic=f"bench{tag}.snapshots",
+        stats_topic=f"bench{tag}.buckets",
+        drops_topic=f"bench{tag}.events",
+        deadletter_topic=f"bench{tag}.deadletter",
+        log_level="WARNING",
+    )
 
 
 def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
@@ -249,7 +342,7 @@ def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
         "DROPS_SIM_PORT": str(args.port),
         "DROPS_SIM_SCRIPTED": "true",
         "DROPS_LOG_LEVEL": "WARNING",
-        "DROPS_SIM_CACHE_MB": str(args.sim_cache_mb if venues > 10_000 else 512),
+        "DROPS_SIM_CACHE_MB": str(args.sim_cache_mb),
     }
     sim = subprocess.Popen(
         [sys.executable, "-m", "shell.cli", "simulate"], env=env, stdin=subprocess.DEVNULL
@@ -258,22 +351,12 @@ def bench_size(venues: int, args: argparse.Namespace) -> list[dict[str, float]]:
     try:
         with SimControl(url) as ctl:
             ctl.wait_ready(60)
-        tag = uuid.uuid4().hex[:6]
-        settings = Settings(
-            resy_url=url,
-            opentable_url=url,
-            providers=args.providers,
-            concurrency=args.concurrency,
-            kafka_bootstrap=args.kafka or "127.0.0.1:1",
-            snapshot_topic=f"bench{tag}.snapshots",
-            stats_topic=f"bench{tag}.buckets",
-            drops_topic=f"bench{tag}.events",
-            deadletter_topic=f"bench{tag}.deadletter",
-            log_level="WARNING",
-        )
-        rows, days = asyncio.run(
-            cycles(settings, 1 if args.quick else 2, bool(args.kafka), sim.pid)
-        )
+        settings = bench_settings(url, args, args.kafka or "127.0.0.1:1")
+        n = 1 if args.quick else 2
+        if args.replicas > 1:
+            rows, days = fleet_cycles(settings, n, args, sim.pid)
+        else:
+            rows, days = asyncio.run(cycles(settings, n, bool(args.kafka), sim.pid))
         pages = per_page_ms(sample_pages(url, days, venues, args.sample)) if days else {}
         for r in rows:
             r["venues"] = venues
@@ -294,8 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kafka", default="", help="bootstrap servers; records are sent there")
     p.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     p.add_argument("--sample", type=int, default=40, help="pages timed per reading")
-    p.add_argument("--sim-cache-mb", type=int, default=8192, help="above 10,000 venues")
+    p.add_argument("--sim-cache-mb", type=int, default=8192, help="the simulator's page cache")
+    p.add_argument("--replicas", type=int, default=1, help="producer processes at once")
+    p.add_argument("--replica", default="", help=argparse.SUPPRESS)  # i/k: one of --replicas
+    p.add_argument("--url", default="", help=argparse.SUPPRESS)
+    p.add_argument("--cycles", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--barrier", default="", help=argparse.SUPPRESS)
+    p.add_argument("--sim-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.replica:
+        return replica_main(args)
     if args.json and not args.kafka and os.environ.get("DROPS_KAFKA_BOOTSTRAP"):
         args.kafka = os.environ["DROPS_KAFKA_BOOTSTRAP"]  # `drops bench` passes its broker
     import logging
@@ -336,6 +427,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         print(orjson.dumps({"figures": figures}).decode())
+    return 0
+
+
+def replica_main(args: argparse.Namespace) -> int:
+    """One replica of ``--replicas``: its cycles, as one JSON line."""
+    i, k = (int(x) for x in args.replica.split("/"))
+    settings = bench_settings(args.url, args, "127.0.0.1:1")
+    rows, days = asyncio.run(
+        cycles(settings, args.cycles, False, args.sim_pid, (i, k), Path(args.barrier))
+    )
+    print(orjson.dumps({"rows": rows, "days": days}).decode())
     return 0
 
 

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         20, description="Failed requests in a row that open a provider's circuit breaker"
     )
     breaker_reset: float = Field(30.0, description="Seconds a provider's open breaker waits")
+    provider_http: str = Field(
+        "aiohttp",
+        description="The HTTP connection under the provider clients: aiohttp (reads a page "
+        "for a third of the CPU) or httpx (its own)",
+    )
     producer_group: str = Field(
         "drops-producer", description="Consumer group of the producer replicas (fail-over)"
     )

@@ -28,6 +28,7 @@ def policy(settings: Settings) -> Policy:
         rate_limit=settings.rate_limit,
         breaker_failures=settings.breaker_failures,
         breaker_reset=settings.breaker_reset,
+        http=settings.provider_http,
     )
 
 

@@ -26,7 +26,9 @@ import httpx
 import orjson
 
 from drops.errors import DropsError, InvariantError
+from producers.config import ConfigError
 from producers.providers.base import Counters
+from producers.providers.http import AiohttpTransport
 
 Sleep = Callable[[float], Awaitable[None]]
 Decode = Callable[[bytes], Any]  # a typed reading of a body: the answer, or None to parse JSON
@@ -56,6 +58,7 @@ class Policy:
     rate_limit: float = 0.0  # requests/s per provider, 0 = none
     breaker_failures: int = 20
     breaker_reset: float = 30.0
+    http: str = "aiohttp"  # the connection under httpx: "aiohttp" or "httpx" (its own)
 
 
 def backoff(attempt: int, policy: Policy, rng: random.Random) -> float:
@@ -172,10 +175,15 @@ class Transport:
         connections: int | None = None,
     ) -> None:
         self.policy = policy
+        if policy.http not in ("aiohttp", "httpx"):
+            raise ConfigError(f"provider_http is aiohttp or httpx, not {policy.http!r}")
         pool = max(connections or policy.concurrency * 2, 10)  # kept alive: no reconnects
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(policy.timeout), limits=limits, http2=False
+            timeout=httpx.Timeout(policy.timeout),
+            limits=limits,
+            http2=False,
+            transport=AiohttpTransport(pool) if policy.http == "aiohttp" else None,
         )
         self._sleep, self._rng, self._clock = sleep, rng or random.Random(), clock
         self._lanes: dict[str, Lane] = {}
