@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[dict[str, object]] = []
     for venues in args.venues:
         rows = bench_size(venues, args)
-        figures += figures_of(venues, rows)
+        figures += figures_of(venues, rows, args.replicas)
         for i, r in enumerate(rows):
             kind = "baseline" if i == 0 else "poll"
             sim_cpu = f"{r['sim_cpu']:9.1f}"
@@ -441,13 +441,16 @@ def replica_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def figures_of(venues: int, rows: list[dict[str, float]]) -> list[dict[str, object]]:
-    """The ``drops bench`` figures of one market size: the slowest cycle decides (the poll
-    cycle alone at sizes above 10,000 venues, where the simulator renders every page of the
-    baseline cycle: 10 ms a page of its own CPU; it serves the poll cycle from its cache)."""
-    steady = rows[1:] if venues > 10_000 and len(rows) > 1 else rows
+def figures_of(
+    venues: int, rows: list[dict[str, float]], replicas: int = 1
+) -> list[dict[str, object]]:
+    """The ``drops bench`` figures of one market size: the slowest poll cycle decides, or the
+    one cycle of ``--quick`` (the baseline cycle is mostly the simulator rendering every page,
+    10 ms of its own CPU each; it serves the poll cycles from its cache)."""
+    steady = rows[1:] if len(rows) > 1 else rows
     worst = max(steady, key=lambda r: r["wall"])
     kind = "poll cycle" if steady is not rows else "28-bucket cycle"
+    kind += ", one producer" if replicas == 1 else f", {replicas} producer replicas"
     goal = "<= 30 s (the poll interval)"
     per_page = worst["cpu"] / max(worst["requests"], 1) * 1000
     pages: list[dict[str, object]] = []
