@@ -23,8 +23,16 @@ def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.producer_topic, settings.producer_partitions, 1),
         # the system of record of watches: compacted, a tombstone deletes
         NewTopic(settings.watches_topic, 1, 1, config={**big, "cleanup.policy": "compact"}),
-        NewTopic(settings.alerts_topic, 1, 1, config=big),
-        NewTopic(settings.deliveries_topic, 1, 1, config=big),
+        NewTopic(settings.alerts_topic, settings.alerts_partitions, 1, config=big),
+        NewTopic(
+            settings.deliveries_topic,
+            1,
+            1,
+            config={
+                **big,
+                "retention.ms": str(int(settings.delivery_log_retention_hours * 3_600_000)),
+            },
+        ),
     ]
     todo = [t for t in wanted if t.topic not in existing]
     if not todo:
