@@ -267,6 +267,11 @@ class ProvidersSection(Section):
         20, description="Failed requests in a row that open a provider's circuit breaker"
     )
     breaker_reset: float = Field(30.0, description="Seconds a provider's open breaker waits")
+    http: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="The HTTP connection under the provider clients: aiohttp (reads a page "
+        "for a third of the CPU) or httpx (its own)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -635,6 +640,7 @@ FLAT: dict[str, str] = {
     "retry_after_max": "providers.retry_after_max",
     "breaker_failures": "providers.breaker_failures",
     "breaker_reset": "providers.breaker_reset",
+    "provider_http": "providers.http",
     "processor_group": "processor.group",
     "state_path": "processor.state_path",
     "commit_interval": "processor.commit_interval",

@@ -206,37 +206,66 @@ def _token(slot: SimSlot, seating: str, party: int, model_ms: int) -> str:
     )
 
 
-def resy_slots(slots: list[SimSlot], party: int, model_ms: int) -> list[dict[str, Any]]:
-    """Resy lists one entry per (start time, seating type)."""
-    out: list[dict[str, Any]] = []
+_SERVICES = ((0, "Lunch", "11:30:00", "15:00:00"), (1, "Dinner", "16:30:00", "23:00:00"))
+
+
+def _text(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def resy_slots(slots: list[SimSlot], party: int, model_ms: int) -> orjson.Fragment:
+    """Resy lists one entry per (start time, seating type), each in the real answer's full
+    shape (field notes §8: config, date, size, quantity, template, shift, payment,
+    availability, status, exclusive, time, reservation_config), so a client pays for the
+    bytes a real page carries. Written as JSON text (a page holds hundreds of entries)."""
     if not slots:
-        return out
+        return orjson.Fragment(b"[]")
     day = slots[0].day
     dstr = day.isoformat()
     head, next_head = dstr + " ", (day + timedelta(days=1)).isoformat() + " "
     rot = model_ms // 300_000
     vid = slots[0].venue.id
+    texts: dict[str, str] = {}
+    out: list[str] = []
     for s in slots:
         m, cfg = s.minute, s.config_id
         start = head + _HMS[m]
         end = head + _HMS[m + 90] if m + 90 < 1440 else next_head + _HMS[m + 90 - 1440]
         nonce = mix(cfg ^ rot) & 0xFFFFFF
         tok = f"rgs://resy/{vid}/{cfg}/{party}/{dstr}/{_HMS[m]}/"
-        when = {"start": start, "end": end}
-        size = {"min": s.party_min, "max": s.party_max}
+        sid, service, shift_from, shift_to = _SERVICES[m >= 15 * 60]
+        shift = cfg % 97 * 2 + sid
+        hour = m // 60 % 12 or 12
+        display = f"{hour}:{m % 60:02d} {'PM' if m >= 720 else 'AM'}"
         for k, seating in enumerate(s.seating):
+            name = texts.get(seating)
+            if name is None:
+                name = texts[seating] = _text(seating)
+            token = _text(f"{tok}{seating}/{nonce:06x}")
             out.append(
-                {
-                    "config": {
-                        "id": cfg * 10 + k,
-                        "type": seating,
-                        "token": f"{tok}{seating}/{nonce:06x}",
-                    },
-                    "date": when,
-                    "size": size,
-                }
+                f'{{"config":{{"id":{cfg * 10 + k},"type":{name},"token":{token}}},'
+                f'"date":{{"start":"{start}","end":"{end}"}},'
+                f'"size":{{"min":{s.party_min},"max":{s.party_max}}},'
+                f'"quantity":{1 + (cfg >> 3) % 3},'
+                f'"template":{{"id":{vid * 10 + k},"is_paid":false,"display_name":{name},'
+                f'"image":null,"is_default":{_b(k == 0)}}},'
+                f'"shift":{{"id":{shift},"day":"{dstr}","service":{{"type":"{service}",'
+                f'"id":{sid + 1}}},"time_start":"{shift_from}","time_end":"{shift_to}"}},'
+                f'"payment":{{"cancellation_fee":null,"deposit_fee":null,"is_paid":false,'
+                f'"payment_structure":0,"secs_cancel_cut_off":null,"secs_change_cut_off":null,'
+                f'"service_charge":null,"service_charge_options":[],"time_cancel_cut_off":null,'
+                f'"time_change_cut_off":null,"venue_share":null}},'
+                f'"availability":{{"id":3}},"status":{{"id":1}},'
+                f'"exclusive":{{"id":0,"is_eligible":false}},'
+                f'"time":{{"turn_time":90,"display":"{display}"}},'
+                f'"reservation_config":{{"badge":null,"min_party_size":{s.party_min},'
+                f'"max_party_size":{s.party_max},"is_auto_accept":true}}}}'
             )
-    return out
+    return orjson.Fragment(("[" + ",".join(out) + "]").encode())
+
+
+def _b(value: bool) -> str:
+    return "true" if value else "false"
 
 
 @functools.cache

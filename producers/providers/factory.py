@@ -28,6 +28,7 @@ def policy(settings: Settings) -> Policy:
         rate_limit=settings.providers.rate_limit,
         breaker_failures=settings.providers.breaker_failures,
         breaker_reset=settings.providers.breaker_reset,
+        http=settings.providers.http,
     )
 
 

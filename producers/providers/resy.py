@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from drops.log import get_log
 from producers.providers.base import (
     MINUTE_OF,
@@ -69,7 +71,155 @@ def beyond_span(times: dict[str, Any] | list[str], span: Span | None) -> list[st
     return sorted(t for t in times if t < lo or t > hi)
 
 
+# ------------------------------------------------------------------ the typed reading
+#
+# A search page is decoded straight into these Structs, which name only the fields a snapshot
+# uses: msgspec skips the rest of each slot (template, shift, payment, ...) without building
+# it. A page that does not fit them (a field missing or of another type anywhere) is not
+# guessed at: it is read again as plain JSON by the lenient reading (:func:`parse_venue`),
+# which names each venue it cannot read as a failure. So the typed reading only ever
+# accepts pages on which both readings give the same slots
+# (``tests/unit/test_resy_decode.py`` checks that against the lenient reading).
+
+
+class _Date(msgspec.Struct, gc=False):
+    start: str
+
+
+class _Config(msgspec.Struct, gc=False):
+    type: str | None = None
+    token: str | None = None
+
+
+class _Size(msgspec.Struct, gc=False):
+    min: int = 0
+    max: int = 0
+
+
+class _Slot(msgspec.Struct, gc=False):
+    date: _Date
+    config: _Config
+    size: _Size | None = None
+
+
+class _Availability(msgspec.Struct, gc=False):
+    slots: list[_Slot] | None = None
+
+
+class _VenueId(msgspec.Struct, gc=False):
+    resy: int | str
+
+
+class Hit(msgspec.Struct, gc=False):
+    """One venue of a search page. Its descriptive fields are read by :func:`venue_info`
+    (the one place for them, in both readings): a new venue field is a field here and a
+    line there."""
+
+    id: _VenueId
+    availability: _Availability | None = None
+    name: Any = None
+    location: Any = None
+    url_slug: Any = None
+
+
+class _Search(msgspec.Struct, gc=False):
+    hits: list[Hit]
+    nbHits: int | None = None
+
+
+class _Meta(msgspec.Struct, gc=False):
+    total: int | None = None
+
+
+class Page(msgspec.Struct, gc=False):
+    search: _Search
+    meta: _Meta | None = None
+
+
+_page_decoder = msgspec.json.Decoder(Page)
+
+
+def decode_page(body: bytes) -> Page | None:
+    """A search page in the typed reading, or ``None`` when it does not fit (then the
+    transport parses it as plain JSON for the lenient reading; not JSON at all: malformed)."""
+    try:
+        return _page_decoder.decode(body)
+    except msgspec.DecodeError:  # ValidationError included: not this shape
+        return None
+
+
+def venue_info(venue: Any) -> tuple[str, str, str, str, str]:
+    """``(name, time_zone, neighborhood, slug, city)`` of a venue object of either reading (a
+    :class:`Hit`, or a dict of the plain JSON): the one place the venue's fields are taken.
+
+    ``slug`` and ``city`` are what the venue's booking link is built from
+    (``domain/booking.py``): its ``url_slug`` and its location's ``url_slug`` (the city, e.g.
+    ``new-york-ny``), else the location's ``code`` (``ny``); ``""`` for what the answer does
+    not give as text (a link is then not built, never a broken one)."""
+    if isinstance(venue, Hit):
+        name, loc, slug = venue.name, venue.location, venue.url_slug
+    else:
+        name, loc, slug = venue.get("name"), venue.get("location"), venue.get("url_slug")
+    location: dict[str, Any] = loc if isinstance(loc, dict) else {}
+    city = location.get("url_slug") or location.get("code")
+    return (
+        str(name or ""),
+        str(location.get("time_zone") or ""),
+        str(location.get("neighborhood") or ""),
+        slug if isinstance(slug, str) else "",
+        city if isinstance(city, str) else "",
+    )
+
+
+def take_hits(hits: list[Hit], query: BucketQuery, acc: Collector, seen: set[str]) -> None:
+    """The typed reading of a page's venues: every slot in the bucket window into ``acc``
+    (merged per start time, as :func:`parse_venue` does; no venue can fail here, the types
+    were checked by the decoder)."""
+    date, (lo, hi), minute_of = query.date, query.window, MINUTE_OF
+    add_venue = acc.venue
+    for hit in hits:
+        vid = hit.id.resy
+        venue_id = vid if vid.__class__ is str else str(vid)
+        seen.add(venue_id)
+        avail = hit.availability
+        slots = avail.slots if avail is not None else None
+        if not slots:
+            continue
+        times: dict[str, list[Any]] | None = None
+        for s in slots:
+            start = s.date.start
+            if start[:10] != date:
+                continue  # another day
+            minute = minute_of.get(start[11:16])
+            if minute is None or minute < lo or minute >= hi:
+                continue  # another bucket's window (or not a time)
+            config, size = s.config, s.size
+            seating, token = config.type or "", config.token or ""
+            if size is None:
+                pmin = pmax = 0
+            else:
+                pmin, pmax = size.min, size.max
+            if times is None:
+                times = add_venue(venue_id, *venue_info(hit)).times
+            actual = start if len(start) == 19 and start[10] == " " else f"{date} {start[11:16]}:00"
+            got = times.get(actual)
+            if got is None:
+                times[actual] = [[seating] if seating else [], pmin, pmax, token]
+                continue
+            if seating and seating not in got[0]:
+                got[0].append(seating)
+            if pmin < got[1]:
+                got[1] = pmin
+            if pmax > got[2]:
+                got[2] = pmax
+
+
+# ------------------------------------------------------------------ the lenient reading
+
+
 def _hits(doc: Any) -> list[Any]:
+    if isinstance(doc, Page):
+        return doc.search.hits
     if not isinstance(doc, dict) or not isinstance(doc.get("search"), dict):
         raise Invalid("no search object")
     hits = doc["search"].get("hits")
@@ -79,19 +229,14 @@ def _hits(doc: Any) -> list[Any]:
 
 
 def _total(doc: Any) -> int | None:
+    if isinstance(doc, Page):
+        meta = doc.search.nbHits
+        return meta if meta is not None else (doc.meta.total if doc.meta is not None else None)
     search = doc.get("search", {})
     for value in (search.get("nbHits"), (doc.get("meta") or {}).get("total")):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return None
-
-
-def booking_ref(venue: dict[str, Any], location: dict[str, Any]) -> tuple[str, str]:
-    """What the venue's booking link is built from (``domain/booking.py``): its ``url_slug``
-    and its location's ``url_slug`` (the city, e.g. ``new-york-ny``), else the location's
-    ``code`` (``ny``); ``""`` for what the answer does not give as text."""
-    slug, city = venue.get("url_slug"), location.get("url_slug") or location.get("code")
-    return (slug if isinstance(slug, str) else "", city if isinstance(city, str) else "")
 
 
 def parse_venue(
@@ -144,15 +289,7 @@ def parse_venue(
         if seating.__class__ is not str or token.__class__ is not str:
             seating, token = str(seating or ""), str(token or "")
         if times is None:
-            loc = venue.get("location")
-            location: dict[str, Any] = loc if isinstance(loc, dict) else {}
-            times = acc.venue(
-                venue_id,
-                str(venue.get("name") or ""),
-                str(location.get("time_zone") or ""),
-                str(location.get("neighborhood") or ""),
-                *booking_ref(venue, location),
-            ).times
+            times = acc.venue(venue_id, *venue_info(venue)).times
         actual = start if len(start) == 19 and start[10] == " " else f"{date} {start[11:16]}:00"
         got = times.get(actual)  # VenueSlots.add, inlined: this loop runs a million times
         if got is None:
@@ -252,6 +389,7 @@ class ResyClient:
             json=self._body(query, page, per_page),
             headers=self._headers,
             validate=validate,
+            decode=decode_page,
         )
 
     async def _fetch_area(self, query: BucketQuery) -> FetchResult:
@@ -265,6 +403,9 @@ class ResyClient:
 
         def take(doc: Any) -> int:
             hits = _hits(doc)
+            if isinstance(doc, Page):  # the typed reading (the usual case)
+                take_hits(doc.search.hits, query, acc, seen)
+                return len(hits)
             for hit in hits:
                 avail = hit.get("availability") if isinstance(hit, dict) else None
                 slots = avail.get("slots") if isinstance(avail, dict) else None
