@@ -35,6 +35,7 @@ SAMPLES: dict[str, str] = {
     "up_simulator": "false",
     "clock_start": "2026-12-01T19:50:00Z",
     "log_format": "text",
+    "provider_http": "httpx",
     "clock_anchor": "12.5",
     "log_level": "DEBUG",
 }
