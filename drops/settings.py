@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(2000, description="Sink: most records per ClickHouse insert")
     sink_batch_seconds: float = Field(0.2, description="Sink: longest wait to fill a batch, s")
     sink_backoff_max: float = Field(30.0, description="Sink: longest retry pause while CH is down")
+    sink_identity_interval: float = Field(
+        30.0,
+        description="Sink: seconds between checks, while it runs, that the topics still have "
+        "the cluster and topic ids its stored offsets belong to (also checked at once when an "
+        "offset goes backwards)",
+    )
     api_cors_origins: str = Field("", description="CORS origins, comma separated ('*' = any)")
     api_keys: str = Field(
         "", description="API keys, comma separated; when set, X-API-Key or ?api_key= is required"
