@@ -351,7 +351,9 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS bucket_summary_mv TO bucket_summary AS
         (
             "ALTER TABLE drop_events ADD INDEX IF NOT EXISTS ix_neighborhood neighborhood "
             "TYPE set(1000) GRANULARITY 1",
-            "ALTER TABLE drop_events MATERIALIZE INDEX ix_neighborhood",
+            # at once (a mutation runs in the background otherwise): parts without the
+            # index are read whole
+            "ALTER TABLE drop_events MATERIALIZE INDEX ix_neighborhood SETTINGS mutations_sync = 1",
         ),
     ),
 )
