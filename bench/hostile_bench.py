@@ -157,7 +157,6 @@ def serve(data: Path, tag: str, port: int) -> None:
 
 
 _OPENED = re.compile(rb'"opened_at_ms":(\d+)')
-IDLE_HOOD = b"Nowhere"  # the crowd's untimed clients filter on it: no drop matches
 
 
 async def _crowd(
@@ -168,21 +167,20 @@ async def _crowd(
     counts: dict[str, int],
     sampled: int = 0,
     delivery: list[float] | None = None,
+    idle_filter: bytes = b"",
 ) -> None:
     """``n`` SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
     connections (a request head trickled a byte a second, reopened when cut). The first
-    ``sampled`` clients take every drop and note, in ``delivery``, each event's delivery
+    ``sampled`` clients note, in ``delivery``, each event's delivery
     latency: its arrival less its drop's ``opened_at_ms`` (the writer's clock when it made the
-    drop, just before producing it; same machine); the others filter on a neighborhood no
-    drop has, so they hold a live subscription the hub matches every event against."""
+    drop, just before producing it; same machine)."""
     end = time.monotonic() + seconds
 
     async def sse(timed: bool) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        # the timed clients take every drop; the others a neighborhood no drop is in (the hub
-        # still matches every event against their filter; they get pings): one client
-        # process cannot read 5,000 full streams of 200 drops a second on shared cores
-        path = b"/feed/stream" if timed else b"/feed/stream?neighborhood=" + IDLE_HOOD
+        # with ``idle_filter`` the untimed clients filter on it (a neighborhood no drop has:
+        # the API then filters every event for each of them)
+        path = b"/feed/stream" + (b"" if timed or not idle_filter else b"?" + idle_filter)
         w.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         await w.drain()
         head = await r.readuntil(b"\r\n\r\n")
@@ -227,7 +225,13 @@ async def _crowd(
 
 
 def crowd(
-    clients: int, slow: int, rate: int, seconds: float, port: int, sampled: int = 100
+    clients: int,
+    slow: int,
+    rate: int,
+    seconds: float,
+    port: int,
+    sampled: int = 100,
+    idle_filter: str = "",
 ) -> dict[str, Any]:
     """``/healthz`` round trips and live delivery (drop made and produced -> event at a
     client) with ``clients`` SSE clients and ``slow`` slowloris connections, drops at
@@ -246,7 +250,16 @@ def crowd(
         quiet = _probe(port, 10)
         t = threading.Thread(
             target=lambda: asyncio.run(
-                _crowd(port, clients, slow, seconds + 60, counts, sampled, delivery)
+                _crowd(
+                    port,
+                    clients,
+                    slow,
+                    seconds + 60,
+                    counts,
+                    sampled,
+                    delivery,
+                    idle_filter.encode(),
+                )
             ),
             daemon=True,
         )
@@ -337,6 +350,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="with --json: shorter runs")
     ap.add_argument("--sampled", type=int, default=100, help="with --crowd: clients timed")
     ap.add_argument("--crowd", type=int, default=0, help="instead: N idle SSE clients")
+    ap.add_argument(
+        "--idle-filter", default="", help="with --crowd: query of the untimed clients' streams"
+    )
     ap.add_argument("--slow", type=int, default=200, help="with --crowd: slowloris connections")
     ap.add_argument("--base", type=Path, default=None, help="source tree of the revision before")
     ap.add_argument("--clients", type=int, default=20)
@@ -347,12 +363,28 @@ def main() -> None:
     if args.json:
         secs = 15.0 if args.quick else args.seconds
         hostile = run(ROOT, args.clients, args.rate, secs, args.port)
-        many = crowd(args.crowd or CROWD, args.slow, args.rate, secs, args.port + 1, args.sampled)
+        many = crowd(
+            args.crowd or CROWD,
+            args.slow,
+            args.rate,
+            secs,
+            args.port + 1,
+            args.sampled,
+            args.idle_filter,
+        )
         print(orjson.dumps({"oversized": hostile, "crowd": many}).decode(), flush=True)
         print(orjson.dumps({"figures": figures(hostile, many)}).decode(), flush=True)
         return
     if args.crowd:
-        got = crowd(args.crowd, args.slow, args.rate, args.seconds, args.port, args.sampled)
+        got = crowd(
+            args.crowd,
+            args.slow,
+            args.rate,
+            args.seconds,
+            args.port,
+            args.sampled,
+            args.idle_filter,
+        )
         print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
         return
     trees = ([args.base] if args.base else []) + [ROOT]
