@@ -76,7 +76,7 @@ class Data:
             # a primary-key range read: projections and (unless a venue is asked for) the
             # skip indexes cannot help it, and weighing them costs planning time per part
             "SETTINGS optimize_use_projections = 0"
-            + ("" if filters.venue else ", use_skip_indexes = 0")
+            + ("" if filters.venue or filters.neighborhood else ", use_skip_indexes = 0")
         )
         rows = parse_rows(self.ch.raw(sql, params, "TabSeparatedRaw"))
         if any(not item for _, _, item in rows):
@@ -113,7 +113,13 @@ class Data:
         """
         items: list[FeedRow] = []
         pos = dict(start)
-        for bound in C.windows(start, head, limit, span=self.scan_max):
+        bounds = C.windows(start, head, limit, span=self.scan_max)
+        if not filters.empty and len(bounds) > 2:
+            # a filter that matches often fills the page in the first window; one that
+            # matches little would run every window to the bound: go there in one more read
+            # (the skip indexes read what it needs). The same rows: any rising bounds do.
+            bounds = [bounds[0], bounds[-1]]
+        for bound in bounds:
             want = limit - len(items)
             got = self.feed_page(pos, bound, filters, want)
             items += got
@@ -147,6 +153,10 @@ class Data:
         return [_bucket_status(r, now, poll_interval) for r in rows]
 
     def venue(self, venue_id: str, provider: str | None, history: int) -> dict[str, Any] | None:
+        """Three reads, each of one short key range: the venue rows; its counts, days watched
+        and drops by day in one pass over ``venue_events`` (ordered by venue); its last
+        ``history`` items from the projection ``by_venue``, bounded below by the oldest of
+        their offsets, found in the counts' pass."""
         params: dict[str, Any] = {"v": venue_id}
         pf = ""
         if provider:
@@ -159,31 +169,40 @@ class Data:
         )
         if not info:
             return None
+        watched_sql, _ = watched_query(provider)
+        keep = max(int(history), 1)
+        tz = sql_zone(str(info[0]["time_zone"]) or "UTC")  # the venue's own days
         stats = self.ch.query_dicts(
             "SELECT countIf(event = 'open') AS drops, countIf(event = 'close') AS closes, "
             "uniqExactIf(date, event = 'open') AS days_with_drop, "
             "quantileExactIf(0.5)(open_seconds, event = 'close') AS median_open_seconds, "
             "minIf(opened_at, event = 'open') AS first_drop_at, "
-            "maxIf(opened_at, event = 'open') AS last_drop_at "
-            f"FROM drop_events WHERE venue_id = %(v)s{pf}",
+            "maxIf(opened_at, event = 'open') AS last_drop_at, "
+            # the offset of the history's oldest item (the n-th newest)
+            f"-arrayMax(groupArraySorted({keep})(-toInt64(kafka_offset))) AS history_from, "
+            "count() AS events, "
+            f"({watched_sql}) AS watched, "
+            f"sumMapIf([toDate(opened_at, '{tz}')], [toUInt64(1)], event = 'open') "
+            "AS by_day "
+            f"FROM venue_events WHERE venue_id = %(v)s{pf}",
             params,
         )[0]
-        watched = self.ch.query(*watched_query(provider))[0][0]
-        recent = self.ch.query(
-            "SELECT kafka_offset, kafka_partition, item FROM drop_events "
-            f"WHERE venue_id = %(v)s{pf} ORDER BY kafka_offset DESC LIMIT {int(history)}",
-            params,
-        )
+        watched = int(stats["watched"])
+        recent: list[Any] = []
+        if history > 0 and stats["events"]:
+            recent = self.ch.query(
+                "SELECT kafka_offset, kafka_partition, item FROM drop_events "
+                f"WHERE venue_id = %(v)s{pf} AND kafka_offset >= %(since)s "
+                f"ORDER BY kafka_offset DESC LIMIT {int(history)} "
+                # the projection by venue reads the range; in the table's order it is a scan
+                "SETTINGS optimize_read_in_order = 0",
+                {**params, "since": int(stats["history_from"])},
+            )
         rows = [(int(o), int(p), str(i).encode()) for o, p, i in recent]
         if any(not i for _, _, i in rows):
             rows = self._render_legacy(rows)
-        tz = sql_zone(str(info[0]["time_zone"]) or "UTC")  # the venue's own days
-        by_day = self.ch.query(
-            f"SELECT toDate(opened_at, '{tz}') AS day, count() FROM drop_events "
-            f"WHERE venue_id = %(v)s{pf} AND event = 'open' GROUP BY day ORDER BY day DESC "
-            "LIMIT 60",
-            params,
-        )
+        days, counts = stats["by_day"]
+        by_day = list(zip(days, counts, strict=True))[::-1][:60]  # the last 60 days with drops
         drops = int(stats["drops"])
         return {
             "venue": {**info[0], "last_seen": _ms(_aware(info[0]["last_seen"]))},
@@ -230,8 +249,34 @@ were all polled within the last 15 days (a margin for the slide time and the zon
 
 
 def buckets_query(market: str, today: str) -> tuple[str, dict[str, Any]]:
-    """``/buckets``: the window's buckets, reading only the day partitions (``polled_at``)
-    that can hold them instead of every day of retention."""
+    """``/buckets``: the window's buckets, merged from ``bucket_summary`` (per bucket,
+    provider and UTC poll day, kept by a materialized view) over the poll days that can hold
+    them: a few hundred rows, where the same aggregates over ``discovery_buckets`` read every
+    fetch of the last 15 days (1.1M rows at full size). Exactly the answer of
+    :func:`buckets_query_rows` (``polled_at >= since`` is ``polled_day >= since``: ``since``
+    is a UTC midnight)."""
+    day = datetime.fromisoformat(today).date()
+    since = day - timedelta(days=WINDOW_POLL_DAYS)
+    return (
+        "SELECT bucket_id, provider, date AS bdate, time_slot AS bslot, "
+        "if(sum(baselines) > 0, argMaxIfMerge(baseline_slots), argMinMerge(first_slots)) "
+        "AS baseline_slots, "
+        "if(sum(baselines) > 0, max(baseline_at), min(first_at)) AS baseline_at, "
+        "max(last_poll_at) AS last_poll_at, "
+        "argMaxIfMerge(last_poll_slots) AS last_poll_slots, "
+        "argMaxIfMerge(last_poll_complete) AS last_poll_complete, "
+        "argMaxIfMerge(last_poll_ms) AS last_poll_ms, "
+        "sum(polls) AS polls "
+        "FROM bucket_summary WHERE market = %(m)s AND date >= %(today)s "
+        "AND polled_day >= %(since)s "
+        "GROUP BY bucket_id, provider, bdate, bslot ORDER BY bdate, bslot, provider",
+        {"m": market, "today": day, "since": since},
+    )
+
+
+def buckets_query_rows(market: str, today: str) -> tuple[str, dict[str, Any]]:
+    """The same answer from the fetch rows of ``discovery_buckets`` (the query before
+    ``bucket_summary``; the tests compare the two)."""
     day = datetime.fromisoformat(today).date()
     since = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(days=WINDOW_POLL_DAYS)
     return (

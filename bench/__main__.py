@@ -33,6 +33,7 @@ MODULES: dict[str, list[str]] = {
     "api": ["bench.api_bench"],
     "replicas": ["bench.replicas_bench"],
     "alerts": ["bench.alerts_bench"],
+    "hostile": ["bench.hostile_bench"],
 }
 QUICK_EXTRA: dict[str, list[str]] = {"producer": ["--venues", "1000", "10000"]}
 

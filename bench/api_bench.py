@@ -243,8 +243,15 @@ def _start_server(
         args.append("--with-sink")
     if not live:
         args.append("--no-live")
-    proc = subprocess.Popen(args)
-    deadline = time.monotonic() + 120
+    return wait_ready(subprocess.Popen(args), port)
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int, timeout: float = 120.0
+) -> subprocess.Popen[bytes]:
+    """``proc`` once the API it runs answers ``/readyz`` with 200 on ``port`` (terminated, and
+    an error raised, if it exits first or is not ready within ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import httpx
 import orjson
 
 from api import cursor as C
-from bench.api_bench import _pct
+from bench.api_bench import _pct, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERSIZED = C.encode(dict.fromkeys(range(4096), 0))
@@ -37,18 +38,7 @@ def _server(src: Path, data: Path, tag: str, port: int) -> subprocess.Popen[byte
     args = [sys.executable, "-m", "bench.api_bench", "serve", "--data-dir", str(data)]
     args += ["--tag", tag, "--port", str(port), "--with-sink"]
     proc = subprocess.Popen(args, cwd=src, env={**os.environ, "PYTHONPATH": str(src)})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError("API exited")
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError("API not ready")
+    return wait_ready(proc, port)
 
 
 def _writer(tag: str, rate: int, stop: threading.Event) -> None:
@@ -133,6 +123,7 @@ def run(src: Path, clients: int, rate: int, seconds: float, port: int) -> dict[s
             proc.wait(10)
     return {
         "src": str(src),
+        "hostile_clients": clients,
         "hostile_accepted": len(accepted),
         "quiet_p50_ms": round(_pct(quiet, 0.5), 2),
         "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
@@ -165,21 +156,46 @@ def serve(data: Path, tag: str, port: int) -> None:
     server.run()
 
 
-async def _crowd(port: int, n: int, slow: int, seconds: float, counts: dict[str, int]) -> None:
-    """``n`` idle SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
-    connections (a request head trickled a byte a second, reopened when cut)."""
+_OPENED = re.compile(rb'"opened_at_ms":(\d+)')
+
+
+async def _crowd(
+    port: int,
+    n: int,
+    slow: int,
+    seconds: float,
+    counts: dict[str, int],
+    sampled: int = 0,
+    delivery: list[float] | None = None,
+    idle_filter: bytes = b"",
+) -> None:
+    """``n`` SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
+    connections (a request head trickled a byte a second, reopened when cut). The first
+    ``sampled`` clients note, in ``delivery``, each event's delivery
+    latency: its arrival less its drop's ``opened_at_ms`` (the writer's clock when it made the
+    drop, just before producing it; same machine)."""
     end = time.monotonic() + seconds
 
-    async def sse() -> None:
+    async def sse(timed: bool) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"GET /feed/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        # with ``idle_filter`` the untimed clients filter on it (a neighborhood no drop has:
+        # the API then filters every event for each of them)
+        path = b"/feed/stream" + (b"" if timed or not idle_filter else b"?" + idle_filter)
+        w.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         await w.drain()
         head = await r.readuntil(b"\r\n\r\n")
         if b" 200 " in head.split(b"\r\n", 1)[0]:
             counts["sse"] += 1
+        buf = b""
         while time.monotonic() < end:
-            if not await asyncio.wait_for(r.read(65536), timeout=max(0.1, end - time.monotonic())):
+            chunk = await asyncio.wait_for(r.read(65536), timeout=max(0.1, end - time.monotonic()))
+            if not chunk:
                 break
+            if timed and delivery is not None and counts["timing"]:
+                now_ms = time.time() * 1000
+                buf += chunk
+                done, _, buf = buf.rpartition(b"\n\n")
+                delivery.extend(now_ms - int(ms) for ms in _OPENED.findall(done))
         w.close()
 
     async def loris() -> None:
@@ -201,44 +217,59 @@ async def _crowd(port: int, n: int, slow: int, seconds: float, counts: dict[str,
 
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(sse()))
+        tasks.append(asyncio.create_task(sse(i < sampled)))
         if i % 200 == 199:
             await asyncio.sleep(0.05)
     tasks += [asyncio.create_task(loris()) for _ in range(slow)]
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def crowd(clients: int, slow: int, rate: int, seconds: float, port: int) -> dict[str, Any]:
+def crowd(
+    clients: int,
+    slow: int,
+    rate: int,
+    seconds: float,
+    port: int,
+    sampled: int = 100,
+    idle_filter: str = "",
+) -> dict[str, Any]:
+    """``/healthz`` round trips and live delivery (drop made and produced -> event at a
+    client) with ``clients`` SSE clients and ``slow`` slowloris connections, drops at
+    ``rate`` a second; ``sampled`` of the clients time their events."""
     tag = uuid.uuid4().hex[:8]
     data = Path(tempfile.mkdtemp(prefix="crowd-"))
     args = [sys.executable, "-m", "bench.hostile_bench", "serve", "--data-dir", str(data)]
-    proc = subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("API not ready")
-        time.sleep(0.2)
+    proc = wait_ready(subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=ROOT), port)
     stop = threading.Event()
     writer = threading.Thread(target=_writer, args=(tag, rate, stop), daemon=True)
     writer.start()
-    counts = {"sse": 0, "cut": 0}
+    counts = {"sse": 0, "cut": 0, "timing": 0}
+    delivery: list[float] = []
     try:
         time.sleep(2)
         quiet = _probe(port, 10)
         t = threading.Thread(
-            target=lambda: asyncio.run(_crowd(port, clients, slow, seconds + 60, counts)),
+            target=lambda: asyncio.run(
+                _crowd(
+                    port,
+                    clients,
+                    slow,
+                    seconds + 60,
+                    counts,
+                    sampled,
+                    delivery,
+                    idle_filter.encode(),
+                )
+            ),
             daemon=True,
         )
         t.start()
         deadline = time.monotonic() + 120
         while counts["sse"] < clients and time.monotonic() < deadline:
             time.sleep(0.5)
+        counts["timing"] = 1  # every client connected: delivery is timed from here on
         loaded = _probe(port, seconds)
+        counts["timing"] = 0
         rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
     finally:
         stop.set()
@@ -257,10 +288,51 @@ def crowd(clients: int, slow: int, rate: int, seconds: float, port: int) -> dict
         "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
         "crowd_p50_ms": round(_pct(loaded, 0.5), 2),
         "crowd_p99_ms": round(_pct(loaded, 0.99), 2),
+        "delivery_p50_ms": round(_pct(delivery, 0.5), 1),
+        "delivery_p99_ms": round(_pct(delivery, 0.99), 1),
+        "delivery_samples": len(delivery),
+        "sampled": min(sampled, clients),
         "samples": len(loaded),
         "timeouts": sum(v >= PROBE_TIMEOUT_S * 1000 for v in loaded),
         "api_rss_mb": round(rss / 1024, 1),
     }
+
+
+CROWD = 5000  # SSE clients of the crowd run in drops bench
+HEALTHZ_GOAL_MS = 100.0  # /healthz p99 with the crowd and the slowloris connections
+DELIVERY_GOAL_MS = 1000.0  # drop produced -> event at a client, p99, with the crowd
+HOSTILE_RATIO_GOAL = 2.0  # /healthz p99 with oversized-cursor clients / without
+
+
+def figures(hostile: dict[str, Any], many: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``drops bench`` figures of the two runs."""
+    out: list[dict[str, Any]] = []
+
+    def add(metric: str, value: float, unit: str, goal: str | None, ok: bool | None) -> None:
+        out.append(
+            {"area": "api", "metric": metric, "value": value, "unit": unit, "goal": goal, "ok": ok}
+        )
+
+    n, slow = many["sse_clients"], many["slow_connections"]
+    crowd_p99 = float(many["crowd_p99_ms"])
+    add(f"/healthz p99, {n} SSE clients + {slow} slowloris", crowd_p99, "ms",
+        f"p99 <= {HEALTHZ_GOAL_MS:g} ms", crowd_p99 <= HEALTHZ_GOAL_MS)  # fmt: skip
+    add("/healthz p99 before the crowd connects", float(many["quiet_p99_ms"]), "ms", None, None)
+    timed = many["delivery_samples"] > 0
+    p50 = float(many["delivery_p50_ms"]) if timed else 0.0
+    p99 = float(many["delivery_p99_ms"]) if timed else 0.0
+    what = f"live delivery (drop produced -> client), {many['sampled']} timed of {n} SSE clients"
+    what += "" if timed else " (no event arrived: not measured)"
+    add(f"{what}: p50", p50, "ms", None, None)
+    add(f"{what}: p99", p99, "ms", f"p99 <= {DELIVERY_GOAL_MS:g} ms",
+        timed and p99 <= DELIVERY_GOAL_MS)  # fmt: skip
+    ratio = float(hostile["hostile_p99_ms"]) / max(float(hostile["quiet_p99_ms"]), 1e-9)
+    name = (
+        f"/healthz p99, {hostile['hostile_clients']} oversized-cursor clients "
+        f"({hostile['hostile_accepted']} accepted)"
+    )
+    add(f"{name} / without", ratio, "x", f"<= {HOSTILE_RATIO_GOAL:g}x", ratio <= HOSTILE_RATIO_GOAL)
+    return out
 
 
 def main() -> None:
@@ -274,7 +346,13 @@ def main() -> None:
         serve(a.data_dir, a.tag, a.port)
         return
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--json", action="store_true", help="both runs; a figures line (drops bench)")
+    ap.add_argument("--quick", action="store_true", help="with --json: shorter runs")
+    ap.add_argument("--sampled", type=int, default=100, help="with --crowd: clients timed")
     ap.add_argument("--crowd", type=int, default=0, help="instead: N idle SSE clients")
+    ap.add_argument(
+        "--idle-filter", default="", help="with --crowd: query of the untimed clients' streams"
+    )
     ap.add_argument("--slow", type=int, default=200, help="with --crowd: slowloris connections")
     ap.add_argument("--base", type=Path, default=None, help="source tree of the revision before")
     ap.add_argument("--clients", type=int, default=20)
@@ -282,8 +360,31 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--port", type=int, default=48190)
     args = ap.parse_args()
+    if args.json:
+        secs = 15.0 if args.quick else args.seconds
+        hostile = run(ROOT, args.clients, args.rate, secs, args.port)
+        many = crowd(
+            args.crowd or CROWD,
+            args.slow,
+            args.rate,
+            secs,
+            args.port + 1,
+            args.sampled,
+            args.idle_filter,
+        )
+        print(orjson.dumps({"oversized": hostile, "crowd": many}).decode(), flush=True)
+        print(orjson.dumps({"figures": figures(hostile, many)}).decode(), flush=True)
+        return
     if args.crowd:
-        got = crowd(args.crowd, args.slow, args.rate, args.seconds, args.port)
+        got = crowd(
+            args.crowd,
+            args.slow,
+            args.rate,
+            args.seconds,
+            args.port,
+            args.sampled,
+            args.idle_filter,
+        )
         print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
         return
     trees = ([args.base] if args.base else []) + [ROOT]

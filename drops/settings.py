@@ -398,6 +398,12 @@ class SinkSection(Section):
     batch_size: int = Field(2000, description="Sink: most records per ClickHouse insert")
     batch_seconds: float = Field(0.2, description="Sink: longest wait to fill a batch, s")
     backoff_max: float = Field(30.0, description="Sink: longest retry pause while CH is down")
+    identity_interval: float = Field(
+        30.0,
+        description="Sink: seconds between checks, while it runs, that the topics still have "
+        "the cluster and topic ids its stored offsets belong to (also checked at once when an "
+        "offset goes backwards)",
+    )
     metrics_port: int = Field(9103, description="Standalone sink's /metrics port (0: off)")
 
 
@@ -654,6 +660,7 @@ FLAT: dict[str, str] = {
     "sink_batch_size": "sink.batch_size",
     "sink_batch_seconds": "sink.batch_seconds",
     "sink_backoff_max": "sink.backoff_max",
+    "sink_identity_interval": "sink.identity_interval",
     "sink_metrics_port": "sink.metrics_port",
     "api_host": "api.host",
     "api_port": "api.port",

@@ -18,7 +18,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,24 @@ class Processor:
         self.deadletter_max_bytes = settings.kafka.max_message_bytes  # lowered to the topic's limit
         self.totals = {"snapshots": 0, "parts": 0, "drops": 0, "closes": 0, "dead_letters": 0}
         self.gaps = Gaps()
+        self.settings = settings
+        self.gap_checked: set[int] = set()  # partitions checked since the application started
+
+    def _check_gap(self) -> None:
+        """At the first record of a partition since this application started (its consumer
+        was assigned the partition and resumed at the group's committed offset), check that
+        partition for a retention gap. Only the replica that owns a partition checks it, so
+        a gap is counted once, not once per replica (each would see every partition's
+        offsets). A check that fails is logged and tried at the partition's next record."""
+        partition = message_context().partition
+        if partition in self.gap_checked:
+            return
+        try:
+            check_retention(self.settings, self.gaps, [partition])
+        except Exception as exc:
+            log.warning("retention_check_failed", partition=partition, error=str(exc)[:300])
+            return
+        self.gap_checked.add(partition)
 
     def _count(self, **counts: int) -> None:
         with self._lock:
@@ -137,6 +155,7 @@ class Processor:
         if self.first_record:
             self.first_record = False
             log.info("first_record", at_ms=int(time.time() * 1000))
+        self._check_gap()
         try:
             snap = decode_snapshot(value)
             if key != snap.key.encode():
@@ -201,13 +220,17 @@ class Processor:
         return Out(k, data, headers=tuple(headers), error=DL.error_text(error))
 
 
-def check_retention(settings: Settings, gaps: Gaps) -> None:
+def check_retention(
+    settings: Settings, gaps: Gaps, partitions: Iterable[int] | None = None
+) -> None:
     """Where the group's committed offset on a snapshot partition is below the partition's
     log start, retention deleted records the processor never read (it was paused or down
     longer than the topic's retention), and auto.offset.reset=earliest would skip them
     without a word. Logged as ``retention_gap`` and counted in ``gaps``; nothing can bring
     them back. A partition the group never committed on is a first start, not a gap; a log
-    start counted once (the same gap seen again at a rebuild) is not counted twice."""
+    start counted once (the same gap seen again at a rebuild) is not counted twice.
+    ``partitions``: only those (the processor checks each partition it is assigned, at its
+    first record); None: every partition of the topic."""
     topic = settings.topics.snapshots
     c = Consumer(
         {
@@ -221,7 +244,8 @@ def check_retention(settings: Settings, gaps: Gaps) -> None:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         if meta.error is not None:
             raise KafkaException(meta.error)
-        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        wanted = sorted(meta.partitions) if partitions is None else sorted(set(partitions))
+        tps = [TopicPartition(topic, p) for p in wanted if p in meta.partitions]
         for tp in c.committed(tps, timeout=10):
             if tp.error is not None:
                 raise KafkaException(tp.error)
@@ -251,14 +275,14 @@ def build_app(
     settings: Settings, proc: Processor | None = None, replica: Replica | None = None
 ) -> tuple[Application, Processor]:
     """The application and its processor (``proc``, or a new one), ready for ``app.run()``,
-    as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Checks
-    first for snapshots deleted by retention past the group's offsets
-    (:func:`check_retention`)."""
+    as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Each
+    partition is checked for snapshots deleted by retention past the group's offset at its
+    first record (:func:`check_retention`, :meth:`Processor._check_gap`)."""
     ensure_topics(settings)  # our topics, with our settings, before Quix sees them
     replica = replica or claim(settings)
     member = f"{settings.processor.group}-{replica.instance}"
     proc = proc or Processor(settings)
-    check_retention(settings, proc.gaps)
+    proc.gap_checked = set()  # this application's consumer resumes at the committed offsets
     app = exactly_once_app(
         settings,
         group=settings.processor.group,

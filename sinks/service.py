@@ -89,6 +89,10 @@ class Sink:
         self._gap_checked: dict[tuple[str, int], int] = {}
         self.blocked = ""  # why the sink will not store (a recreated topic), or ""
         self._identity_checked = False
+        self._admin: Any = None  # the identity check's admin client, made at its first use
+        self._identity_due = 0.0  # monotonic time of the next periodic identity check
+        self._last: dict[tuple[str, int], int] = {}  # last offset read (kept across rebalances)
+        self.identity_changes = 0  # times a topic was found recreated (or the cluster replaced)
         self._stored: dict[tuple[str, int], int] = {}  # (table, partition) -> highest offset
         self._saved_progress: dict[int, int] = {}
         self.paused = False
@@ -339,7 +343,9 @@ class Sink:
         from confluent_kafka import TopicCollection
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.s.kafka.bootstrap})
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.s.kafka.bootstrap})
+        admin = self._admin
         cluster = str(admin.list_topics(timeout=10).cluster_id or "")
         topics = [self.s.topics.drops, self.s.topics.stats]
         described = admin.describe_topics(TopicCollection(topics), request_timeout=10)
@@ -354,8 +360,42 @@ class Sink:
                     f"{topic}: the {what} changed ({stored[0]}/{stored[1]} -> "
                     f"{now[0]}/{now[1]}): the topic was recreated or the cluster replaced"
                 )
-                log.error("topic_identity_changed", topic=topic, stored=stored, now=now)
+                self.identity_changes += 1
+                log.error(
+                    "topic_identity_changed",
+                    topic=topic,
+                    stored=stored,
+                    now=now,
+                    hint="the sink stores nothing until an operator decides (docs/operations.md)",
+                )
         self._identity_checked = True
+        self._identity_due = time.monotonic() + self.s.sink.identity_interval
+
+    def _went_back(self, msgs: Sequence[Message]) -> list[str]:
+        """Partitions whose offsets went backwards since the last record read from them: a
+        re-read (a failed commit, a rebalance) or a topic created again under the running
+        sink (its offsets start over). Notes each partition's last offset."""
+        back: list[str] = []
+        for m in msgs:
+            tp = (str(m.topic()), int(m.partition() or 0))
+            offset = int(m.offset() or 0)
+            last = self._last.get(tp)
+            if last is not None and offset <= last and tp[0] in self._checked_topics():
+                back.append(f"{tp[0]}[{tp[1]}] {last} -> {offset}")
+            self._last[tp] = offset
+        return back
+
+    def _checked_topics(self) -> tuple[str, str]:
+        return (self.s.topics.drops, self.s.topics.stats)
+
+    def _recheck_identity(self, reason: str, **fields: Any) -> None:
+        """The identity check while running: a failed check (the broker away, the topic
+        deleted and not yet created again) stores nothing new about it and is tried again."""
+        try:
+            self._check_identity()
+        except Exception as exc:
+            log.warning("topic_identity_unknown", reason=reason, error=str(exc)[:300], **fields)
+            self._identity_due = time.monotonic() + min(5.0, self.s.sink.identity_interval)
 
     def step(self) -> BatchResult:
         """Consume one batch (size or time bound), store it, then commit. Retries until stored."""
@@ -366,6 +406,8 @@ class Sink:
                 log.warning("topic_identity_unknown", error=str(exc)[:300])
                 self.stop.wait(1.0)
                 return BatchResult()
+        if not self.blocked and time.monotonic() >= self._identity_due:
+            self._recheck_identity("periodic")
         if self.blocked:
             self.stop.wait(1.0)
             return BatchResult()
@@ -380,6 +422,13 @@ class Sink:
                     log.warning("consume_error", error=str(err))
                 continue
             good.append(m)
+        back = self._went_back(good)
+        if back:
+            # a topic created again under the running sink starts its offsets over: check
+            # its identity before storing anything of this batch (a re-read passes the check)
+            self._recheck_identity("offsets_went_back", partitions=back[:10])
+            if self.blocked:
+                return BatchResult()  # nothing stored, nothing committed
         tps = self._positions()
         drops_pos = {tp.partition: tp.offset - 1 for tp in tps if tp.topic == self.s.topics.drops}
         if not good and all(self._saved_progress.get(p) == o for p, o in drops_pos.items()):
@@ -488,6 +537,12 @@ def sink_readings(current: Callable[[], Sink], restarts: Callable[[], int]) -> R
             "drops_sink_retention_gap_offsets_total",
             "Offsets deleted by retention before the sink read them",
             lambda: current().gaps.offsets,
+        )
+        .counter(
+            "drops_sink_topic_identity_changes_total",
+            "Times a topic was found recreated or the cluster replaced (the sink then stops "
+            "storing: topic_identity_changed)",
+            lambda: current().identity_changes,
         )
         .counter("drops_sink_restarts_total", "Sink restarts after failures", restarts)
         .gauge("drops_sink_paused", "1 while ClickHouse is failing", lambda: int(current().paused))

@@ -36,6 +36,16 @@ tombstone is a row with ``deleted = 1``) and ``alert_deliveries`` (the delivery 
 per alert and channel); both are ReplacingMergeTrees, so a re-read record is harmless.
 Migration 9 adds ``drop_events.venue_slug``, ``venue_city`` and ``booking_url`` (the
 provider's booking page for the slot, ``domain/booking.py``); older rows have ``''``.
+Migration 10 adds ``venue_events`` (the few columns of ``drop_events`` that ``/venues/{id}``
+aggregates, ordered by venue, kept by a materialized view and backfilled): a venue's counts
+read one short range of one table instead of a projection part per month (the projection
+``by_venue`` still serves the venue's history items, from the offsets found there).
+Migration 11 adds ``bucket_summary`` (an AggregatingMergeTree kept by a materialized view on
+``discovery_buckets``, backfilled): per bucket, provider and UTC poll day, mergeable states of
+what ``/buckets`` shows, so it merges a few hundred rows instead of aggregating the window's
+million fetches. Migration 12 adds a ``set`` skip index on ``drop_events.neighborhood``: a
+feed filter on a neighborhood that matches little skips the granules without it (one that
+matches nothing reads none).
 """
 
 from __future__ import annotations
@@ -52,6 +62,40 @@ class Migration:
     name: str
     statements: tuple[str, ...]
 
+
+_TS = "DateTime64(3, 'UTC')"
+
+VENUE_EVENT_COLUMNS_SQL = f"""venue_id String,
+    provider LowCardinality(String),
+    event LowCardinality(String),
+    date Date,
+    opened_at {_TS},
+    open_seconds Nullable(Float64),
+    kafka_partition UInt16,
+    kafka_offset UInt64"""
+VENUE_EVENT_COLUMNS = (
+    "venue_id, provider, event, date, opened_at, open_seconds, kafka_partition, kafka_offset"
+)
+"""The columns of ``drop_events`` that ``GET /venues/{id}`` aggregates (its history items are
+read from ``drop_events`` by their offsets)."""
+
+BUCKET_SUMMARY_SELECT = """SELECT market, date, time_slot, bucket_id, provider,
+    toDate(polled_at, 'UTC') AS polled_day,
+    countIf(kind = 'baseline') AS baselines,
+    argMaxIfState(slots, polled_at, kind = 'baseline') AS baseline_slots,
+    maxIf(polled_at, kind = 'baseline') AS baseline_at,
+    argMinState(slots, polled_at) AS first_slots,
+    min(polled_at) AS first_at,
+    countIf(kind = 'poll') AS polls,
+    maxIf(polled_at, kind = 'poll') AS last_poll_at,
+    argMaxIfState(slots, polled_at, kind = 'poll') AS last_poll_slots,
+    argMaxIfState(complete, polled_at, kind = 'poll') AS last_poll_complete,
+    argMaxIfState(duration_ms, polled_at, kind = 'poll') AS last_poll_ms
+FROM discovery_buckets
+GROUP BY market, date, time_slot, bucket_id, provider, polled_day"""
+"""Per bucket, provider and UTC day of the fetches, the parts of ``/buckets``'s answer as
+mergeable states: merged over the days since the window's first poll day they give exactly
+what the same aggregates give over those days' rows of ``discovery_buckets``."""
 
 MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -264,6 +308,66 @@ ORDER BY (alert_id, channel)
             "ALTER TABLE drop_events ADD COLUMN IF NOT EXISTS booking_url String DEFAULT ''",
         ),
     ),
+    Migration(
+        10,
+        "venue_events: drop_events ordered by venue (GET /venues/{id} reads one short range)",
+        (
+            f"""
+CREATE TABLE IF NOT EXISTS venue_events (
+    {VENUE_EVENT_COLUMNS_SQL}
+) ENGINE = MergeTree
+ORDER BY (venue_id, kafka_offset, kafka_partition)
+""",
+            f"""
+CREATE MATERIALIZED VIEW IF NOT EXISTS venue_events_mv TO venue_events AS
+SELECT {VENUE_EVENT_COLUMNS} FROM drop_events
+""",
+            f"INSERT INTO venue_events SELECT {VENUE_EVENT_COLUMNS} FROM drop_events",
+        ),
+    ),
+    Migration(
+        11,
+        "bucket_summary: per bucket, provider and poll day, what /buckets shows (kept by a view)",
+        (
+            f"""
+CREATE TABLE IF NOT EXISTS bucket_summary (
+    market LowCardinality(String),
+    date Date,
+    time_slot LowCardinality(String),
+    bucket_id String,
+    provider LowCardinality(String),
+    polled_day Date,
+    baselines SimpleAggregateFunction(sum, UInt64),
+    baseline_slots AggregateFunction(argMaxIf, UInt32, {_TS}, UInt8),
+    baseline_at SimpleAggregateFunction(max, {_TS}),
+    first_slots AggregateFunction(argMin, UInt32, {_TS}),
+    first_at SimpleAggregateFunction(min, {_TS}),
+    polls SimpleAggregateFunction(sum, UInt64),
+    last_poll_at SimpleAggregateFunction(max, {_TS}),
+    last_poll_slots AggregateFunction(argMaxIf, UInt32, {_TS}, UInt8),
+    last_poll_complete AggregateFunction(argMaxIf, Bool, {_TS}, UInt8),
+    last_poll_ms AggregateFunction(argMaxIf, UInt32, {_TS}, UInt8)
+) ENGINE = AggregatingMergeTree
+ORDER BY (market, date, time_slot, bucket_id, provider, polled_day)
+""",
+            f"""
+CREATE MATERIALIZED VIEW IF NOT EXISTS bucket_summary_mv TO bucket_summary AS
+{BUCKET_SUMMARY_SELECT}
+""",
+            f"INSERT INTO bucket_summary {BUCKET_SUMMARY_SELECT}",
+        ),
+    ),
+    Migration(
+        12,
+        "drop_events skip index on neighborhood (a feed filter that matches little skips granules)",
+        (
+            "ALTER TABLE drop_events ADD INDEX IF NOT EXISTS ix_neighborhood neighborhood "
+            "TYPE set(1000) GRANULARITY 1",
+            # at once (a mutation runs in the background otherwise): parts without the
+            # index are read whole
+            "ALTER TABLE drop_events MATERIALIZE INDEX ix_neighborhood SETTINGS mutations_sync = 1",
+        ),
+    ),
 )
 
 TTL_TABLES = {
@@ -272,6 +376,9 @@ TTL_TABLES = {
     "venues": "toDateTime(last_seen)",
     "watched_days": "toDateTime(date)",
     "alert_deliveries": "toDateTime(at)",
+    "venue_events": "toDateTime(opened_at)",
+    # a day's summary goes when the last fetch of that day has gone from discovery_buckets
+    "bucket_summary": "toDateTime(polled_day + 1)",
 }
 
 

@@ -4,6 +4,7 @@ processor was paused or down, past its group's committed offsets."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.pipeline import free_port, wait_for
 from bench.processor_harness import ProcessorProc, producer, wait_processed
+from bench.replicas_bench import members
 from drops.settings import Settings
 from schemas import encode
 from tests.integration.test_metrics import scrape, value
@@ -74,3 +76,63 @@ def test_snapshots_deleted_by_retention_past_the_committed_offset_are_a_counted_
         )
     finally:
         proc.stop()
+
+
+def test_a_gap_is_counted_once_by_the_replica_that_owns_the_partition_not_by_each(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """Two replicas, a gap on partition 0 only. Before: each replica checked every partition
+    of the topic before it started, so the same gap was counted (and logged) by both."""
+    s = kafka_settings
+    slots = [UNIVERSE[k] for k in sorted(UNIVERSE)]
+    p = producer(s)
+    for partition in (0, 1):
+        for i in range(8):
+            snap = snapshot(
+                f"r{partition}-{i}",
+                1_000 + 30_000 * i,
+                slots[: 3 + i % 3],
+                kind="baseline" if i == 0 else "poll",
+            )
+            # the same stream on both partitions: a test's shortcut (its state is per
+            # partition); the processor never sees a key on the wrong partition otherwise
+            key = snap.key.encode()
+            p.produce(s.topics.snapshots, key=key, value=encode(snap), partition=partition)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.processor.group})
+    c.commit(
+        offsets=[
+            TopicPartition(s.topics.snapshots, 0, 2),
+            TopicPartition(s.topics.snapshots, 1, 2),
+        ],
+        asynchronous=False,
+    )
+    c.close()
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    for fut in admin.delete_records([TopicPartition(s.topics.snapshots, 0, 6)]).values():
+        fut.result()
+    ports = [free_port(), free_port()]
+    procs = [
+        ProcessorProc(s, tmp_path / f"p{k}.log", DROPS_PROCESSOR_METRICS_PORT=str(port))
+        for k, port in enumerate(ports)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while len(got := members(s)) < 2 or not all(got.values()):
+            assert all(pr.alive() for pr in procs), procs[0].log()[-2000:]
+            assert time.monotonic() < deadline, got
+            time.sleep(0.3)
+        wait_processed(s, procs[0], 90)
+        total = 0.0
+        for port in ports:
+            fams = wait_for("metrics", lambda port=port: scrape(port))
+            total += value(
+                fams, "drops_processor_retention_gaps", "drops_processor_retention_gaps_total"
+            )
+        assert total == 1
+        lines = [ln for pr in procs for ln in re.findall(r"retention_gap .*", pr.log())]
+        assert len(lines) == 1, lines
+        assert re.match(r"retention_gap topic=\S+ partition=0 committed=2 log_start=6 ", lines[0])
+    finally:
+        for pr in procs:
+            pr.stop()

@@ -3,6 +3,7 @@ away, and a topic wiped and created again while ClickHouse kept the sink's progr
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from drops.settings import Settings
-from sinks.service import Sink, prepare
+from sinks.service import Sink, prepare, sink_readings
 from sinks.testdata import DropWriter, make_drop
 from store.clickhouse import ClickHouse
 from tests.integration.test_api_feed import Server
@@ -151,3 +152,74 @@ def test_a_recreated_topic_is_detected_not_skipped_silently(
     finally:
         again.close()
         w.close()
+
+
+def _recreated_under_a_running_sink(s: Settings, ch: ClickHouse) -> tuple[Sink, list[str]]:
+    """A sink running in its thread stores 6 drops; the drops topic is deleted and created
+    again and 3 new drops written to it while the sink keeps running. Returns the sink once
+    it stopped storing (or after 60 s) and the log lines it wrote meanwhile."""
+    import logging
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("drops.sink").addHandler(handler)
+    w = DropWriter(s)
+    w.write([make_drop(i) for i in range(6)])
+    sink = Sink(s, ch)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while rows(ch) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rows(ch) == 6
+        w.close()
+        _recreate(s, s.topics.drops)
+        w = DropWriter(s)
+        w.write([make_drop(i) for i in range(100, 103)])
+        deadline = time.monotonic() + 60
+        while not sink.blocked and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        sink.stop.set()
+        thread.join(30)
+        w.close()
+        logging.getLogger("drops.sink").removeHandler(handler)
+    return sink, lines
+
+
+def test_a_topic_recreated_while_the_sink_runs_is_caught_by_the_periodic_check(
+    kafka_settings: Settings, ch: ClickHouse
+) -> None:
+    """Before: the identity was checked only when the sink started; a topic created again
+    under a running sink had its records skipped as stored, without a word."""
+    s = kafka_settings.model_copy(update={"sink_identity_interval": 1.0})
+    sink, lines = _recreated_under_a_running_sink(s, ch)
+    assert sink.blocked and "topic id" in sink.blocked, lines[-20:]
+    assert sink.identity_changes == 1
+    assert sink.totals.skipped == 0  # nothing of the new topic was skipped as "stored"
+    assert rows(ch) == 6
+    assert any("topic_identity_changed" in line for line in lines)
+    counters = {
+        m.name: m.samples[0].value for m in sink_readings(lambda: sink, lambda: 0).collect()
+    }
+    assert counters["drops_sink_topic_identity_changes"] == 1
+
+
+def test_a_topic_recreated_while_the_sink_runs_is_caught_when_its_offsets_go_back(
+    kafka_settings: Settings, ch: ClickHouse
+) -> None:
+    """No periodic check in the test's time: the first record of the new topic, at an offset
+    below the last one read, makes the sink check at once, before it stores anything."""
+    s = kafka_settings.model_copy(update={"sink_identity_interval": 3600.0})
+    sink, lines = _recreated_under_a_running_sink(s, ch)
+    assert sink.blocked and "topic id" in sink.blocked, lines[-20:]
+    assert sink.identity_changes == 1
+    assert sink.totals.skipped == 0
+    assert rows(ch) == 6
+    assert any("offsets_went_back" in line or "topic_identity_changed" in line for line in lines)
