@@ -170,8 +170,8 @@ async def _crowd(
     idle_filter: bytes = b"",
 ) -> None:
     """``n`` SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
-    connections (a request head trickled a byte a second, reopened when cut). The first
-    ``sampled`` clients note, in ``delivery``, each event's delivery
+    connections (a request head trickled a byte a second, reopened when cut). The last
+    ``sampled`` clients to connect note, in ``delivery``, each event's delivery
     latency: its arrival less its drop's ``opened_at_ms`` (the writer's clock when it made the
     drop, just before producing it; same machine)."""
     end = time.monotonic() + seconds
@@ -217,7 +217,9 @@ async def _crowd(
 
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(sse(i < sampled)))
+        # the timed clients connect last: ready to read when the timing starts (a client
+        # that fell behind while thousands connected is dropped by the API as too slow)
+        tasks.append(asyncio.create_task(sse(i >= n - sampled)))
         if i % 200 == 199:
             await asyncio.sleep(0.05)
     tasks += [asyncio.create_task(loris()) for _ in range(slow)]
