@@ -38,12 +38,13 @@ from urllib.parse import urlsplit
 import apprise
 import httpx
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 from schemas import SchemaError
 from schemas.watches import Alert, Channel, Delivery, decode_alert, decode_delivery, encode_record
 
@@ -145,13 +146,13 @@ class Worker:
         self.buckets: dict[str, TokenBucket] = {}
         self.totals = Totals()
         self.heartbeat = Heartbeat(log, "delivery_heartbeat", every=settings.heartbeat_interval)
-        self.producer = Producer(
+        self.producer = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
-            }
+            },
         )
         self.http: httpx.AsyncClient | None = None
 
@@ -160,13 +161,13 @@ class Worker:
     def load_log(self) -> None:
         """Every (alert, channel) already in the delivery log, read to the topic's end."""
         topic = self.s.deliveries_topic
-        c = Consumer(
+        c = kafka.consumer(
+            self.s,
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
                 "group.id": f"{self.s.delivery_group}-log",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-            }
+            },
         )
         try:
             parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -347,17 +348,18 @@ class Worker:
 
     async def run(self, stop: threading.Event) -> None:
         """Consume alerts until ``stop``; commit an offset once every alert before it is done."""
-        ensure_topics(self.s)
+        s = self.s
+        check_topics(s, [s.alerts_topic, s.deliveries_topic, s.deadletter_topic], "delivery")
         self.load_log()
         log.info("delivery_log_loaded", sent=len(self.done))
-        consumer = Consumer(
+        consumer = kafka.consumer(
+            self.s,
             {
-                "bootstrap.servers": self.s.kafka_bootstrap,
                 "group.id": self.s.delivery_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-            }
+            },
         )
         consumer.subscribe([self.s.alerts_topic])
         sem = asyncio.Semaphore(self.s.delivery_concurrency)

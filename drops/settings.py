@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,62 @@ class Settings(BaseSettings):
     snapshot_partitions: int = Field(4, description="Partitions of the snapshot topic")
     drops_partitions: int = Field(1, description="Partitions of the drops topic (1 = total order)")
     max_message_bytes: int = Field(4_000_000, description="Max record size for our topics")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL (a managed cluster: SASL_SSL); the local broker listens with it too",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name (with SASL_*)")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (with SASL_*; never logged)"
+    )
+    kafka_ssl_ca_location: str = Field(
+        "",
+        description="PEM file of the CA that signed the brokers' certificates (with SSL, "
+        "SASL_SSL; empty: the system's CAs)",
+    )
+    kafka_ssl_certificate_location: str = Field(
+        "", description="PEM file of this client's certificate (TLS client auth; optional)"
+    )
+    kafka_ssl_key_location: str = Field(
+        "", description="PEM file of this client's private key (TLS client auth; optional)"
+    )
+    kafka_ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of the client key file, if any (never logged)"
+    )
+    create_topics: bool = Field(
+        False,
+        description="Stages create missing topics at start (on for the local broker: "
+        "`drops up`, `drops broker start`, the tests); off: a stage checks that its topics "
+        "exist and fit and refuses to start otherwise (create them with `drops broker topics`)",
+    )
+    topic_replication_factor: int = Field(
+        3, description="Replication factor of the topics `drops broker topics` creates"
+    )
+    topic_min_insync_replicas: int = Field(
+        2, description="min.insync.replicas of our topics (acks=all writes need that many)"
+    )
+    snapshot_retention_hours: int = Field(
+        168,
+        description="Retention of the snapshot topic, hours (-1: forever); keep it above the "
+        "longest processor outage",
+    )
+    drops_retention_hours: int = Field(
+        -1,
+        description="Retention of the drops topic, hours (-1: forever): the system of record "
+        "the sink and new API replicas load from",
+    )
+    stats_retention_hours: int = Field(168, description="Retention of the stats topic, hours")
+    deadletter_retention_hours: int = Field(
+        720, description="Retention of the dead-letter topic, hours"
+    )
+    alerts_retention_hours: int = Field(168, description="Retention of the alerts topic, hours")
+    deliveries_retention_hours: int = Field(
+        720, description="Retention of the delivery log topic, hours"
+    )
 
     # --- the market and its buckets ----------------------------------------------------
     market: str = Field("nyc", description="Market name, part of every bucket id")
@@ -249,6 +306,38 @@ class Settings(BaseSettings):
         if value.strip():
             parse_instant(value)  # a clear error naming the value
         return value.strip()
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"DROPS_KAFKA_SECURITY_PROTOCOL={protocol} needs DROPS_KAFKA_SASL_USERNAME and "
+                "DROPS_KAFKA_SASL_PASSWORD"
+            )
+        for name in ("kafka_ssl_ca_location", "kafka_ssl_certificate_location",
+                     "kafka_ssl_key_location"):  # fmt: skip
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"DROPS_{name.upper()}: no such file: {path}")
+        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
+            raise ValueError(
+                "DROPS_KAFKA_SSL_CERTIFICATE_LOCATION and DROPS_KAFKA_SSL_KEY_LOCATION go together"
+            )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"DROPS_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} is more than "
+                f"DROPS_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor}: no write could "
+                "succeed"
+            )
+        return self
 
     @model_validator(mode="after")
     def _anchor_the_clock(self) -> Settings:

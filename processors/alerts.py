@@ -35,15 +35,16 @@ from functools import partial
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
 from domain.watches import WatchIndex, alert_id, human_time, texts
+from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 from schemas import SchemaError, decode_drop
 from schemas.watches import Alert, Watch, decode_watch, encode_record
 
@@ -58,14 +59,14 @@ class WatchFeed:
         self.index = WatchIndex()
         self.synced_ms = 0  # the watches topic's end offsets as of this time are applied
         self.syncs = 0
-        self.consumer = Consumer(
+        self.consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
                 "group.id": f"{settings.matcher_group}-watches",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
-            }
+            },
         )
         meta = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         self.partitions = sorted(meta.partitions)
@@ -256,13 +257,14 @@ class Matcher:
 
 
 def build_app(settings: Settings) -> tuple[Application, Matcher]:
-    ensure_topics(settings)
+    s = settings
+    check_topics(s, [s.drops_topic, s.watches_topic, s.alerts_topic, s.deadletter_topic], "matcher")
     feed = WatchFeed(settings)
     feed.sync()  # the whole table before the first drop
     log.info("watches_loaded", watches=len(feed.index))
     group = settings.matcher_group
     app = Application(
-        broker_address=settings.kafka_bootstrap,
+        broker_address=kafka.quix_connection(settings),
         consumer_group=group,
         auto_offset_reset="earliest",
         commit_interval=settings.matcher_commit_interval,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter
 from quixstreams import Application, State, message_context
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
@@ -34,11 +34,12 @@ from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
-from drops.log import Heartbeat, get_log, kafka_logger
+from drops import kafka
+from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
-from drops.topics import ensure_topics, record_limit
+from drops.topics import check_topics, record_limit
 from processors.replica import Replica, claim
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
@@ -204,13 +205,12 @@ def check_retention(settings: Settings, gaps: Gaps) -> None:
     them back. A partition the group never committed on is a first start, not a gap; a log
     start counted once (the same gap seen again at a rebuild) is not counted twice."""
     topic = settings.snapshot_topic
-    c = Consumer(
+    c = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.processor_group,
             "enable.auto.commit": False,
         },
-        logger=kafka_logger(),
     )
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
@@ -249,13 +249,15 @@ def build_app(
     as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Checks
     first for snapshots deleted by retention past the group's offsets
     (:func:`check_retention`)."""
-    ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    # our topics, as the operator made them, before Quix sees them (it would create them)
+    topics = [settings.snapshot_topic, settings.drops_topic, settings.deadletter_topic]
+    check_topics(settings, topics, "processor")
     replica = replica or claim(settings)
     member = f"{settings.processor_group}-{replica.instance}"
     proc = proc or Processor(settings)
     check_retention(settings, proc.gaps)
     app = Application(
-        broker_address=settings.kafka_bootstrap,
+        broker_address=kafka.quix_connection(settings),
         consumer_group=settings.processor_group,
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval,

@@ -3,6 +3,11 @@
 ``fetch`` resolves the pinned broker version into ``<data_dir>/kafka-<version>/lib`` once;
 ``start`` formats the storage on first use, starts the JVM detached and waits until the admin
 API answers; ``stop`` ends it. Everything lives under the data folder, which git ignores.
+
+The broker listens the way the clients connect (``DROPS_KAFKA_SECURITY_PROTOCOL``): plain, or
+SASL_PLAINTEXT with the configured user as its one account (PLAIN: a JAAS user; SCRAM: a
+credential written into the storage when it is formatted), so the whole pipeline can be run
+through SASL on one machine. Its topics get replication 1 (:func:`local_settings`).
 """
 
 from __future__ import annotations
@@ -17,14 +22,21 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
+from drops import kafka, topics
 from drops.errors import DropsError
 from drops.log import get_log
 from drops.settings import Settings
-from drops.topics import ensure_topics
 
-__all__ = ["BrokerError", "ensure_topics", "fetch", "is_ready", "start", "status", "stop"]
+__all__ = [
+    "BrokerError",
+    "ensure_topics",
+    "fetch",
+    "is_ready",
+    "local_settings",
+    "start",
+    "status",
+    "stop",
+]
 
 log = get_log("broker")
 
@@ -56,6 +68,25 @@ class Paths:
     config: Path
     pid: Path
     out: Path
+
+
+LOCAL_TOPICS = {
+    "create_topics": True,
+    "topic_replication_factor": 1,
+    "topic_min_insync_replicas": 1,
+}
+
+
+def local_settings(settings: Settings) -> Settings:
+    """``settings`` for the single-node broker run here: stages create missing topics, with
+    replication 1 and ``min.insync.replicas`` 1 (unless those settings were given)."""
+    update = {k: v for k, v in LOCAL_TOPICS.items() if k not in settings.model_fields_set}
+    return settings.model_copy(update=update)
+
+
+def ensure_topics(settings: Settings) -> list[topics.Drift]:
+    """The project's topics on the local broker (created if missing; drift returned)."""
+    return topics.ensure_topics(local_settings(settings))
 
 
 def paths(settings: Settings) -> Paths:
@@ -115,10 +146,56 @@ def _java(settings: Settings, main: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _jaas_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _listener_config(settings: Settings) -> list[str]:
+    """The client listener's lines: plain, or SASL_PLAINTEXT with the configured account
+    (also the broker's own identity towards itself)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return ["inter.broker.listener.name=PLAINTEXT"]
+    if protocol != "SASL_PLAINTEXT":
+        raise BrokerError(
+            f"the local broker listens with PLAINTEXT or SASL_PLAINTEXT, not "
+            f"DROPS_KAFKA_SECURITY_PROTOCOL={protocol} (use a real cluster for TLS)"
+        )
+    mech = settings.kafka_sasl_mechanism
+    user = settings.kafka_sasl_username
+    password = settings.kafka_sasl_password.get_secret_value()
+    creds = f"username={_jaas_quote(user)} password={_jaas_quote(password)}"
+    if mech == "PLAIN":
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        jaas = f"{module} required {creds} user_{user}={_jaas_quote(password)};"
+    else:
+        jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {creds};"
+    return [
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        f"sasl.enabled.mechanisms={mech}",
+        f"sasl.mechanism.inter.broker.protocol={mech}",
+        f"listener.name.sasl_plaintext.{mech.lower()}.sasl.jaas.config={jaas}",
+    ]
+
+
+def _scram_args(settings: Settings) -> list[str]:
+    """``StorageTool format`` options that write the SCRAM account (KRaft keeps it in the
+    metadata log, so it must be there before the broker first starts)."""
+    if not (
+        settings.kafka_security_protocol == "SASL_PLAINTEXT"
+        and settings.kafka_sasl_mechanism.startswith("SCRAM-")
+    ):
+        return []
+    user = settings.kafka_sasl_username
+    password = settings.kafka_sasl_password.get_secret_value()
+    return ["--add-scram", f"{settings.kafka_sasl_mechanism}=[name={user},password={password}]"]
+
+
 def _write_config(settings: Settings) -> None:
     p = paths(settings)
     host, port = _host_port(settings)
     ctrl = settings.kafka_controller_port
+    name = settings.kafka_security_protocol
     p.config.parent.mkdir(parents=True, exist_ok=True)
     (p.home / "log4j.properties").write_text(_LOG4J)
     (p.home / "log4j2.properties").write_text(_LOG4J2)
@@ -128,10 +205,11 @@ def _write_config(settings: Settings) -> None:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers={host}:{ctrl}",
-                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                f"listeners={name}://{host}:{port},CONTROLLER://{host}:{ctrl}",
+                f"advertised.listeners={name}://{host}:{port}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+                *_listener_config(settings),
                 f"log.dirs={p.data}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",
@@ -160,7 +238,7 @@ def _running_pid(settings: Settings) -> int | None:
 
 def is_ready(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the broker's admin API answers with its metadata."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    admin = kafka.admin(settings, {"log_level": 0, "error_cb": lambda _: None})
     try:
         meta = admin.list_topics(timeout=timeout)
     except Exception:
@@ -188,6 +266,7 @@ def start(settings: Settings, wait: float = 60.0) -> int:
             "-c",
             str(p.config),
             "--standalone",
+            *_scram_args(settings),
         )
         result = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if result.returncode != 0:

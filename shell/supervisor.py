@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from drops import topics
 from drops.errors import DropsError
 from drops.log import get_log
 from drops.runtime import Backoff
@@ -62,6 +63,9 @@ def child_env(settings: Settings) -> dict[str, str]:
         env.setdefault("DROPS_POLL_INTERVAL", str(settings.up_poll_interval))
     env.setdefault("DROPS_DATA_DIR", str(settings.data_dir.resolve()))
     env.setdefault("DROPS_LOG_FORMAT", settings.log_format)
+    env.setdefault("DROPS_CREATE_TOPICS", "true" if settings.create_topics else "false")
+    env.setdefault("DROPS_TOPIC_REPLICATION_FACTOR", str(settings.topic_replication_factor))
+    env.setdefault("DROPS_TOPIC_MIN_INSYNC_REPLICAS", str(settings.topic_min_insync_replicas))
     if settings.clock_start:  # every stage (and each restart of one) reads the same clock
         env["DROPS_CLOCK_START"] = settings.clock_start
         env["DROPS_CLOCK_ANCHOR"] = repr(settings.clock_anchor)
@@ -83,8 +87,11 @@ def up(settings: Settings) -> int:
     started_broker = False
     try:
         started_broker = not broker.is_ready(settings, timeout=1.0)
-        broker.start(settings)
-        broker.ensure_topics(settings)
+        if broker.start(settings):  # ours, single node: the stages create replication-1 topics
+            settings = broker.local_settings(settings)
+        for drift in topics.ensure_topics(settings):
+            log.warning("topic_drift", topic=drift.topic, what=drift.what, wanted=drift.wanted,
+                        found=drift.found)  # fmt: skip
         env = child_env(settings)
         children = stages(settings)
         for child in children:

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client.core import Metric
 
+from drops import kafka
 from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
 from drops.metrics import Readings, registry, serve
@@ -95,9 +96,9 @@ class Sink:
         self.head: dict[int, int] = {}  # drops-topic positions stored in full (only grows)
         self.ready = threading.Event()  # set once the consumer has its assignment
         self.totals = BatchResult()
-        self.consumer = Consumer(
+        self.consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
                 "group.id": settings.sink_group,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -105,15 +106,15 @@ class Sink:
                 "max.poll.interval.ms": 600_000,
                 "fetch.max.bytes": max(settings.max_message_bytes * 2, 52_428_800),
                 "message.max.bytes": settings.max_message_bytes + 1_000_000,
-            }
+            },
         )
-        self.dlq = Producer(
+        self.dlq = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
                 "enable.idempotence": True,
                 "message.max.bytes": settings.max_message_bytes + 1_000_000,
                 "linger.ms": 5,
-            }
+            },
         )
         self.consumer.subscribe(
             [
@@ -337,9 +338,8 @@ class Sink:
         sink stops storing (``topic_identity_changed``, ``/readyz`` not ready) until an
         operator decides (docs/operations.md)."""
         from confluent_kafka import TopicCollection
-        from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
+        admin = kafka.admin(self.s)
         cluster = str(admin.list_topics(timeout=10).cluster_id or "")
         topics = [self.s.drops_topic, self.s.stats_topic]
         described = admin.describe_topics(TopicCollection(topics), request_timeout=10)
@@ -553,12 +553,18 @@ class SinkThread:
         return self.thread.is_alive() and self.error is None
 
 
+def sink_topics(settings: Settings) -> list[str]:
+    """The topics the sink reads (drops, stats, watches, deliveries) and writes (dead letters)."""
+    s = settings
+    return [s.drops_topic, s.stats_topic, s.watches_topic, s.deliveries_topic, s.deadletter_topic]
+
+
 def run(settings: Settings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
     configure(settings.log_level, settings.log_format)
-    from drops.topics import ensure_topics
+    from drops.topics import check_topics
 
-    ensure_topics(settings)
+    check_topics(settings, sink_topics(settings), "sink")
     ch = prepare(settings)
     stop = threading.Event()
 

@@ -43,6 +43,10 @@ def base_settings(**overrides: object) -> Settings:
         "kafka_dist": ROOT / ".drops" / "dist",
         "kafka_bootstrap": TEST_BOOTSTRAP,
         "kafka_controller_port": TEST_CONTROLLER_PORT,
+        # the single-node test broker: stages create their topics, with replication 1
+        "create_topics": True,
+        "topic_replication_factor": 1,
+        "topic_min_insync_replicas": 1,
         "log_format": "text",
     }
     values.update(overrides)
