@@ -37,6 +37,7 @@ import httpx
 import orjson
 
 from api import cursor as C
+from drops import kafka
 
 PY = sys.executable
 
@@ -511,16 +512,15 @@ class _Writer:
     """Transactional drops writer that notes each record's produce and commit times."""
 
     def __init__(self, settings: Any) -> None:
-        from confluent_kafka import Producer
 
         self.s = settings
-        self.p = Producer(
+        self.p = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
                 "transactional.id": f"bench-{uuid.uuid4().hex}",
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
-            }
+            },
         )
         self.p.init_transactions(30)
         self.committed: dict[tuple[int, int], float] = {}
@@ -650,7 +650,6 @@ def _env(settings: Any) -> dict[str, str]:
 def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[str, Any]:
     """Snapshot record -> real processor (child) -> drops topic -> API (sink + live tail) ->
     SSE clients: from the snapshot's produce to each client's receipt of its drop."""
-    from confluent_kafka import Producer
 
     from schemas import Slot, Snapshot, bucket_id, encode
     from shell import broker
@@ -668,7 +667,8 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
     try:
         load = _LoadClients(port, clients, clients, root)
         load.wait_connected()
-        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "partitioner": "murmur2_random",
+        p = kafka.producer(
+s, { "partitioner": "murmur2_random",
                       "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
         day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
         bid = bucket_id("nyc", day, "19:00")

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bench.pipeline import free_port, settings_env
 from bench.processor_bench import history, producer, universe
 from bench.processor_harness import ProcessorProc, committed, wait_processed
+from drops import kafka
 from drops.settings import Settings
 from producers.core import stream_part
 from schemas import decode_snapshot
@@ -69,7 +69,8 @@ def held(log: Path) -> set[int] | None:
 
 def polls(settings: Settings) -> dict[str, list[int]]:
     """Each stream's polls (polled_at_ms of part 0) on the snapshot topic, in order."""
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe",
+    c = kafka.consumer(
+settings, { "group.id": "probe",
                   "enable.partition.eof": True, "enable.auto.commit": False})  # fmt: skip
     topic = settings.snapshot_topic
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
@@ -95,7 +96,7 @@ def polls(settings: Settings) -> dict[str, list[int]]:
 
 def members(settings: Settings) -> dict[str, set[int]]:
     """The processor group's live members (group instance id) and their partitions."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = kafka.admin(settings)
     for _ in range(5):  # a loaded broker may answer late
         desc = admin.describe_consumer_groups([settings.processor_group])
         try:

@@ -91,12 +91,16 @@ def hint(settings: Settings, error: str) -> str:
             f"{settings.kafka_ssl_ca_location!r} (the CA of the brokers' certificates) and "
             f"DROPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
         )
-    if "security.protocol" in text or "apiversion" in text:
+    if "security.protocol" in text or "apiversion" in text or "closed by peer" in text:
         return (
-            f"the listener speaks another protocol: check DROPS_KAFKA_SECURITY_PROTOCOL="
-            f"{settings.kafka_security_protocol}"
+            f"the broker closed the connection: check DROPS_KAFKA_SECURITY_PROTOCOL="
+            f"{settings.kafka_security_protocol} (a listener that expects SASL or TLS closes "
+            f"other connections) and DROPS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}"
         )
-    return f"check DROPS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}"
+    return (
+        f"check DROPS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} and "
+        f"DROPS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    )
 
 
 def _fatal(error: KafkaError) -> bool:
@@ -161,7 +165,8 @@ def check_access(settings: Settings, timeout: float = 30.0) -> None:
             raise KafkaAccessError(f"Kafka at {settings.kafka_bootstrap}: {text}; "
                                    f"{hint(settings, text)}", refused=True)  # fmt: skip
         if time.monotonic() >= deadline:
-            text = errors[-1].str() if errors else last
+            told = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            text = told[-1] if told else last or (errors[-1].str() if errors else "")
             raise KafkaAccessError(
                 f"no Kafka broker answered at DROPS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
                 f"within {timeout:.0f} s ({text}); {hint(settings, text)}"

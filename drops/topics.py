@@ -13,6 +13,7 @@ what to do; other drift (replication, retention, ...) is logged as ``topic_drift
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -149,6 +150,9 @@ def create_missing(settings: Settings, names: Iterable[str] | None = None) -> li
         except Exception as exc:  # already created by a concurrent caller
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise TopicError(f"creating topic {topic}: {exc}") from exc
+    deadline = time.monotonic() + 15  # until the new topics are in the metadata we read next
+    while time.monotonic() < deadline and inspect_topics(settings, missing, admin)[0]:
+        time.sleep(0.2)
     return created
 
 

@@ -380,7 +380,8 @@ def transient(exc: BaseException) -> bool:
         err = e.args[0] if isinstance(e, KafkaException) and e.args else None
         if isinstance(err, KafkaError) and err.code() in FATAL_CODES:
             return False
-    return any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
+    unreachable = any(isinstance(e, kafka.KafkaAccessError) and not e.refused for e in chain)
+    return unreachable or any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
 
 
 def _recovery_race(exc: BaseException) -> bool:

@@ -22,10 +22,11 @@ def _topics(settings: Settings) -> int:
     from drops.topics import create_missing, inspect_topics, topic_specs
 
     created = set(create_missing(settings))
-    _, drift = inspect_topics(settings)
+    missing, drift = inspect_topics(settings)
     drifted = {d.topic for d in drift}
     for name, spec in topic_specs(settings).items():
         state = "created" if name in created else "drift" if name in drifted else "ok"
+        state = "missing" if name in missing else state
         print(f"{state:8} {name}  partitions={spec.partitions} replication={spec.replication} "
               + " ".join(f"{k}={v}" for k, v in spec.config.items()))  # fmt: skip
     for d in drift:
@@ -37,7 +38,7 @@ def _topics(settings: Settings) -> int:
             "settings",
             file=sys.stderr,
         )
-    return 1 if drift else 0
+    return 1 if drift or missing else 0
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
 from bench.pipeline import free_port, wait_for
 from bench.processor_harness import ProcessorProc, producer, wait_processed
+from drops import kafka
 from drops.settings import Settings
 from schemas import encode
 from tests.integration.test_metrics import scrape, value
@@ -35,12 +35,12 @@ def test_snapshots_deleted_by_retention_past_the_committed_offset_are_a_counted_
         p.produce(s.snapshot_topic, key=snap.key.encode(), value=encode(snap), partition=0)
     assert p.flush(30) == 0
     # the processor had read offsets 0-1 when it stopped ...
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": s.processor_group})
+    c = kafka.consumer(s, {"group.id": s.processor_group})
     c.commit(offsets=[TopicPartition(s.snapshot_topic, 0, 2)], asynchronous=False)
     c.close()
     # ... and retention deleted 2-5 before it came back (DeleteRecords moves the log start
     # as retention does)
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = kafka.admin(s)
     for fut in admin.delete_records([TopicPartition(s.snapshot_topic, 0, 6)]).values():
         fut.result()
     port = free_port()
