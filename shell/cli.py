@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 import orjson
 
-from drops.log import configure
+from drops.log import configure, get_log
 from drops.settings import Settings, get_settings
 
 
@@ -211,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
-    return COMMANDS[args.command][1](args, settings)
+    from drops.kafka import KafkaAccessError
+    from drops.topics import TopicError
+
+    try:
+        return COMMANDS[args.command][1](args, settings)
+    except (KafkaAccessError, TopicError) as exc:  # the cluster or its topics: said plainly
+        get_log("cli").error("start_refused", command=args.command, error=str(exc))
+        print(f"drops {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
