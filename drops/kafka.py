@@ -79,13 +79,13 @@ def connection(settings: Settings) -> dict[str, str]:
 def hint(settings: Settings, error: str) -> str:
     """Which setting to look at for a librdkafka error text."""
     text = error.lower()
-    if "authentication" in text or "sasl" in text:
+    if "authentication" in text:  # not "sasl" alone: it is in every sasl_ssl:// address
         return (
             "the cluster refused the SASL credentials: check DROPS_KAFKA_SASL_USERNAME="
             f"{settings.kafka_sasl_username!r}, DROPS_KAFKA_SASL_PASSWORD and "
             f"DROPS_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}"
         )
-    if "ssl" in text or "certificate" in text or "handshake" in text:
+    if "handshake" in text or "certificate" in text or "ssl routines" in text:
         return (
             "the TLS handshake failed: check DROPS_KAFKA_SSL_CA_LOCATION="
             f"{settings.kafka_ssl_ca_location!r} (the CA of the brokers' certificates) and "

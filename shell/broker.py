@@ -4,10 +4,12 @@
 ``start`` formats the storage on first use, starts the JVM detached and waits until the admin
 API answers; ``stop`` ends it. Everything lives under the data folder, which git ignores.
 
-The broker listens the way the clients connect (``DROPS_KAFKA_SECURITY_PROTOCOL``): plain, or
+The broker listens the way the clients connect (``DROPS_KAFKA_SECURITY_PROTOCOL``): plain,
 SASL_PLAINTEXT with the configured user as its one account (PLAIN: a JAAS user; SCRAM: a
-credential written into the storage when it is formatted), so the whole pipeline can be run
-through SASL on one machine. Its topics get replication 1 (:func:`local_settings`).
+credential written into the storage when it is formatted), or with TLS (SSL, SASL_SSL) from
+the PEM key and certificate chain in ``<data_dir>/broker/tls/server.pem`` (and the CA beside it
+in ``ca.pem``), so the whole pipeline can be run through SASL and TLS on one machine. Its
+topics get replication 1 (:func:`local_settings`).
 """
 
 from __future__ import annotations
@@ -150,17 +152,35 @@ def _jaas_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _listener_config(settings: Settings) -> list[str]:
-    """The client listener's lines: plain, or SASL_PLAINTEXT with the configured account
-    (also the broker's own identity towards itself)."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return ["inter.broker.listener.name=PLAINTEXT"]
-    if protocol != "SASL_PLAINTEXT":
+def tls_files(settings: Settings) -> tuple[Path, Path]:
+    """Where the local broker's TLS key and certificate chain (one PEM file) and its CA are."""
+    tls = settings.data_dir.resolve() / "broker" / "tls"
+    return tls / "server.pem", tls / "ca.pem"
+
+
+def _tls_config(settings: Settings) -> list[str]:
+    server, ca = tls_files(settings)
+    if not server.is_file():
         raise BrokerError(
-            f"the local broker listens with PLAINTEXT or SASL_PLAINTEXT, not "
-            f"DROPS_KAFKA_SECURITY_PROTOCOL={protocol} (use a real cluster for TLS)"
+            f"the local broker with DROPS_KAFKA_SECURITY_PROTOCOL="
+            f"{settings.kafka_security_protocol} needs its private key (PKCS#8) and certificate "
+            f"chain in one PEM file: {server}"
         )
+    lines = ["ssl.keystore.type=PEM", f"ssl.keystore.location={server}", "ssl.client.auth=none"]
+    if ca.is_file():  # the broker's own connections to its listener trust it
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={ca}"]
+    return lines
+
+
+def _listener_config(settings: Settings) -> list[str]:
+    """The client listener's lines: plain, TLS, and SASL with the configured account (also
+    the broker's own identity towards itself)."""
+    protocol = settings.kafka_security_protocol
+    lines = [f"inter.broker.listener.name={protocol}"]
+    if protocol in ("SSL", "SASL_SSL"):
+        lines += _tls_config(settings)
+    if not protocol.startswith("SASL_"):
+        return lines
     mech = settings.kafka_sasl_mechanism
     user = settings.kafka_sasl_username
     password = settings.kafka_sasl_password.get_secret_value()
@@ -171,10 +191,10 @@ def _listener_config(settings: Settings) -> list[str]:
     else:
         jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {creds};"
     return [
-        "inter.broker.listener.name=SASL_PLAINTEXT",
+        *lines,
         f"sasl.enabled.mechanisms={mech}",
         f"sasl.mechanism.inter.broker.protocol={mech}",
-        f"listener.name.sasl_plaintext.{mech.lower()}.sasl.jaas.config={jaas}",
+        f"listener.name.{protocol.lower()}.{mech.lower()}.sasl.jaas.config={jaas}",
     ]
 
 
@@ -182,7 +202,7 @@ def _scram_args(settings: Settings) -> list[str]:
     """``StorageTool format`` options that write the SCRAM account (KRaft keeps it in the
     metadata log, so it must be there before the broker first starts)."""
     if not (
-        settings.kafka_security_protocol == "SASL_PLAINTEXT"
+        settings.kafka_security_protocol.startswith("SASL_")
         and settings.kafka_sasl_mechanism.startswith("SCRAM-")
     ):
         return []

@@ -115,6 +115,10 @@ def test_hints_name_the_setting_to_fix(tmp_path: Path) -> None:
         s, "Disconnected: connection closed by peer"
     )
     assert "DROPS_KAFKA_BOOTSTRAP" in kafka.hint(s, "Connect to ipv4#10.0.0.1:9096 failed")
+    # librdkafka's lines name the sasl_ssl:// address: the hint goes by what failed
+    at = "sasl_ssl://b-1.example:9096/bootstrap: "
+    assert "DROPS_KAFKA_SSL_CA_LOCATION" in kafka.hint(s, at + "SSL handshake failed")
+    assert "DROPS_KAFKA_SASL_PASSWORD" in kafka.hint(s, at + "SASL authentication error")
 
 
 class Recorder:
