@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import anyio
 import orjson
@@ -55,6 +54,7 @@ from api.watches import ROUTES as WATCH_ROUTES
 from api.watches import WatchStore
 from drops.errors import BadRequest
 from drops.log import get_log
+from drops.markets import Market, configured_markets
 from drops.settings import Settings
 from store.clickhouse import ClickHouse, prepare
 
@@ -118,8 +118,9 @@ class State:
         self.s = settings
         self.clock = settings.clock()
         self.metrics = Metrics()
+        self.markets = {m.name: m for m in configured_markets(settings)}
         self.allowed = Allowed(
-            markets=frozenset(m.strip() for m in settings.market.split(",") if m.strip()),
+            markets=frozenset(self.markets),
             providers=KNOWN_PROVIDERS | frozenset(settings.provider_names),
             time_slots=frozenset(settings.slot_times),
             max_limit=settings.feed_max_limit,
@@ -143,6 +144,16 @@ class State:
         if n > self.allowed.partitions:
             self.allowed = dataclasses.replace(self.allowed, partitions=n)
         return self.allowed
+
+    def market(self, q: dict[str, list[str]]) -> Market:
+        """The market a single-market answer is for: ``?market=``, else the first one."""
+        name = one_param(q, "market")
+        if name is None:
+            return next(iter(self.markets.values()))
+        m = self.markets.get(name)
+        if m is None:
+            raise BadRequest("market", f"unknown market {name[:40]!r}")
+        return m
 
     def db(self) -> Data:
         if self.data is None:
@@ -188,12 +199,32 @@ async def just_opened(request: Request) -> Response:
     )
 
 
-async def buckets(request: Request) -> Response:
+async def markets(request: Request) -> Response:
     st = _st(request)
     check_known(_q(request), ())
-    today = st.clock.now().astimezone(ZoneInfo(st.s.time_zone)).date().isoformat()
-    rows = await _db(st.db().buckets, st.s.market, today, st.s.poll_interval)
-    return JSON({"buckets": rows, "market": st.s.market, "today": today})
+    now = st.clock.now()
+    return JSON(
+        {
+            "markets": [
+                {
+                    "name": m.name,
+                    "time_zone": m.time_zone,
+                    "today": now.astimezone(m.zone).date().isoformat(),
+                }
+                for m in st.markets.values()
+            ]
+        }
+    )
+
+
+async def buckets(request: Request) -> Response:
+    st = _st(request)
+    q = _q(request)
+    check_known(q, ("market",))
+    m = st.market(q)
+    today = st.clock.now().astimezone(m.zone).date().isoformat()
+    rows = await _db(st.db().buckets, m.name, today, st.s.poll_interval)
+    return JSON({"buckets": rows, "market": m.name, "time_zone": m.time_zone, "today": today})
 
 
 async def venue(request: Request) -> Response:
@@ -216,10 +247,18 @@ async def venue(request: Request) -> Response:
 async def by_hour(request: Request) -> Response:
     st = _st(request)
     q = _q(request)
-    check_known(q, ("hours",))
+    check_known(q, ("hours", "market"))
     hours = int_param(q, "hours", 1, 24 * 14, 24)
-    rows = await _db(st.db().by_hour, hours)
-    return JSON({"hours": rows, "time_zone": st.s.time_zone, "as_of_ms": st.clock.now_ms()})
+    m = st.market(q)
+    rows = await _db(st.db().by_hour, hours, m.name, m.time_zone)
+    return JSON(
+        {
+            "hours": rows,
+            "market": m.name,
+            "time_zone": m.time_zone,
+            "as_of_ms": st.clock.now_ms(),
+        }
+    )
 
 
 async def healthz(request: Request) -> Response:
@@ -529,6 +568,7 @@ _ROUTES = {
     "/feed",
     "/feed/stream",
     "/just-opened",
+    "/markets",
     "/buckets",
     "/stats/by-hour",
     "/healthz",
@@ -562,7 +602,6 @@ def create_app(
         st.data = Data(
             st.ch,
             settings.drops_topic,
-            settings.time_zone,
             live_head=(lambda: thread.sink.head) if thread is not None else None,
             head_ttl=settings.api_head_cache_ms / 1000,
             clock=st.clock,
@@ -611,6 +650,7 @@ def create_app(
             Route("/feed", feed),
             Route("/feed/stream", stream),
             Route("/just-opened", just_opened),
+            Route("/markets", markets),
             Route("/buckets", buckets),
             Route("/venues/{venue_id:str}", venue),
             Route("/stats/by-hour", by_hour),

@@ -17,6 +17,7 @@ from api.items import SELECT_COLUMNS, item_bytes, item_from_row
 from api.params import Filters
 from drops.clock import Clock
 from store.clickhouse import ClickHouse
+from store.tables import sql_zone
 
 FeedRow = tuple[int, int, bytes]
 """One feed row: ``(kafka_offset, kafka_partition, item JSON bytes)``."""
@@ -30,7 +31,6 @@ class Data:
         self,
         ch: ClickHouse,
         drops_topic: str,
-        time_zone: str,
         *,
         live_head: Callable[[], Mapping[int, int]] | None = None,
         head_ttl: float = 0.0,
@@ -41,9 +41,6 @@ class Data:
         self.clock = clock or Clock()
         self.scan_max = scan_max
         self.topic = drops_topic
-        if "'" in time_zone or "\\" in time_zone:
-            raise ValueError("bad time zone")
-        self.tz = time_zone
         self.live_head = live_head
         self.head_ttl = head_ttl
         self._base: C.Cursor | None = None
@@ -180,8 +177,9 @@ class Data:
         rows = [(int(o), int(p), str(i).encode()) for o, p, i in recent]
         if any(not i for _, _, i in rows):
             rows = self._render_legacy(rows)
+        tz = sql_zone(str(info[0]["time_zone"]) or "UTC")  # the venue's own days
         by_day = self.ch.query(
-            f"SELECT toDate(opened_at, '{self.tz}') AS day, count() FROM drop_events "
+            f"SELECT toDate(opened_at, '{tz}') AS day, count() FROM drop_events "
             f"WHERE venue_id = %(v)s{pf} AND event = 'open' GROUP BY day ORDER BY day DESC "
             "LIMIT 60",
             params,
@@ -206,13 +204,14 @@ class Data:
             "history": [orjson.loads(i) for _, _, i in rows],
         }
 
-    def by_hour(self, hours: int = 24) -> list[dict[str, Any]]:
-        """Open events per clock hour (market time) over the last ``hours`` hours."""
+    def by_hour(self, hours: int, market: str, time_zone: str) -> list[dict[str, Any]]:
+        """A market's open events per clock hour of its time zone (hours start on the zone's
+        hour: India's half-hour offset included) over the last ``hours`` hours."""
         rows = self.ch.query(
-            f"SELECT toUnixTimestamp(toStartOfHour(opened_at, '{self.tz}')) AS h, count() "
-            "FROM drop_events WHERE event = 'open' AND opened_at >= %(since)s "
-            "GROUP BY h ORDER BY h",
-            {"since": self.clock.now() - timedelta(hours=hours)},
+            f"SELECT toUnixTimestamp(toStartOfHour(opened_at, '{sql_zone(time_zone)}')) AS h, "
+            "count() FROM drop_events WHERE event = 'open' AND market = %(m)s "
+            "AND opened_at >= %(since)s GROUP BY h ORDER BY h",
+            {"m": market, "since": self.clock.now() - timedelta(hours=hours)},
         )
         return [{"hour_ms": int(h) * 1000, "drops": int(n)} for h, n in rows]
 

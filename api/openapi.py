@@ -11,6 +11,7 @@ from typing import Any
 
 from api.params import KNOWN_PROVIDERS
 from api.watches import openapi_part
+from drops.markets import configured_markets
 from drops.settings import Settings
 from schemas import DropEvent
 from schemas.shapes import properties
@@ -129,12 +130,9 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def openapi(s: Settings) -> dict[str, Any]:
-    markets = sorted({m.strip() for m in s.market.split(",") if m.strip()})
-    market_item: dict[str, Any] = (
-        {"type": "string", "enum": markets}
-        if markets
-        else {"type": "string", "pattern": r"^[a-z0-9_\-]{1,32}$"}
-    )
+    markets = [m.name for m in configured_markets(s)]
+    market_item: dict[str, Any] = {"type": "string", "enum": markets}
+    one_market = _q("market", f"Market (default: {markets[0]}, the first configured)", market_item)
     providers = sorted(KNOWN_PROVIDERS | frozenset(s.provider_names))
     slots = sorted(set(s.slot_times) | {t.replace(":", "") for t in s.slot_times})
     date = {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
@@ -248,14 +246,36 @@ def openapi(s: Settings) -> dict[str, Any]:
                     )
                 ),
             ),
-            "/buckets": get(
-                "Each bucket: baseline size, last poll, lag, status (no parameters: any is a 400)",
+            "/markets": get(
+                "The configured markets, each with its time zone and its local date today",
                 [],
                 _json(
                     _obj(
                         {
+                            "markets": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "name": market_item,
+                                        "time_zone": STR,
+                                        "today": {"type": "string", "format": "date"},
+                                    }
+                                ),
+                            }
+                        }
+                    )
+                ),
+                {"400": err},
+            ),
+            "/buckets": get(
+                "A market's buckets: baseline size, last poll, lag, status",
+                [one_market],
+                _json(
+                    _obj(
+                        {
                             "buckets": {"type": "array", "items": _ref("Bucket")},
-                            "market": STR,
+                            "market": market_item,
+                            "time_zone": STR,
                             "today": {"type": "string", "format": "date"},
                         }
                     )
@@ -286,13 +306,14 @@ def openapi(s: Settings) -> dict[str, Any]:
                 {"404": _json(_ref("Error"), "No such venue")},
             ),
             "/stats/by-hour": get(
-                "Open events per clock hour over the last N hours",
+                "A market's open events per clock hour of its time zone over the last N hours",
                 [
                     _q(
                         "hours",
                         "Hours back",
                         {"type": "integer", "minimum": 1, "maximum": 336, "default": 24},
-                    )
+                    ),
+                    one_market,
                 ],
                 _json(
                     _obj(
@@ -301,6 +322,7 @@ def openapi(s: Settings) -> dict[str, Any]:
                                 "type": "array",
                                 "items": _obj({"hour_ms": INT, "drops": INT}),
                             },
+                            "market": market_item,
                             "time_zone": STR,
                             "as_of_ms": INT,
                         }

@@ -8,14 +8,23 @@ kill -9s the processor or the API process (which holds the sink), or restarts th
 It also kill -9s the producer at seeded moments and keeps it down for tens of seconds while
 slots go on opening: those must be reported after it is back, and nothing the baseline had
 may come back as a drop.
+The alert path runs too: two watches are created through the API before the storm (a signed
+webhook to a real HTTP receiver for half the venues, with closes, and an Apprise ``json://``
+channel to another for the whole market; the receivers answer 503 to the first post of a
+fifth of the alerts), and the matcher and the delivery worker are killed -9 at seeded
+moments (and at random among the other disruptions).
 Then the faults stop, the stages settle, a share of the opened slots is closed again, and
 what ``/feed`` served is compared with the reference: every opened slot exactly once as an
-open, every closed one exactly once as a close, nothing else.
+open, every closed one exactly once as a close, nothing else. The receivers are compared
+with the reference too, by idempotency key: every expected (watch, drop) alert accepted,
+none for a false drop, and how many were accepted twice (a send answered in the instant
+before a kill of the delivery worker, the documented limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import time
@@ -29,7 +38,9 @@ import httpx
 import orjson
 
 from bench.pipeline import Pipeline, feed_items, free_port, read_topic, wait_for
+from bench.receiver import AlertReceiver
 from domain.calendar import Bucket, window
+from domain.watches import alert_id
 from drops.log import get_log
 from drops.settings import Settings
 from producers.windows import bucket_window
@@ -40,7 +51,20 @@ from simulator.control import SimControl
 log = get_log("chaos")
 
 FAULT_KINDS = ("5xx", "timeout", "429", "malformed", "truncated")
-DISRUPTIONS = ("kill processor", "kill api+sink", "restart broker")
+DISRUPTIONS = (
+    "kill processor",
+    "kill api+sink",
+    "restart broker",
+    "kill matcher",
+    "kill delivery",
+)
+COMMANDS = {
+    "simulator": ["simulate"],
+    "processor": ["process"],
+    "producer": ["produce"],
+    "matcher": ["match"],
+    "delivery": ["deliver"],
+}
 
 
 @dataclass
@@ -57,6 +81,12 @@ class Config:
     settle_timeout: float = 240.0
     producer_kills: int = -1  # kill -9s of the producer (-1: one per 150 s of storm, >= 1)
     producer_down: tuple[float, float] = (15.0, 40.0)  # seconds it stays down, drawn
+    alert_kills: int = -1  # kill -9s each of the matcher and the delivery worker, at seeded
+    # moments (-1: one per 150 s of storm, >= 1), besides those drawn among the disruptions
+
+
+DELIVERY_CONCURRENCY = 8
+REPEAT_PER_KILL = DELIVERY_CONCURRENCY
 
 
 @dataclass
@@ -76,6 +106,13 @@ class Report:
     crashes: Counter[str] = field(default_factory=Counter)  # stages that died by themselves
     faults_applied: int = 0
     opened_while_producer_down: int = 0
+    alerts_expected: int = 0
+    alerts_accepted: int = 0  # distinct expected alerts a receiver answered 2xx
+    alerts_missing: int = 0
+    alerts_false: int = 0  # accepted alerts of no expected (watch, drop): a false drop's
+    alerts_repeated: int = 0  # 2xx answers beyond the first, per idempotency key
+    alert_send_retries: int = 0  # posts the receivers answered 503
+    delivery_kills: int = 0
     seconds: float = 0.0
 
     @property
@@ -88,7 +125,16 @@ class Report:
             or self.closes_duplicated
             or self.closes_false
             or self.topic_duplicates
+            or self.alerts_missing
+            or self.alerts_false
+            or self.alerts_repeated > self.repeat_limit
         )
+
+    @property
+    def repeat_limit(self) -> int:
+        """Repeats the documented limit allows: at most the sends in flight at each kill of
+        the delivery worker (each carrying its idempotency key)."""
+        return self.delivery_kills * REPEAT_PER_KILL
 
     def lines(self) -> list[str]:
         return [
@@ -103,6 +149,11 @@ class Report:
             f"duplicates on the drops topic  {self.topic_duplicates}",
             f"faults injected  {self.faults_applied}",
             f"opened while the producer was down  {self.opened_while_producer_down}",
+            f"alerts expected  {self.alerts_expected}, accepted {self.alerts_accepted} "
+            f"(missing {self.alerts_missing}, false {self.alerts_false}, accepted twice "
+            f"{self.alerts_repeated} after {self.delivery_kills} kills of the delivery "
+            f"worker, limit {self.repeat_limit}; {self.alert_send_retries} posts answered "
+            "503 and retried)",
             "disruptions survived  "
             + (", ".join(f"{k} x{v}" for k, v in sorted(self.disruptions.items())) or "none"),
             "stages restarted after crashing by themselves  "
@@ -129,6 +180,13 @@ def chaos_settings(data_dir: Path, cfg: Config, bootstrap: str, controller_port:
         max_retries=2,
         retry_after_max=5.0,
         log_format="json",
+        delivery_backoff=0.2,
+        delivery_backoff_max=2.0,
+        delivery_attempts=10,
+        delivery_rate=1000.0,
+        delivery_concurrency=DELIVERY_CONCURRENCY,
+        matcher_metrics_port=0,
+        delivery_metrics_port=0,
     )
 
 
@@ -147,6 +205,10 @@ class Chaos:
         self.venues: list[str] = []
         self.producer_down = False  # killed on purpose, to be started again at producer_back
         self.producer_back = 0.0
+        self.hooks = AlertReceiver()  # the signed webhook's receiver
+        self.json = AlertReceiver()  # Apprise json://'s
+        self.hook_venues: set[str] = set()
+        self.watch_ids: dict[str, str] = {}  # "hook" / "apprise" -> watch id
 
     # ------------------------------------------------------------------ stages
     def start_stages(self) -> None:
@@ -156,6 +218,8 @@ class Chaos:
         self.start_api()
         p.start("processor", "process")
         p.start("producer", "produce")
+        p.start("matcher", "match")
+        p.start("delivery", "deliver")
 
     def start_api(self) -> None:
         self.pipeline.start("api", "api", "--with-sink")
@@ -163,7 +227,7 @@ class Chaos:
 
     def revive(self) -> None:
         """Restart a stage that died by itself, as a supervisor would, and count it."""
-        commands = {"simulator": ["simulate"], "processor": ["process"], "producer": ["produce"]}
+        commands = COMMANDS
         for name in list(self.pipeline.procs):
             if self.pipeline.alive(name) or (name == "producer" and self.producer_down):
                 continue
@@ -196,6 +260,28 @@ class Chaos:
             for slot in self.sim.slots(str(b.date), b.time_slot):
                 self.taken.add((str(slot["venue_id"]), slot["actual_time"]))
 
+    def create_watches(self) -> None:
+        """Through the API, as a user would: a webhook for half the venues (with closes) and
+        an Apprise json:// channel for the whole market."""
+        self.hook_venues = set(sorted(self.venues)[: len(self.venues) // 2])
+        specs = {
+            "hook": {
+                "name": "half the venues",
+                "criteria": {"venue_ids": sorted(self.hook_venues)},
+                "channels": [{"type": "webhook", "url": self.hooks.url + "/hook"}],
+                "closes": True,
+            },
+            "apprise": {
+                "name": "the market",
+                "criteria": {"markets": [self.s.market]},
+                "channels": [{"type": "apprise", "url": "json" + self.json.url[4:] + "/apprise"}],
+            },
+        }
+        for name, spec in specs.items():
+            r = httpx.post(f"{self.api}/watches", json=spec, timeout=30)
+            assert r.status_code == 201, r.text
+            self.watch_ids[name] = r.json()["watch_id"]
+
     def open_one(self) -> None:
         for _ in range(50):
             bucket = self.rng.choice(self.buckets)
@@ -224,11 +310,33 @@ class Chaos:
             self.pipeline.kill("api")
             time.sleep(pause)
             self.start_api()
+        elif what in ("kill matcher", "kill delivery"):
+            self.kill_stage(what.split()[1], pause)
+            return
         else:
             broker.stop(self.s)
             time.sleep(pause)
             broker.start(self.s)
         self.report.disruptions[what] += 1
+
+    def kill_stage(self, name: str, pause: float) -> None:
+        """kill -9 the matcher or the delivery worker, and start it again after ``pause``."""
+        self.pipeline.kill(name)
+        time.sleep(pause)
+        self.pipeline.start(name, *COMMANDS[name])
+        self.report.disruptions[f"kill {name}"] += 1
+        self.report.delivery_kills += int(name == "delivery")
+
+    def alert_kill_times(self, start: float) -> list[tuple[float, str]]:
+        """Seeded moments of the storm's middle for the kills of the alert stages."""
+        n = self.cfg.alert_kills
+        if n < 0:
+            n = max(1, int(self.cfg.seconds // 150))
+        return sorted(
+            (start + self.rng.uniform(0.2, 0.9) * self.cfg.seconds, name)
+            for name in ("matcher", "delivery")
+            for _ in range(n)
+        )
 
     def kill_producer(self, now: float) -> None:
         """kill -9 the producer; it stays down (slots go on opening) until producer_back."""
@@ -255,6 +363,7 @@ class Chaos:
         next_open = time.monotonic()
         next_disruption = time.monotonic() + self.rng.expovariate(1 / self.cfg.disrupt_every)
         producer_kills = self.producer_kill_times(time.monotonic())
+        alert_kills = self.alert_kill_times(time.monotonic())
         last_beat = time.monotonic()
         while (now := time.monotonic()) < deadline:
             if self.producer_down and now >= self.producer_back:
@@ -263,6 +372,10 @@ class Chaos:
             elif not self.producer_down and producer_kills and now >= producer_kills[0]:
                 producer_kills.pop(0)
                 self.kill_producer(now)
+            if alert_kills and now >= alert_kills[0][0]:
+                name = alert_kills.pop(0)[1]
+                log.info("disruption", what=f"kill {name}", scheduled=True)
+                self.kill_stage(name, self.rng.uniform(0.5, 3.0))
             self.revive()
             if now >= next_open:
                 self.open_one()
@@ -321,8 +434,47 @@ class Chaos:
         r.closes_missing = len(set(to_close) - set(close_counts))
         r.closes_duplicated = sum(n - 1 for n in close_counts.values() if n > 1)
         r.closes_false = len(set(close_counts) - set(to_close))
-        on_topic = Counter(rec["dedupe_key"] for rec in read_topic(self.s, self.s.drops_topic))
+        records = read_topic(self.s, self.s.drops_topic)
+        on_topic = Counter(rec["dedupe_key"] for rec in records)
         r.topic_duplicates = sum(n - 1 for n in on_topic.values() if n > 1)
+        self.verdict_alerts(records, set(to_close))
+
+    def verdict_alerts(self, records: list[dict[str, Any]], closed: set[str]) -> None:
+        """Every expected (watch, drop) alert accepted by its receiver, none else."""
+        r = self.report
+        expected: set[str] = set()
+        for rec in records:
+            sid, kind = rec["slot_id"], rec["event"]
+            if sid not in self.opened or (kind == "close" and sid not in closed):
+                continue  # a false drop or close: no alert may come of it
+            if kind == "open":
+                expected.add(alert_id(self.watch_ids["apprise"], rec["dedupe_key"]))
+            if rec["venue_id"] in self.hook_venues:
+                expected.add(alert_id(self.watch_ids["hook"], rec["dedupe_key"]))
+
+        def accepted() -> list[str]:
+            self.revive()
+            return [x["key"] for x in self.hooks.accepted("/hook")] + [
+                x["key"] for x in self.json.accepted("/apprise")
+            ]
+
+        with contextlib.suppress(AssertionError):  # what is missing is counted below
+            wait_for(
+                "every alert",
+                lambda: set(accepted()) >= expected or None,
+                timeout=self.cfg.settle_timeout,
+                every=2,
+            )
+        time.sleep(3)  # nothing else may come
+        counts = Counter(accepted())
+        r.alerts_expected = len(expected)
+        r.alerts_accepted = len(expected & set(counts))
+        r.alerts_missing = len(expected - set(counts))
+        r.alerts_false = len(set(counts) - expected)
+        r.alerts_repeated = sum(n - 1 for n in counts.values() if n > 1)
+        r.alert_send_retries = sum(
+            1 for recv in (self.hooks, self.json) for q in recv.requests if q["code"] == 503
+        )
 
 
 def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Report:
@@ -336,12 +488,15 @@ def run(cfg: Config, data_dir: Path, bootstrap: str, controller_port: int) -> Re
         chaos.start_stages()
         chaos.wait_baselines()
         chaos.learn_market()
+        chaos.create_watches()
         log.info("chaos_storm", seconds=cfg.seconds, seed=cfg.seed, fault_rate=cfg.fault_rate)
         chaos.storm()
         log.info("chaos_settle", opened=len(chaos.opened))
         chaos.verdict()
     finally:
         chaos.pipeline.stop_all()
+        chaos.hooks.close()
+        chaos.json.close()
         broker.stop(settings)
         chaos.report.seconds = time.monotonic() - started
     return chaos.report
@@ -359,6 +514,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Config.producer_kills,
         help="kill -9s of the producer, each down 15-40 s (default: one per 150 s of storm)",
     )
+    ap.add_argument(
+        "--alert-kills",
+        type=int,
+        default=Config.alert_kills,
+        help="kill -9s each of the matcher and the delivery worker at seeded moments "
+        "(default: one per 150 s of storm), besides those drawn among the disruptions",
+    )
     ap.add_argument("--data-dir", type=Path, default=Path(".drops/chaos"))
     ap.add_argument("--bootstrap", default="127.0.0.1:19492")
     ap.add_argument("--controller-port", type=int, default=19493)
@@ -369,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_rate=args.fault_rate,
         disrupt_every=args.disrupt_every,
         producer_kills=args.producer_kills,
+        alert_kills=args.alert_kills,
     )
     report = run(cfg, args.data_dir.resolve(), args.bootstrap, args.controller_port)
     print("\n".join(report.lines()))

@@ -33,16 +33,17 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import apprise
 import httpx
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
+from drops.runtime import full_jitter
 from drops.settings import Settings
 from drops.topics import check_topics
 from schemas import SchemaError
@@ -54,6 +55,7 @@ SIGNATURE_HEADER = "X-Drops-Signature"
 TIMESTAMP_HEADER = "X-Drops-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BURST = 10.0
+SESSION_TIMEOUT_MS = 10_000  # a killed replica's partitions go to the others after this
 
 
 def webhook_body(alert: Alert) -> bytes:
@@ -105,6 +107,26 @@ def target(ch: Channel) -> str:
     return f"{u.scheme}://{u.hostname or ''}{port}{u.path}"
 
 
+# Apprise channels that are plain HTTP posts and take extra request headers from the URL
+# (``+Name=value`` in the query: Apprise's json, form and xml plugins, and the Apprise API):
+# they carry the alert id as the idempotency key, like our signed webhooks.
+HEADER_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls", "apprise", "apprises"})
+
+
+def apprise_url(url: str, alert_id: str) -> str:
+    """The channel's Apprise URL, with the idempotency key as a request header where the
+    channel can carry one (:data:`HEADER_SCHEMES`); other channels' URLs are unchanged."""
+    if url.split("://", 1)[0].lower() not in HEADER_SCHEMES:
+        return url
+    # the query as Apprise reads it: everything after the first "?" ("#" included), and a
+    # literal "+" starts a header name (no form decoding)
+    base, _, query = url.partition("?")
+    ours = "+" + IDEMPOTENCY_HEADER.lower()
+    kept = [p for p in query.split("&") if p and unquote(p.split("=", 1)[0]).lower() != ours]
+    kept.append(f"+{IDEMPOTENCY_HEADER}={quote(alert_id, safe='')}")
+    return base + "?" + "&".join(kept)
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float = BURST) -> None:
         self.rate, self.burst = rate, burst
@@ -136,13 +158,104 @@ class Totals:
     retries: int = 0
     skipped: int = 0
     alerts: int = 0
+    handovers: int = 0
+
+
+class Revoked(Exception):
+    """A send not begun because its alert's partition is being handed to another replica
+    (nothing sent, nothing logged: the new owner sends it)."""
+
+
+class SentLog:
+    """What the delivery log says was sent: (alert id, channel) → the record's ``at_ms``.
+
+    Read from the deliveries topic (assign only, never committed) and kept tailing it: at
+    start from the records of the last ``keep_ms`` on (``offsets_for_times``), and to its end
+    again whenever partitions of the alerts topic are assigned to this replica, so what
+    another replica logged before it gave them up is known before any of them is handled.
+    Entries older than ``keep_ms`` (by the records' own ``at_ms``, the worker's clock that
+    wrote them) are trimmed: an alert is read again only until its offset is committed, a
+    span of the longest retries (attempts × the longest pause), far below ``keep_ms``."""
+
+    def __init__(self, settings: Settings, keep_ms: int) -> None:
+        self.topic = settings.deliveries_topic
+        self.keep_ms = keep_ms
+        self.sent: dict[tuple[str, int], int] = {}
+        self.trimmed = 0
+        self.consumer = kafka.consumer(
+            settings,
+            {
+                "group.id": f"{settings.delivery_group}-log",  # assign only: never commits
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
+        c = self.consumer
+        self.parts = sorted(c.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
+        since = int(time.time() * 1000) - keep_ms
+        starts = c.offsets_for_times(
+            [TopicPartition(self.topic, p, max(0, since)) for p in self.parts], timeout=10
+        )
+        self.pos: dict[int, int] = {}
+        for tp in starts:
+            if tp.offset < 0:  # every record is older: start at the end
+                tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+            self.pos[tp.partition] = tp.offset
+        c.assign([TopicPartition(self.topic, p, self.pos[p]) for p in self.parts])
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self.sent
+
+    def __len__(self) -> int:
+        return len(self.sent)
+
+    def add(self, alert_id: str, channel: int, at_ms: int) -> None:
+        self.sent[(alert_id, channel)] = at_ms
+
+    def sync(self, timeout: float = 120.0) -> None:
+        """Read the log up to its end offsets as of now, then trim."""
+        c = self.consumer
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)[1]
+            for p in self.parts
+        }
+        deadline = time.monotonic() + timeout
+        while any(self.pos[p] < ends[p] for p in self.parts) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    self.pos[m.partition()] = max(self.pos[m.partition()], m.offset())
+                continue
+            self.pos[m.partition()] = m.offset() + 1
+            try:
+                d = decode_delivery(m.value())
+            except SchemaError:
+                continue
+            self.add(d.alert_id, d.channel, d.at_ms)
+        if any(self.pos[p] < ends[p] for p in self.parts):
+            raise TimeoutError("the delivery log was not read to its end")
+        self.trim(int(time.time() * 1000))
+
+    def trim(self, now_ms: int) -> None:
+        floor = now_ms - self.keep_ms
+        old = [k for k, at in self.sent.items() if at < floor]
+        for k in old:
+            del self.sent[k]
+        self.trimmed += len(old)
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.rng = random.Random()
-        self.done: set[tuple[str, int]] = set()
+        self.log: SentLog | None = None  # opened by run()
+        self.revoking = False  # partitions are being handed over: begin no new send
+        self.revoked: asyncio.Event | None = None  # set with ``revoking`` (wakes pauses)
         self.buckets: dict[str, TokenBucket] = {}
         self.totals = Totals()
         self.heartbeat = Heartbeat(log, "delivery_heartbeat", every=settings.heartbeat_interval)
@@ -157,44 +270,6 @@ class Worker:
         self.http: httpx.AsyncClient | None = None
 
     # -- the log of what was sent ------------------------------------------------------------
-
-    def load_log(self) -> None:
-        """Every (alert, channel) already in the delivery log, read to the topic's end."""
-        topic = self.s.deliveries_topic
-        c = kafka.consumer(
-            self.s,
-            {
-                "group.id": f"{self.s.delivery_group}-log",  # assign only: never commits
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-        try:
-            parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
-            ends = {
-                p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-            }
-            pos = dict.fromkeys(parts, 0)
-            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            deadline = time.monotonic() + 120
-            while any(pos[p] < ends[p] for p in parts) and time.monotonic() < deadline:
-                m = c.poll(0.5)
-                if m is None:
-                    continue
-                if m.error() is not None:
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        pos[m.partition()] = max(pos[m.partition()], m.offset())
-                    continue
-                pos[m.partition()] = m.offset() + 1
-                try:
-                    d = decode_delivery(m.value())
-                except SchemaError:
-                    continue
-                self.done.add((d.alert_id, d.channel))
-            if any(pos[p] < ends[p] for p in parts):
-                raise TimeoutError("the delivery log was not read to its end")
-        finally:
-            c.close()
 
     def _write(
         self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
@@ -236,7 +311,7 @@ class Worker:
 
     def _apprise(self, alert: Alert, ch: Channel) -> bool:
         ap = apprise.Apprise()
-        if not ap.add(ch.url):
+        if not ap.add(apprise_url(ch.url, alert.alert_id)):
             raise Failed("apprise: not a URL it accepts", final=True)
         text = alert.body + (f"\n{alert.booking_url}" if alert.booking_url else "")
         return bool(ap.notify(body=text, title=alert.title, timeout=self.s.delivery_timeout))
@@ -249,6 +324,8 @@ class Worker:
         attempt = 0
         for attempt in range(1, self.s.delivery_attempts + 1):
             await bucket.take()
+            if self.revoking:
+                raise Revoked
             try:
                 await self._send_once(alert, ch)
                 return self._record(alert, i, tgt, "delivered", attempt, "")
@@ -256,8 +333,9 @@ class Worker:
                 error = str(exc)
                 if exc.final or attempt == self.s.delivery_attempts:
                     break
-                cap = min(self.s.delivery_backoff_max, self.s.delivery_backoff * 2 ** (attempt - 1))
-                pause = self.rng.uniform(0, cap)
+                pause = full_jitter(
+                    attempt - 1, self.s.delivery_backoff, self.s.delivery_backoff_max, self.rng
+                )
                 if exc.retry_after is not None:
                     pause = max(pause, min(exc.retry_after, self.s.delivery_backoff_max))
                 self.totals.retries += 1
@@ -269,8 +347,19 @@ class Worker:
                     error=error,
                     pause_s=round(pause, 2),
                 )
-                await asyncio.sleep(pause)
+                await self._pause(pause)
         return self._record(alert, i, tgt, "dead", attempt, error)
+
+    async def _pause(self, seconds: float) -> None:
+        """A retry's pause, cut short (:class:`Revoked`) when the partitions are handed over."""
+        if self.revoked is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self.revoked.wait(), seconds)
+        except TimeoutError:
+            return
+        raise Revoked
 
     def _record(
         self, alert: Alert, i: int, tgt: str, status: str, attempts: int, error: str
@@ -289,8 +378,9 @@ class Worker:
             at_ms=now,
         )
 
-    async def handle(self, raw: bytes, offset: int) -> None:
-        """Every channel of one alert: sent (unless logged already), logged, dead-lettered."""
+    async def handle(self, raw: bytes, offset: int) -> bool:
+        """Every channel of one alert: sent (unless logged already), logged, dead-lettered.
+        False: left undone (its partition was revoked), for the partition's next owner."""
         try:
             alert = decode_alert(raw)
         except SchemaError as exc:
@@ -305,24 +395,30 @@ class Worker:
                     ("source_offset", str(offset).encode()),
                 ],
             )
-            return
+            return True
+        assert self.log is not None
         self.totals.alerts += 1
-        todo = [i for i in range(len(alert.channels)) if (alert.alert_id, i) not in self.done]
+        todo = [i for i in range(len(alert.channels)) if (alert.alert_id, i) not in self.log]
         self.totals.skipped += len(alert.channels) - len(todo)
-        await asyncio.gather(*(self._one(alert, i, raw, offset) for i in todo))
+        done = await asyncio.gather(*(self._one(alert, i, raw, offset) for i in todo))
         self.heartbeat.add(alerts=1)
+        return all(done)
 
-    async def _one(self, alert: Alert, i: int, raw: bytes, offset: int) -> None:
+    async def _one(self, alert: Alert, i: int, raw: bytes, offset: int) -> bool:
         """One channel: sent, then its record written at once (the window of a re-send)."""
-        d = await self.deliver(alert, i)
+        assert self.log is not None
+        try:
+            d = await self.deliver(alert, i)
+        except Revoked:
+            return False
         await asyncio.to_thread(
             self._write, self.s.deliveries_topic, alert.alert_id.encode(), encode_record(d), []
         )
-        self.done.add((d.alert_id, d.channel))
+        self.log.add(d.alert_id, d.channel, d.at_ms)
         if d.status == "delivered":
             self.totals.delivered += 1
             self.heartbeat.add(delivered=1)
-            return
+            return True
         self.totals.dead += 1
         self.heartbeat.add(dead=1)
         log.warning(
@@ -343,15 +439,26 @@ class Worker:
                 ("source_offset", str(offset).encode()),
             ],
         )
+        return True
 
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: threading.Event) -> None:
-        """Consume alerts until ``stop``; commit an offset once every alert before it is done."""
+        """Consume alerts until ``stop``; commit an offset once every alert before it is done.
+
+        Replicas share the alerts topic's partitions in one consumer group. When partitions
+        are revoked (a rebalance), no new send begins, the sends under way finish and are
+        logged, retries waiting for their pause give up their turn, and the offsets behind
+        every done alert are committed, all before the partitions go; when partitions are
+        assigned, the delivery log is read to its end before any of their alerts is handled.
+        """
         s = self.s
         check_topics(s, [s.alerts_topic, s.deliveries_topic, s.deadletter_topic], "delivery")
-        self.load_log()
-        log.info("delivery_log_loaded", sent=len(self.done))
+        loop = asyncio.get_running_loop()
+        self.revoked = asyncio.Event()
+        self.log = SentLog(self.s, int(self.s.delivery_log_keep_hours * 3_600_000))
+        await asyncio.to_thread(self.log.sync)
+        log.info("delivery_log_loaded", sent=len(self.log))
         consumer = kafka.consumer(
             self.s,
             {
@@ -359,31 +466,72 @@ class Worker:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
             },
         )
-        consumer.subscribe([self.s.alerts_topic])
         sem = asyncio.Semaphore(self.s.delivery_concurrency)
         pending: dict[int, dict[int, bool]] = {}  # partition -> offset -> done
         failures: list[BaseException] = []
-        tasks: set[asyncio.Task[None]] = set()
+        tasks: dict[asyncio.Task[bool], int] = {}  # -> partition
+        resync = [False]
+        closing = [False]
+
+        async def hand_over() -> list[TopicPartition]:
+            self.revoking = True
+            assert self.revoked is not None
+            self.revoked.set()
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=self.s.delivery_timeout + 30)
+            for t in list(tasks):  # (a send that outlived its timeout: the limit's repeat)
+                t.cancel()
+            return self._done_offsets(pending)
+
+        def on_revoke(c: Consumer, parts: list[TopicPartition]) -> None:
+            # on the consume thread, while the event loop runs the sends under way (at close,
+            # on the loop's own thread: the sends are over, and the last commit is made)
+            if closing[0]:
+                return
+            offsets = asyncio.run_coroutine_threadsafe(hand_over(), loop).result()
+            try:
+                if offsets:
+                    c.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:  # partitions lost (session timed out): not ours
+                log.warning("delivery_commit_failed", error=str(exc))
+            gone = {tp.partition for tp in parts}
+            for p in gone:
+                pending.pop(p, None)
+            self.revoking = False
+            loop.call_soon_threadsafe(self.revoked.clear)  # type: ignore[union-attr]
+            self.totals.handovers += 1
+            log.info("delivery_partitions_revoked", partitions=sorted(gone), committed=len(offsets))
+
+        def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
+            resync[0] = True
+            log.info("delivery_partitions_assigned", partitions=[tp.partition for tp in parts])
+
+        consumer.subscribe([self.s.alerts_topic], on_assign=on_assign, on_revoke=on_revoke)
         self.http = httpx.AsyncClient(timeout=self.s.delivery_timeout)
 
-        def finished(task: asyncio.Task[None], p: int, o: int) -> None:
+        def finished(task: asyncio.Task[bool], p: int, o: int) -> None:
             sem.release()
-            tasks.discard(task)
+            tasks.pop(task, None)
             if task.cancelled():
                 return
             exc = task.exception()
             if exc is not None:
                 failures.append(exc)
                 return
-            pending[p][o] = True
+            if task.result() and p in pending and o in pending[p]:
+                pending[p][o] = True
 
         try:
             while not stop.is_set():
                 if failures:
                     raise failures[0]
                 msgs = await asyncio.to_thread(consumer.consume, 100, 0.2)
+                if resync[0]:  # what the partitions' last owner logged, before their alerts
+                    resync[0] = False
+                    await asyncio.to_thread(self.log.sync)
                 for m in msgs:
                     if m.error() is not None:
                         if m.error().code() != KafkaError._PARTITION_EOF:
@@ -393,21 +541,26 @@ class Worker:
                     p, o = m.partition(), m.offset()
                     pending.setdefault(p, {})[o] = False
                     task = asyncio.create_task(self.handle(m.value() or b"", o))
-                    tasks.add(task)
+                    tasks[task] = p
                     task.add_done_callback(functools.partial(finished, p=p, o=o))
                 await self._commit(consumer, pending)
-                self.heartbeat.tick(in_flight=len(tasks), sent_logged=len(self.done))
+                self.log.trim(int(time.time() * 1000))
+                self.heartbeat.tick(in_flight=len(tasks), sent_logged=len(self.log))
             if tasks:  # let sends under way finish, briefly; the rest go again after a restart
-                await asyncio.wait(tasks, timeout=10)
+                await asyncio.wait(set(tasks), timeout=10)
             await self._commit(consumer, pending)
         finally:
             for t in tasks:
                 t.cancel()
             await self.http.aclose()
+            closing[0] = True
             consumer.close()
+            self.log.close()
             self.producer.flush(10)
 
-    async def _commit(self, consumer: Consumer, pending: dict[int, dict[int, bool]]) -> None:
+    def _done_offsets(self, pending: dict[int, dict[int, bool]]) -> list[TopicPartition]:
+        """Per partition, the offset after the last alert of an unbroken run of done ones
+        (the run is taken off ``pending``)."""
         offsets = []
         for p, marks in pending.items():
             nxt = None
@@ -418,6 +571,10 @@ class Worker:
                 nxt = o + 1
             if nxt is not None:
                 offsets.append(TopicPartition(self.s.alerts_topic, p, nxt))
+        return offsets
+
+    async def _commit(self, consumer: Consumer, pending: dict[int, dict[int, bool]]) -> None:
+        offsets = self._done_offsets(pending)
         if offsets:
             await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
 
@@ -441,6 +598,7 @@ def run(settings: Settings) -> None:
         ("dead", "Sends given up after the last try (dead-lettered)"),
         ("retries", "Sends tried again"),
         ("skipped", "Sends skipped: already in the delivery log"),
+        ("handovers", "Times this replica's partitions were revoked (rebalances)"),
     ):
         readings.counter(
             f"drops_delivery_{name}_total", text, partial(getattr, worker.totals, name)

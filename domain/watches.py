@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.watches import WEEKDAYS, Criteria, Watch
 
@@ -271,3 +272,18 @@ def texts(kind: str, drop: dict[str, Any]) -> tuple[str, str]:
         lasted = f" (open {max(1, round(float(secs) / 60))} min)" if secs is not None else ""
         return f"{name}: gone again", f"{when}{party} is taken{lasted} · {where}"
     return f"{name}: {when}", f"A table opened: {when}{party} · {where}"
+
+
+def slot_day_end_ms(date: str, time_zone: str) -> int:
+    """The instant a slot's date has passed: the local midnight after ``date`` in the
+    venue's ``time_zone`` (a 23- or 25-hour day at a DST change is counted as it is)."""
+    day = dt.date.fromisoformat(date) + dt.timedelta(days=1)
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(time_zone))
+    return int(midnight.timestamp() * 1000)
+
+
+def told_ttl_ms(date: str, time_zone: str, event_ms: int, most_ms: int) -> int:
+    """How long the matcher keeps the watches told of a slot's open (to send them its
+    close), counted from the drop's own time ``event_ms``: until the slot's date has passed,
+    and never longer than ``most_ms``. 0: the date has passed already, keep nothing."""
+    return max(0, min(most_ms, slot_day_end_ms(date, time_zone) - event_ms))

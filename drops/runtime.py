@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 from dataclasses import dataclass
 
 
@@ -24,6 +25,13 @@ class Backoff:
         delay = float(min(self.most, self.first * 2 ** min(self.failures, 32)))
         self.failures += 1
         return delay
+
+
+def full_jitter(attempt: int, first: float, most: float, rng: random.Random) -> float:
+    """The pause before retry number ``attempt + 1`` of a call that failed ``attempt + 1``
+    times in a row ("full jitter"): uniform in ``[0, min(most, first · 2^attempt)]``, so
+    clients that failed together do not retry together."""
+    return rng.uniform(0.0, min(most, first * 2.0 ** min(attempt, 64)))
 
 
 def tune_gc(young: int, middle: int = 10, old: int = 10) -> None:

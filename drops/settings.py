@@ -88,9 +88,6 @@ class Settings(BaseSettings):
         720, description="Retention of the dead-letter topic, hours"
     )
     alerts_retention_hours: int = Field(168, description="Retention of the alerts topic, hours")
-    deliveries_retention_hours: int = Field(
-        720, description="Retention of the delivery log topic, hours"
-    )
 
     # --- the market and its buckets ----------------------------------------------------
     market: str = Field("nyc", description="Market name, part of every bucket id")
@@ -224,6 +221,11 @@ class Settings(BaseSettings):
     matcher_instance: str = Field(
         "0", description="Id of this matcher replica, stable across restarts (transactional.id)"
     )
+    matcher_told_max_days: float = Field(
+        16.0,
+        description="Matcher: longest a slot's told watches are kept for its close, days (each "
+        "is kept until the slot's date has passed, by the drops' event time; this bounds it)",
+    )
     delivery_group: str = Field(
         "drops-delivery", description="Consumer group of the delivery worker"
     )
@@ -235,6 +237,21 @@ class Settings(BaseSettings):
         5.0, description="Delivery: sends per second per channel (token bucket, burst of 10)"
     )
     delivery_concurrency: int = Field(16, description="Delivery: sends in flight")
+    delivery_log_keep_hours: float = Field(
+        24.0,
+        description="Delivery: hours of the delivery log a worker reads and keeps in memory to "
+        "skip what was sent (far above the longest retries of an uncommitted alert)",
+    )
+    delivery_log_retention_hours: float = Field(
+        168.0,
+        description="Delivery: retention of the deliveries topic, hours (set when the topic "
+        "is created; the sink copies it to ClickHouse alert_deliveries)",
+    )
+    alerts_partitions: int = Field(
+        4,
+        description="Partitions of the alerts topic (set at creation): delivery worker "
+        "replicas in one group share them, so at most this many are busy",
+    )
 
     # --- simulator -----------------------------------------------------------------------
     sim_host: str = Field("127.0.0.1", description="Simulator bind address")

@@ -58,8 +58,8 @@ class Drift:
         return f"{self.topic}: {self.what} is {self.found}, wanted {self.wanted}"
 
 
-def _retention(hours: int) -> str:
-    return "-1" if hours < 0 else str(hours * HOUR_MS)
+def _retention(hours: float) -> str:
+    return "-1" if hours < 0 else str(int(hours * HOUR_MS))
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
@@ -70,7 +70,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "min.insync.replicas": str(settings.topic_min_insync_replicas),
     }
 
-    def log_topic(name: str, partitions: int, hours: int) -> TopicSpec:
+    def log_topic(name: str, partitions: int, hours: float) -> TopicSpec:
         config = {**common, "cleanup.policy": "delete", "retention.ms": _retention(hours)}
         return TopicSpec(name, partitions, rf, config)
 
@@ -89,8 +89,9 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         ),
         # the system of record of watches: compacted, a tombstone deletes
         TopicSpec(s.watches_topic, 1, rf, {**common, "cleanup.policy": "compact"}),
-        log_topic(s.alerts_topic, 1, s.alerts_retention_hours),
-        log_topic(s.deliveries_topic, 1, s.deliveries_retention_hours),
+        log_topic(s.alerts_topic, s.alerts_partitions, s.alerts_retention_hours),
+        # the delivery log: the sink copies it to ClickHouse; the worker tails what it keeps
+        log_topic(s.deliveries_topic, 1, s.delivery_log_retention_hours),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -23,7 +23,15 @@ hash of the watch id and the drop's dedupe key, so a replay writes the same ids 
 worker also keeps its own log by alert id).
 
 **State** (RocksDB, per bucket key, changelogged): ``o/<slot_id>`` → the ids of the watches
-alerted of that slot's open, so its close goes to exactly those that asked for closes.
+alerted of that slot's open, so its close goes to exactly those that asked for closes. Each
+entry is written with Quix's per-write event-time TTL: it expires when the slot's date has
+passed (:func:`domain.watches.told_ttl_ms`: the local midnight after the slot's date, minus
+the drop's own ``opened_at_ms``, at most ``DROPS_MATCHER_TOLD_MAX_DAYS``), counted on the
+drops stream's event time (the record timestamps), and Quix's sweep at each commit deletes
+it with a changelog tombstone. Event time, not the wall clock: a replay after a crash makes
+the same decisions, and the TTL is taken from the drop's own product-clock time, so a
+process started on a shifted product clock keeps the same span. A close after the date has
+passed (none comes: the producers stop polling a day once it is over) finds nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -39,12 +48,13 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
-from domain.watches import WatchIndex, alert_id, human_time, texts
+from domain.watches import WatchIndex, alert_id, human_time, texts, told_ttl_ms
 from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
 from drops.topics import check_topics
+from processors.quix import exactly_once_app
 from schemas import SchemaError, decode_drop
 from schemas.watches import Alert, Watch, decode_watch, encode_record
 
@@ -171,6 +181,7 @@ class Matcher:
 
     def __init__(self, settings: Settings, feed: WatchFeed) -> None:
         self.feed = feed
+        self.told_max_ms = int(settings.matcher_told_max_days * 86_400_000)
         self.heartbeat = Heartbeat(log, "matcher_heartbeat", every=settings.heartbeat_interval)
         self._lock = threading.Lock()
         self.totals = {"drops": 0, "alerts": 0, "close_alerts": 0, "dead_letters": 0}
@@ -197,9 +208,16 @@ class Matcher:
         skey = f"o/{drop.slot_id}"
         if drop.event == "open":
             watches = self.feed.index.match(doc)
-            if watches:
+            ttl = told_ttl_ms(drop.date, drop.time_zone, drop.opened_at_ms, self.told_max_ms)
+            if watches and ttl > 0:
                 told: list[str] = state.get(skey, [])
-                state.set(skey, sorted(set(told) | {w.watch_id for w in watches}))
+                # expires (read as absent, swept with a changelog tombstone) once the drops'
+                # event time has moved on by the slot's time left as of this drop
+                state.set(
+                    skey,
+                    sorted(set(told) | {w.watch_id for w in watches}),
+                    ttl=timedelta(milliseconds=ttl),
+                )
         else:
             told = state.get(skey, [])
             state.delete(skey)
@@ -263,24 +281,13 @@ def build_app(settings: Settings) -> tuple[Application, Matcher]:
     feed.sync()  # the whole table before the first drop
     log.info("watches_loaded", watches=len(feed.index))
     group = settings.matcher_group
-    app = Application(
-        broker_address=kafka.quix_connection(settings),
-        consumer_group=group,
-        auto_offset_reset="earliest",
-        commit_interval=settings.matcher_commit_interval,
-        processing_guarantee="exactly-once",
+    app = exactly_once_app(
+        settings,
+        group=group,
+        member=f"{group}-{settings.matcher_instance}",
         state_dir=settings.state_dir / "matcher",
-        consumer_extra_config={
-            "isolation.level": "read_committed",
-            "group.instance.id": f"{group}-{settings.matcher_instance}",
-            "session.timeout.ms": 15_000,
-        },
-        producer_extra_config={
-            "message.max.bytes": settings.max_message_bytes,
-            "transactional.id": f"{group}-{settings.matcher_instance}",
-            "transaction.timeout.ms": 30_000,
-        },
-        loglevel=settings.log_level.upper(),  # type: ignore[arg-type]
+        commit_interval=settings.matcher_commit_interval,
+        loglevel=settings.log_level.upper(),
     )
     drops = app.topic(settings.drops_topic, value_deserializer="bytes", key_deserializer="bytes")
     alerts = app.topic(settings.alerts_topic, value_serializer=_OutValue(), key_serializer="bytes")

@@ -40,6 +40,7 @@ from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
 from drops.topics import check_topics, record_limit
+from processors.quix import exactly_once_app
 from processors.replica import Replica, claim
 from processors.state import StateStore
 from schemas import SchemaError, decode_snapshot, encode
@@ -256,33 +257,15 @@ def build_app(
     member = f"{settings.processor_group}-{replica.instance}"
     proc = proc or Processor(settings)
     check_retention(settings, proc.gaps)
-    app = Application(
-        broker_address=kafka.quix_connection(settings),
-        consumer_group=settings.processor_group,
-        auto_offset_reset="earliest",
-        commit_interval=settings.commit_interval,
-        processing_guarantee="exactly-once",
+    app = exactly_once_app(
+        settings,
+        group=settings.processor_group,
+        member=member,
         state_dir=replica.state_dir,
-        consumer_extra_config={
-            "isolation.level": "read_committed",
-            # static membership: a restarted processor takes its partitions back at once
-            # instead of waiting for the crashed member's session to time out
-            "group.instance.id": member,
-            "session.timeout.ms": 15_000,
-            "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
-            **CONSUMER_TUNING,
-        },
-        producer_extra_config={
-            "message.max.bytes": settings.max_message_bytes,
-            # stable across restarts: a restarted processor fences the crashed one and its
-            # open transaction is aborted at once (a random id leaves it open, holding back
-            # read_committed readers of the drops and changelog topics, until it times out)
-            "transactional.id": member,
-            "transaction.timeout.ms": 30_000,
-            "reconnect.backoff.max.ms": RECONNECT_MAX_MS,
-        },
+        commit_interval=settings.commit_interval,
+        consumer_extra={"reconnect.backoff.max.ms": RECONNECT_MAX_MS, **CONSUMER_TUNING},
+        producer_extra={"reconnect.backoff.max.ms": RECONNECT_MAX_MS},
         rocksdb_options=ROCKSDB,
-        loglevel=None,  # no handler of its own: its lines go through ours (drops.log, JSON)
     )
     snapshots = app.topic(
         settings.snapshot_topic, value_deserializer="bytes", key_deserializer="bytes"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from drops.log import get_log
+from drops.markets import configured_markets
 from drops.runtime import Backoff
 from drops.settings import Settings
 from store import tables as schema
@@ -102,8 +103,9 @@ class ClickHouse:
 
     # ----------------------------------------------------------------------------- schema
 
-    def migrate(self, retention_days: int, time_zone: str) -> list[int]:
-        """Apply missing numbered migrations, then TTLs and views. Returns versions applied."""
+    def migrate(self, retention_days: int, zones: Mapping[str, str]) -> list[int]:
+        """Apply missing numbered migrations, then TTLs and views (local days and hours in
+        ``zones``: market name to time zone). Returns the versions applied."""
         self.command(schema.MIGRATIONS_TABLE)
         done = {int(r[0]) for r in self.query("SELECT version FROM schema_migrations")}
         applied: list[int] = []
@@ -116,7 +118,7 @@ class ClickHouse:
             applied.append(m.version)
             log.info("migration_applied", version=m.version, name=m.name)
         self._apply_ttls(retention_days)
-        for stmt in schema.view_statements(time_zone):
+        for stmt in schema.view_statements(zones):
             self.command(stmt)
         return applied
 
@@ -213,11 +215,12 @@ class ClickHouse:
 
 def prepare(settings: Settings) -> ClickHouse:
     """Open ClickHouse and bring its schema up to date (idempotent)."""
+    zones = {m.name: m.time_zone for m in configured_markets(settings)}
     ch = ClickHouse(settings.clickhouse_url)
     backoff = Backoff(0.5, settings.sink_backoff_max)
     while True:
         try:
-            ch.migrate(settings.retention_days, settings.time_zone)
+            ch.migrate(settings.retention_days, zones)
             return ch
         except Exception as exc:
             if ch.is_chdb:

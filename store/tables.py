@@ -38,6 +38,7 @@ per alert and channel); both are ReplacingMergeTrees, so a re-read record is har
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEDUPE_WINDOW = 10_000  # insert blocks remembered per table for insert_deduplication_token
@@ -259,6 +260,7 @@ TTL_TABLES = {
     "discovery_buckets": "toDateTime(polled_at)",
     "venues": "toDateTime(last_seen)",
     "watched_days": "toDateTime(date)",
+    "alert_deliveries": "toDateTime(at)",
 }
 
 
@@ -266,15 +268,32 @@ def ttl_statement(table: str, days: int) -> str:
     return f"ALTER TABLE {table} MODIFY TTL {TTL_TABLES[table]} + INTERVAL {int(days)} DAY"
 
 
-def _tz(time_zone: str) -> str:
+def sql_zone(time_zone: str) -> str:
+    """A time zone name fit to be quoted in SQL (ClickHouse takes a zone as a constant)."""
     if not time_zone or any(c in time_zone for c in "'\\"):
         raise ValueError(f"not a time zone name: {time_zone!r}")
     return time_zone
 
 
-def view_statements(time_zone: str) -> tuple[str, ...]:
-    """The analysts' views; days and hours are in the market's time zone."""
-    tz = _tz(time_zone)
+def local(fn: str, column: str, zones: Mapping[str, str]) -> str:
+    """``fn(column, zone)`` in each row's market's zone: ClickHouse takes a zone only as a
+    constant, so one branch per market (a market not listed falls back to the first's zone)."""
+    if not zones:
+        raise ValueError("no markets: every view needs at least one market's time zone")
+    for market in zones:
+        if not market or any(c in market for c in "'\\"):
+            raise ValueError(f"not a market name: {market!r}")
+    items = list(zones.items())
+    default = f"{fn}({column}, '{sql_zone(items[0][1])}')"
+    if len(items) == 1:
+        return default
+    branches = ", ".join(f"market = '{m}', {fn}({column}, '{sql_zone(z)}')" for m, z in items)
+    return f"multiIf({branches}, {default})"
+
+
+def view_statements(zones: Mapping[str, str]) -> tuple[str, ...]:
+    """The analysts' views; days and hours are local to each row's market (``zones``:
+    market name to time zone)."""
     return (
         """
 CREATE OR REPLACE VIEW close_events AS
@@ -282,10 +301,11 @@ SELECT * FROM drop_events WHERE event = 'close'
 """,
         f"""
 CREATE OR REPLACE VIEW drops_per_venue_day AS
-SELECT provider, venue_id, any(venue_name) AS venue_name, any(neighborhood) AS neighborhood,
-       toDate(opened_at, '{tz}') AS day, count() AS drops
+SELECT market, provider, venue_id, any(venue_name) AS venue_name,
+       any(neighborhood) AS neighborhood, {local("toDate", "opened_at", zones)} AS day,
+       count() AS drops
 FROM drop_events WHERE event = 'open'
-GROUP BY provider, venue_id, day
+GROUP BY market, provider, venue_id, day
 """,
         """
 CREATE OR REPLACE VIEW drop_open_time AS
@@ -313,9 +333,10 @@ LEFT JOIN (
 """,
         f"""
 CREATE OR REPLACE VIEW drops_by_hour AS
-SELECT toHour(opened_at, '{tz}') AS hour, count() AS drops, uniqExact(venue_id) AS venues
+SELECT market, {local("toHour", "opened_at", zones)} AS hour, count() AS drops,
+       uniqExact(venue_id) AS venues
 FROM drop_events WHERE event = 'open'
-GROUP BY hour
+GROUP BY market, hour
 """,
         """
 CREATE OR REPLACE VIEW drops_by_neighborhood AS
@@ -327,9 +348,9 @@ GROUP BY market, neighborhood
     )
 
 
-def derived_statements(retention_days: int, time_zone: str) -> tuple[str, ...]:
+def derived_statements(retention_days: int, zones: Mapping[str, str]) -> tuple[str, ...]:
     """Statements re-applied at every start: TTLs from the settings, then the views."""
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
     ttls = tuple(ttl_statement(t, retention_days) for t in TTL_TABLES)
-    return ttls + view_statements(time_zone)
+    return ttls + view_statements(zones)

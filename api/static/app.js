@@ -11,11 +11,32 @@
   const cards = new Map(); // slot key -> li
   const hours = new Map(); // hour start ms -> drops
   let source = null;
-  const FILTERS = ["provider", "neighborhood", "venue", "time_slot", "party_size", "date_from", "date_to"];
+  const FILTERS = ["market", "provider", "neighborhood", "venue", "time_slot", "party_size", "date_from", "date_to"];
 
-  for (const name of FILTERS) {
-    const v = pageParams.get(name);
-    if (v && form.elements[name]) form.elements[name].value = v;
+  let markets = []; // from /markets: name, time_zone, today
+  let chartZone = undefined; // the chart's market's zone (its hours are that zone's)
+
+  function applyPageParams() {
+    for (const name of FILTERS) {
+      const v = pageParams.get(name);
+      if (v && form.elements[name]) form.elements[name].value = v;
+    }
+  }
+  applyPageParams();
+
+  async function loadMarkets() {
+    const q = new URLSearchParams();
+    if (apiKey) q.set("api_key", apiKey);
+    markets = (await getJSON("/markets", q)).markets;
+    const picker = form.elements.market;
+    for (const m of markets) {
+      const o = document.createElement("option");
+      o.value = m.name;
+      o.textContent = m.name + " (" + m.time_zone + ")";
+      picker.append(o);
+    }
+    picker.closest("label").hidden = markets.length < 2; // one market: nothing to pick
+    applyPageParams();
   }
 
   function filterQuery() {
@@ -104,16 +125,26 @@
   }
 
   function countHour(ms) {
-    const h = Math.floor(ms / 3600000) * 3600000;
+    const h = hourStart(ms);
     hours.set(h, (hours.get(h) || 0) + 1);
     drawChart();
   }
 
   let skewMs = 0; // the server's clock minus this device's (from /stats/by-hour's as_of_ms)
 
+  function zoneParts(ms, fields) { // the time in the chart's market, not on this device
+    const f = new Intl.DateTimeFormat("en-GB", { ...fields, hourCycle: "h23", timeZone: chartZone });
+    return Object.fromEntries(f.formatToParts(new Date(ms)).map((p) => [p.type, +p.value]));
+  }
+  const hourOf = (ms) => zoneParts(ms, { hour: "numeric" }).hour;
+  function hourStart(ms) { // the start of the market's clock hour (half-hour zones too)
+    const p = zoneParts(ms, { minute: "numeric", second: "numeric" });
+    return ms - (ms % 1000) - (p.minute * 60 + p.second) * 1000;
+  }
+
   function drawChart() {
     const chart = document.getElementById("chart");
-    const now = Math.floor((Date.now() + skewMs) / 3600000) * 3600000;
+    const now = hourStart(Date.now() + skewMs);
     const slots = [];
     for (let i = 23; i >= 0; i--) slots.push(now - i * 3600000);
     const max = Math.max(1, ...slots.map((h) => hours.get(h) || 0));
@@ -123,9 +154,10 @@
       bar.className = "bar";
       bar.dataset.hour = String(h);
       bar.dataset.drops = String(n);
-      bar.title = new Date(h).getHours() + ":00 — " + n + " drops";
+      const hour = hourOf(h);
+      bar.title = hour + ":00 — " + n + " drops";
       bar.style.height = (100 * n / max) + "%";
-      if (i % 6 === 0) bar.append(text("span", "", new Date(h).getHours() + "h"));
+      if (i % 6 === 0) bar.append(text("span", "", hour + "h"));
       return bar;
     }));
   }
@@ -158,10 +190,13 @@
     try {
       const hq = new URLSearchParams();
       hq.set("hours", "24");
+      if (q.get("market")) hq.set("market", q.get("market"));
       if (apiKey) hq.set("api_key", apiKey);
       const [just, byHour] = await Promise.all([getJSON("/just-opened", q), getJSON("/stats/by-hour", hq)]);
       // the chart's hours are the server's: a device clock that is off does not shift them
       skewMs = byHour.as_of_ms - Date.now();
+      chartZone = byHour.time_zone;
+      document.getElementById("chart-market").textContent = markets.length > 1 ? byHour.market + ", " : "";
       hours.clear();
       for (const h of byHour.hours) hours.set(h.hour_ms, h.drops);
       drawChart();
@@ -187,6 +222,7 @@
   function criteriaFromFilters() {
     const c = {};
     const v = (n) => (form.elements[n].value || "").trim();
+    if (v("market")) c.markets = [v("market")];
     if (v("provider")) c.providers = [v("provider")];
     if (v("neighborhood")) c.neighborhoods = [v("neighborhood")];
     if (v("venue")) c.venue_ids = [v("venue")];
@@ -249,6 +285,8 @@
     loadWatches();
   });
   drawChart();
-  start();
+  loadMarkets()
+    .catch((err) => { errorEl.textContent = String(err.message || err); errorEl.hidden = false; })
+    .finally(start);
   loadWatches();
 })();

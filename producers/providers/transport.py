@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from drops.errors import DropsError, InvariantError
+from drops.runtime import full_jitter
 from producers.providers.base import Counters
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -55,7 +56,7 @@ class Policy:
 
 def backoff(attempt: int, policy: Policy, rng: random.Random) -> float:
     """Full jitter: a uniform delay in ``[0, min(cap, base · 2^attempt)]``."""
-    return rng.uniform(0.0, min(policy.retry_max_delay, policy.retry_base * (2**attempt)))
+    return full_jitter(attempt, policy.retry_base, policy.retry_max_delay, rng)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -104,6 +104,7 @@ GUARDED = [
     "/feed",
     "/feed/stream",
     "/just-opened",
+    "/markets",
     "/buckets",
     "/venues/1001",
     "/stats/by-hour",

@@ -19,7 +19,7 @@ DAYS = 60
 @pytest.fixture
 def ch(tmp_path: Path) -> Iterator[ClickHouse]:
     c = ClickHouse(f"chdb://{tmp_path / 'ch'}")
-    c.migrate(400, "America/New_York")
+    c.migrate(400, {"nyc": "America/New_York"})
     # one fetch a day of each of 28 buckets over 60 days of polls, bucket dates a window
     # ahead of their poll day: an old day's rows belong to buckets long gone
     c.command(

@@ -1,6 +1,9 @@
-"""A short chaos run: faults on every kind of provider failure, kill -9 of the processor and
-of the API with its sink, broker restarts, kill -9 of the producer kept down for tens of
-seconds while slots open; the feed must equal the reference exactly."""
+"""A short chaos run: faults on every kind of provider failure, kill -9 of the processor, of
+the API with its sink, of the matcher and of the delivery worker, broker restarts, kill -9 of
+the producer kept down for tens of seconds while slots open; the feed must equal the
+reference exactly, and the alert receivers (a signed webhook, Apprise json://) must have
+accepted every expected (watch, drop) alert, none for a false drop, and a repeat only
+within the documented limit of a kill of the delivery worker."""
 
 from __future__ import annotations
 
@@ -33,3 +36,9 @@ def test_short_chaos_run_serves_exactly_the_reference(tmp_path: Path) -> None:
     assert report.false == 0
     assert report.closes_missing == report.closes_duplicated == report.closes_false == 0
     assert report.topic_duplicates == 0
+    assert report.disruptions["kill matcher"] >= 1 and report.disruptions["kill delivery"] >= 1
+    assert report.alerts_expected > report.opens_expected  # both watches got alerts
+    assert report.alerts_missing == 0
+    assert report.alerts_false == 0
+    assert report.alerts_repeated <= report.repeat_limit
+    assert report.alert_send_retries > 0

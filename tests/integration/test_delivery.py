@@ -18,6 +18,7 @@ import pytest
 from bench.pipeline import Pipeline, read_topic, wait_for
 from delivery.worker import IDEMPOTENCY_HEADER, verify
 from domain.watches import alert_id
+from drops import kafka
 from drops.settings import Settings
 from sinks.service import Sink, prepare
 from sinks.testdata import DropWriter, close_of, make_drop
@@ -147,6 +148,7 @@ def test_delivered_once_signed_retried_dead_and_closes(
         # Apprise's json:// channel
         [ap] = receiver.got("/apprise")
         assert json.loads(ap["body"])["title"].startswith("Venue 1001: ")
+        assert ap["key"] == alert_id("apprise", d1.dedupe_key)  # the idempotency key header
         # non-matching and deleted watches: nothing
         assert receiver.got("/other") == [] and receiver.got("/gone") == []
         wait_for("dead letter", lambda: len(read_topic(s, s.deliveries_topic)) >= 4 or None)
@@ -160,7 +162,9 @@ def test_delivered_once_signed_retried_dead_and_closes(
         # a close reaches the watch that asked for closes, and only it
         writer.write([close_of(d1, NOW + 120_000)])
         wait_for("the close", lambda: len(receiver.got("/apprise")) == 2 or None)
-        assert "gone again" in json.loads(receiver.got("/apprise")[1]["body"])["title"]
+        close = receiver.got("/apprise")[1]
+        assert "gone again" in json.loads(close["body"])["title"]
+        assert close["key"] == alert_id("apprise", close_of(d1, NOW + 120_000).dedupe_key)
         time.sleep(2)
         assert len(receiver.got("/ok")) == 1
         pipe.check_alive()
@@ -237,3 +241,102 @@ def test_kill_9_of_the_delivery_worker_loses_nothing_and_resends_nothing_logged(
         pipe.stop_all()
         writer.close()
         receiver.close()
+
+
+def test_two_workers_share_the_alerts_and_a_kill_9_and_rebalances_repeat_nothing(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """Two delivery replicas in one group on the alerts topic's partitions; one is killed -9
+    mid-run (the other takes its partitions), then started again (a rebalance while both
+    are busy: the partitions are handed over with their sends finished and committed). Every
+    alert arrives; a repeat is only a send under way at the kill (same idempotency key)."""
+    receiver = Receiver(delay=0.1)
+    s = fast(kafka_settings, delivery_concurrency=4, delivery_metrics_port=0)
+    assert s.alerts_partitions > 1
+    watches, writer = Watches(s), DropWriter(s)
+    for v in range(20):
+        watches.put(f"v{v}", venue_ids=[str(1000 + v)], channels=[hook(receiver.url + "/hook")])
+    pipe = Pipeline(s, tmp_path / "logs")
+    pipe.start("matcher", "match")
+    pipe.start("delivery-a", "deliver")
+    pipe.start("delivery-b", "deliver")
+    try:
+        sent = [make_drop(n, opened_at_ms=NOW) for n in range(600)]  # 240 alerts
+        writer.write(sent)
+        expected = {
+            alert_id(f"v{int(d.venue_id) - 1000}", d.dedupe_key)
+            for d in sent
+            if int(d.venue_id) < 1020
+        }
+        assert len(expected) == 240
+        wait_for("some deliveries", lambda: len(receiver.got("/hook")) > 40 or None)
+        pipe.kill("delivery-a")
+        killed_at = time.monotonic()
+        floor = len(receiver.got("/hook")) + 40
+        wait_for("b at work alone", lambda: len(receiver.got("/hook")) > floor or None, 90)
+        pipe.start("delivery-a", "deliver")  # a rebalance while b is busy
+        wait_for(
+            "every alert",
+            lambda: {r["key"] for r in receiver.got("/hook")} >= expected or None,
+            timeout=180,
+        )
+        time.sleep(3)
+        got = receiver.got("/hook")
+        assert {r["key"] for r in got} == expected  # none lost, none invented
+        counts = Counter(r["key"] for r in got)
+        repeated = {k for k, n in counts.items() if n > 1}
+        first = {k: min(r["at"] for r in got if r["key"] == k) for k in repeated}
+        print(f"repeats: {sum(counts[k] - 1 for k in repeated)}")
+        # only sends under way at the kill (answered by then, at most the killed one's
+        # sends in flight), never one of the hand-over at the rebalance
+        assert len(repeated) <= s.delivery_concurrency
+        assert all(at <= killed_at + 1.0 for at in first.values()), first
+        assert all(counts[k] == 2 for k in repeated)
+        assert "delivery_partitions_revoked" in pipe.log_tail("delivery-b", 200_000)
+        assert "delivery_partitions_assigned" in pipe.log_tail("delivery-a", 200_000)
+        pipe.check_alive()
+    finally:
+        pipe.stop_all()
+        writer.close()
+        receiver.close()
+
+
+def test_the_delivery_log_held_is_its_last_hours_only(kafka_settings: Settings) -> None:
+    """What a worker keeps of the delivery log: records of the last
+    DROPS_DELIVERY_LOG_KEEP_HOURS by their own time, then trimmed as time goes on; the topic
+    is created with its retention."""
+    from confluent_kafka.admin import ConfigResource
+
+    from delivery.worker import SentLog
+    from schemas.watches import Delivery, encode_record
+
+    s = kafka_settings
+    now = int(time.time() * 1000)  # the worker's clock, that writes the records' at_ms
+    p = kafka.producer(s, {"acks": "all"})
+    for aid, at in (("old", now - 3 * 3_600_000), ("recent", now - 60_000), ("new", now)):
+        d = Delivery(
+            alert_id=aid,
+            watch_id="w",
+            channel=0,
+            channel_type="webhook",
+            target="http://127.0.0.1:9/x",
+            status="delivered",
+            attempts=1,
+            latency_ms=1,
+            error="",
+            at_ms=at,
+        )
+        p.produce(s.deliveries_topic, key=aid.encode(), value=encode_record(d))
+    p.flush(10)
+    log = SentLog(s, keep_ms=3_600_000)
+    try:
+        log.sync()
+        assert set(log.sent) == {("recent", 0), ("new", 0)}
+        log.trim(now + 3_600_000 - 30_000)  # half an hour on: "recent" is past the hour
+        assert set(log.sent) == {("new", 0)} and log.trimmed == 2
+    finally:
+        log.close()
+    admin = kafka.admin(s)
+    res = ConfigResource("topic", s.deliveries_topic)
+    cfg = admin.describe_configs([res])[res].result()
+    assert int(cfg["retention.ms"].value) == int(s.delivery_log_retention_hours * 3_600_000)

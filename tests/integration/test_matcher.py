@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.pipeline import Pipeline, read_topic, wait_for
-from domain.watches import alert_id
+from domain.watches import alert_id, slot_day_end_ms
 from drops import kafka
 from drops.settings import Settings
 from schemas.watches import Channel, Criteria, Watch, encode_record
@@ -100,6 +100,69 @@ def test_match_delete_and_closes(kafka_settings: Settings, tmp_path: Path) -> No
             ("closes", "close", d1.slot_id),
         ]
         assert "gone again" in got[3]["title"]
+        pipe.check_alive()
+    finally:
+        pipe.stop_all()
+        writer.close()
+
+
+def changelog(s: Settings) -> dict[bytes, bytes | None]:
+    """The matcher's told-watches entries in its state changelog, last value per key (None:
+    a tombstone)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    c = kafka.consumer(s, {"group.id": uuid.uuid4().hex})
+    try:
+        pre = f"changelog__{s.matcher_group}--"
+        [topic] = [t for t in c.list_topics(timeout=10).topics if t.startswith(pre)]
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        out: dict[bytes, bytes | None] = {}
+        deadline = time.monotonic() + 10
+        while end and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            if b'|"o/' in m.key():  # (Quix keeps markers of its own there too)
+                out[m.key()] = m.value()
+            if m.offset() + 1 >= end:
+                break
+        return out
+    finally:
+        c.close()
+
+
+def test_the_watches_told_of_an_open_are_forgotten_once_the_slots_date_has_passed(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """The open of a slot 4 s before its date ends (by the drop's own time): 6 s of the drops'
+    event time later, its told watches are gone from the state (a changelog tombstone), and
+    its close finds nobody to tell; a slot with days left is still told of its close."""
+    s = kafka_settings
+    watches, writer = Watches(s), DropWriter(s)
+    watches.put("closes", closes=True, venue_ids=["1001", "1002"])
+    pipe = Pipeline(s, tmp_path / "logs")
+    pipe.start("matcher", "match")
+    try:
+        end = slot_day_end_ms("2026-12-01", "EST5EDT")
+        late = make_drop(1, opened_at_ms=end - 4_000)  # venue 1001, its date ends in 4 s
+        early = make_drop(2, opened_at_ms=NOW)  # venue 1002, a day and more left
+        writer.write([late, early])
+        at_least(s, 2)
+        told = {k for k, v in changelog(s).items() if v is not None}
+        assert len(told) == 2
+        time.sleep(6)  # the drops' event time (record timestamps) moves on by 6 s ...
+        later = make_drop(51, opened_at_ms=NOW)  # ... with the next drop: venue 1001 again
+        writer.write([later])
+        at_least(s, 3)
+        writer.write([close_of(late, end + 2_000), close_of(early, NOW + 60_000)])
+        at_least(s, 4)
+        time.sleep(3)  # nothing more comes
+        got = alerts(s)
+        assert [(a["kind"], a["drop"]["slot_id"]) for a in got[3:]] == [("close", early.slot_id)]
+        live = {k for k, v in changelog(s).items() if v is not None}
+        assert len(live) == 1 and told - live  # the late slot's entry was deleted, the
+        # early slot's too (by its close), and the later slot's is the one left
         pipe.check_alive()
     finally:
         pipe.stop_all()

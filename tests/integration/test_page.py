@@ -8,8 +8,10 @@ import select
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -162,6 +164,49 @@ def test_page_shows_drops_closes_and_the_chart(kafka_settings: Settings, tmp_pat
     # venue-local times as people read them, and one tap to book
     assert "Tue 1 Dec, 6:00 pm" in dom and a.actual_time not in dom
     assert f'class="book" href="{a.booking}"' in dom
+    w.close()
+
+
+@pytest.mark.clock
+def test_page_picks_a_market_and_charts_its_hours(kafka_settings: Settings, tmp_path: Path) -> None:
+    config = tmp_path / "markets.toml"
+    config.write_text(
+        '[[markets]]\nname = "nyc"\ntime_zone = "America/New_York"\n'
+        '[[markets]]\nname = "del"\ntime_zone = "Asia/Kolkata"\n'
+    )
+    s = kafka_settings.model_copy(update={"config": config})
+    now = s.clock().now_ms()
+    ny = make_drop(1, market="nyc", opened_at_ms=now - 60_000)
+    dl = make_drop(2, market="del", opened_at_ms=now - 30_000)
+    w = DropWriter(s)
+    with Server(s, with_sink=True) as srv:
+        w.write([ny, dl])
+        deadline = time.monotonic() + 30
+        while len(httpx.get(srv.url + "/feed").json()["items"]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        browser = Browser(tmp_path / "profile")
+        try:
+            browser.goto(f"{srv.url}/?market=del")
+            dom = browser.html()
+            while dl.slot_id not in dom or 'id="chart-market">del, ' not in dom:
+                assert time.monotonic() < deadline + 30, dom[-3000:]
+                time.sleep(0.2)
+                dom = browser.html()
+        finally:
+            browser.close()
+    assert ny.slot_id not in dom  # the picked market's drops only
+    assert '<option value="del" selected' in dom or re.search(
+        r'<select name="market">.*<option value="nyc">nyc \(America/New_York\)</option>'
+        r'<option value="del">del \(Asia/Kolkata\)</option>',
+        dom,
+    ), dom[-3000:]
+    # the chart's hour labels are Kolkata's (UTC+05:30), not the device's
+    bars = re.findall(r'class="bar" data-hour="(\d+)" data-drops="(\d+)" title="(\d+):00', dom)
+    assert len(bars) == 24 and sum(int(n) for _, n, _ in bars) == 1
+    for h, _, label in bars:
+        local = datetime.fromtimestamp(int(h) / 1000, ZoneInfo("Asia/Kolkata"))
+        assert (int(label), local.minute) == (local.hour, 0), (h, label)
     w.close()
 
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drops.runtime import Backoff
+from drops.runtime import Backoff, full_jitter
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("drops", "schemas", "domain", "store", "producers", "processors", "sinks", "api")
+PRODUCT = (
+    "drops",
+    "schemas",
+    "domain",
+    "store",
+    "producers",
+    "processors",
+    "sinks",
+    "api",
+    "delivery",
+)
 
 
 def reference(first: float, most: float, calm: float | None, runs: list[float]) -> list[float]:
@@ -43,8 +54,27 @@ def test_backoff_matches_the_doubling_loop(
     assert all(first <= d <= most for d in got)
 
 
+@given(
+    attempt=st.integers(0, 80),
+    first=st.floats(0.001, 10.0),
+    factor=st.integers(1, 1000),
+    seed=st.integers(0, 2**32),
+)
+def test_full_jitter_is_uniform_under_the_doubling_cap(
+    attempt: int, first: float, factor: int, seed: int
+) -> None:
+    most = first * factor
+    cap = first  # the plain model: double until the cap
+    for _ in range(attempt):
+        cap = min(cap * 2, most)
+    cap = min(cap, most)
+    got = full_jitter(attempt, first, most, random.Random(seed))
+    assert got == random.Random(seed).uniform(0.0, cap)
+    assert 0.0 <= got <= most
+
+
 def test_the_stages_use_the_one_gc_tuning_and_the_one_backoff() -> None:
-    tuning, loops = [], []
+    tuning, loops, jitter = [], [], []
     for pkg in (*PRODUCT, "shell", "simulator"):
         for path in (ROOT / pkg).rglob("*.py"):
             text = path.read_text()
@@ -53,5 +83,19 @@ def test_the_stages_use_the_one_gc_tuning_and_the_one_backoff() -> None:
                 tuning.append(rel)
             if "delay * 2" in text or "2**streak" in text or "2.0**" in text:
                 loops.append(rel)
+            if ".uniform(0" in text or "** (attempt" in text or "2**attempt" in text:
+                jitter.append(rel)
     assert tuning == ["drops/runtime.py"]
     assert loops == []
+    assert jitter == ["drops/runtime.py"]  # one full-jitter helper (full_jitter)
+
+
+def test_one_quix_application_set_up() -> None:
+    """The processor and the matcher build their exactly-once application in one helper."""
+    builders = [
+        str(path.relative_to(ROOT))
+        for pkg in PRODUCT
+        for path in (ROOT / pkg).rglob("*.py")
+        if "Application(" in path.read_text()
+    ]
+    assert builders == ["processors/quix.py"]

@@ -61,10 +61,10 @@ def test_venue_rows_keep_the_latest_per_venue() -> None:
 
 def test_derived_statements_refuse_bad_settings() -> None:
     with pytest.raises(ValueError):
-        schema.derived_statements(0, "UTC")
+        schema.derived_statements(0, {"nyc": "UTC"})
     with pytest.raises(ValueError):
-        schema.view_statements("x'; DROP TABLE drop_events; --")
-    assert any("INTERVAL 30 DAY" in s for s in schema.derived_statements(30, "UTC"))
+        schema.view_statements({"nyc": "x'; DROP TABLE drop_events; --"})
+    assert any("INTERVAL 30 DAY" in s for s in schema.derived_statements(30, {"nyc": "UTC"}))
 
 
 def test_stored_item_is_the_feed_item_of_the_row() -> None:

@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from domain.watches import WatchIndex, alert_id, human_time, matches, texts
+from domain.watches import (
+    WatchIndex,
+    alert_id,
+    human_time,
+    matches,
+    slot_day_end_ms,
+    texts,
+    told_ttl_ms,
+)
 from schemas import SchemaError
 from schemas.watches import (
     SCHEMA_FILES,
@@ -282,3 +290,40 @@ def test_a_drop_no_watch_wants_looks_at_no_watch() -> None:
         index.upsert(watch(f"n{i}", neighborhoods=[f"hood{i}"]))
     assert index.candidates(drop(venue_id="elsewhere", neighborhood="nowhere")) == set()
     assert [w.watch_id for w in index.match(drop(venue_id="v7"))] == ["w7"]
+
+
+def day_end_reference(date: str, time_zone: str) -> int:
+    """The first quarter-hour instant whose local date is after ``date`` (a plain scan: every
+    zone's midnight is on a quarter hour)."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(time_zone)
+    d = dt.date.fromisoformat(date)
+    t = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) - dt.timedelta(hours=16)
+    while t.astimezone(tz).date() <= d:
+        t += dt.timedelta(minutes=15)
+    return int(t.timestamp() * 1000)
+
+
+ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Kolkata", "UTC"]
+
+
+@given(
+    day=st.dates(dt.date(2024, 1, 1), dt.date(2030, 12, 31)),
+    zone=st.sampled_from(ZONES),
+    before=st.integers(-2 * 86_400_000, 20 * 86_400_000),
+    most=st.integers(1, 30 * 86_400_000),
+)
+def test_told_watches_are_kept_until_the_slots_date_has_passed_and_no_longer_than_most(
+    day: dt.date, zone: str, before: int, most: int
+) -> None:
+    end = day_end_reference(day.isoformat(), zone)
+    assert slot_day_end_ms(day.isoformat(), zone) == end
+    ttl = told_ttl_ms(day.isoformat(), zone, end - before, most)
+    assert ttl == (0 if before <= 0 else min(before, most))
+
+
+def test_a_dst_day_ends_at_its_own_midnight() -> None:
+    # 2026-11-01 in New York has 25 hours: it ends at 05:00 UTC on the 2nd, not 04:00
+    end = slot_day_end_ms("2026-11-01", "America/New_York")
+    assert end == int(dt.datetime(2026, 11, 2, 5, tzinfo=dt.UTC).timestamp() * 1000)
