@@ -138,7 +138,7 @@ def admin(settings: Settings, extra: Mapping[str, Any] | None = None) -> AdminCl
 
 
 def quix_connection(settings: Settings) -> ConnectionConfig:
-    """The connection for a Quix Streams ``Application(broker_address=...)``."""
+    """The connection for a Quix Streams application (its ``broker_address``)."""
     from quixstreams.kafka import ConnectionConfig  # only the processes that run Quix need it
 
     return ConnectionConfig.from_librdkafka_dict(connection(settings))
