@@ -272,7 +272,7 @@ async def readyz(request: Request) -> Response:
     if st.hub is not None:
         checks["kafka"] = st.hub.ready.is_set() and st.hub.error is None
     else:
-        checks["kafka"] = await _db(_kafka_ok, st.s.kafka.bootstrap)
+        checks["kafka"] = await _db(_kafka_ok, st.s)
     if st.sink is not None:
         checks["sink"] = st.sink.alive and not st.sink.sink.paused and not st.sink.sink.blocked
     ok = all(bool(v) for v in checks.values()) and not st.closing
@@ -284,11 +284,11 @@ async def readyz(request: Request) -> Response:
     return JSON(body, 200 if ok else 503)
 
 
-def _kafka_ok(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
+def _kafka_ok(settings: Settings) -> bool:
+    from drops import kafka
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
+        kafka.admin(settings).list_topics(timeout=3)
         return True
     except Exception:
         return False

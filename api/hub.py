@@ -31,6 +31,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from api import cursor as C
 from api.items import item_from_event, sse_raw
 from api.params import Filters
+from drops import kafka
 from drops.errors import InvariantError
 from drops.log import Heartbeat, get_log
 from drops.settings import Settings
@@ -237,15 +238,15 @@ class Hub:
         consumer: Consumer | None = None
         while not self._stop.is_set():
             try:
-                consumer = Consumer(
+                consumer = kafka.consumer(
+                    self.s,
                     {
-                        "bootstrap.servers": self.s.kafka.bootstrap,
                         "group.id": f"{self.s.sink.group}-live-{uuid.uuid4().hex[:8]}",
                         "isolation.level": "read_committed",
                         "enable.auto.commit": False,
                         "fetch.wait.max.ms": 20,
                         "fetch.min.bytes": 1,
-                    }
+                    },
                 )
                 start = self._assign(consumer)
                 self._call(self._reset, start)

@@ -29,7 +29,7 @@ from drops import slots
 from drops.log import configure, get_log
 from drops.runtime import tune_gc
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 
 log = get_log("api")
 
@@ -45,7 +45,10 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
         settings, slot = embedded_replica(settings)
         log.info("api_replica", slot=slot, clickhouse=settings.clickhouse_url,
                  sink_group=settings.sink.group)  # fmt: skip
-    ensure_topics(settings)
+    topics = [settings.topics.drops, settings.topics.watches]
+    if sink is not None:  # the sink in this process reads and writes its own topics too
+        topics += [settings.topics.stats, settings.topics.deliveries, settings.topics.deadletter]
+    check_topics(settings, topics, "api")
     app = create_app(settings, sink=sink)
     server = uvicorn.Server(uvicorn_config(app, settings))
     tune_gc(*GC_THRESHOLD)

@@ -20,16 +20,17 @@ from typing import Any
 import apprise
 import orjson
 from anyio import to_thread
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer, TopicPartition
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from drops import kafka
 from drops.errors import BadRequest, DropsError, InvariantError
 from drops.log import get_log
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 from schemas import SchemaError
 from schemas.watches import Watch, WatchSpec, decode_watch, encode_record, field_of
 
@@ -59,13 +60,13 @@ class WatchStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> WatchStore:
-        self._producer = Producer(
+        self._producer = kafka.producer(
+            self.s,
             {
-                "bootstrap.servers": self.s.kafka.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
-            }
+            },
         )
         self._thread = threading.Thread(target=self._run, daemon=True, name="watch-store")
         self._thread.start()
@@ -79,17 +80,17 @@ class WatchStore:
             self._producer.flush(5)
 
     def _run(self) -> None:
-        consumer = Consumer(
+        consumer = kafka.consumer(
+            self.s,
             {
-                "bootstrap.servers": self.s.kafka.bootstrap,
                 "group.id": f"watch-store-{uuid.uuid4().hex}",  # never commits: assign only
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
-            }
+            },
         )
         try:
-            ensure_topics(self.s)
+            check_topics(self.s, [self.topic], "api")
             meta = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
             parts = sorted(meta.partitions)
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])

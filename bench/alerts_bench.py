@@ -1,6 +1,6 @@
 """Watches and alerts: matching throughput at 100,000 watches, and snapshot -> webhook latency.
 
-``python -m bench.alerts_bench [--quick] [--json]`` against the broker of ``DROPS_KAFKA_BOOTSTRAP``
+``python -m bench.alerts_bench [--quick] [--json]`` against the broker of ``DROPS_KAFKA__BOOTSTRAP``
 (``drops bench`` starts one). Every stage is the real one, as a child process:
 
 - **match**: 100,000 watches on the compacted topic (venue, neighborhood, date and weekday
@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bench.pipeline import settings_env
 from domain.watches import WatchIndex, matches
+from drops import kafka
 from drops.settings import Settings
 from schemas import Slot, Snapshot, bucket_id, encode
 from schemas.watches import Channel, Criteria, Watch, encode_record
@@ -144,7 +145,7 @@ def watches(n: int, day0: str, rng: random.Random) -> list[Watch]:
 
 
 def write_watches(s: Settings, ws: list[Watch]) -> None:
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "linger.ms": 50, "acks": "all"})
+    p = kafka.producer(s, {"linger.ms": 50, "acks": "all"})
     for w in ws:
         while True:
             try:
@@ -169,7 +170,7 @@ def drops_for(n: int, day0: str, rng: random.Random, start: int = 0) -> list[Any
 
 
 def committed(s: Settings) -> int:
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.matcher.group})
+    c = kafka.consumer(s, {"group.id": s.matcher.group})
     try:
         [tp] = c.committed([TopicPartition(s.topics.drops, 0)], timeout=10)
         return max(int(tp.offset), 0)
@@ -178,7 +179,7 @@ def committed(s: Settings) -> int:
 
 
 def end_offset(s: Settings, topic: str) -> int:
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": uuid.uuid4().hex})
+    c = kafka.consumer(s, {"group.id": uuid.uuid4().hex})
     try:
         return int(c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
     finally:
@@ -310,7 +311,8 @@ def bench_e2e(samples: int, background: int, root: Path) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {"samples": samples, "background_watches": background}
     try:
-        p = Producer({"bootstrap.servers": s.kafka.bootstrap, "partitioner": "murmur2_random",
+        p = kafka.producer(
+s, { "partitioner": "murmur2_random",
                       "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
         bid = bucket_id("nyc", day, "19:00")
 

@@ -8,7 +8,7 @@
    produce; the API's memory per idle client, its CPU, and its garbage-collector pauses
    (``server_gc``: collections, total ms, full collections and the longest one).
 
-Uses the Kafka broker of the settings (``DROPS_KAFKA_BOOTSTRAP``) with topics of its own. The
+Uses the Kafka broker of the settings (``DROPS_KAFKA__BOOTSTRAP``) with topics of its own. The
 API runs in a child process (chDB: one process owns the data folder); the data set is built
 by another child process before it.
 """
@@ -37,6 +37,7 @@ import httpx
 import orjson
 
 from api import cursor as C
+from drops import kafka
 
 PY = sys.executable
 
@@ -363,7 +364,7 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
 def bench_scans(rows: int, stats_rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
     """The requests that scan unless a key bounds them, at ``rows`` drop rows and
     ``stats_rows`` fetch rows: a feed page from the beginning with a filter that matches
-    nothing (bounded by ``DROPS_FEED_SCAN_MAX``), ``/venues/{id}`` (its days watched) and
+    nothing (bounded by ``DROPS_API__FEED_SCAN_MAX``), ``/venues/{id}`` (its days watched) and
     ``/buckets`` (the window's day partitions)."""
     data_dir = root / "scans"
     tag = _build(data_dir, rows, stats_rows)
@@ -518,16 +519,15 @@ class _Writer:
     """Transactional drops writer that notes each record's produce and commit times."""
 
     def __init__(self, settings: Any) -> None:
-        from confluent_kafka import Producer
 
         self.s = settings
-        self.p = Producer(
+        self.p = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "transactional.id": f"bench-{uuid.uuid4().hex}",
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
-            }
+            },
         )
         self.p.init_transactions(30)
         self.committed: dict[tuple[int, int], float] = {}
@@ -655,7 +655,6 @@ def _env(settings: Any) -> dict[str, str]:
 def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[str, Any]:
     """Snapshot record -> real processor (child) -> drops topic -> API (sink + live tail) ->
     SSE clients: from the snapshot's produce to each client's receipt of its drop."""
-    from confluent_kafka import Producer
 
     from schemas import Slot, Snapshot, bucket_id, encode
     from shell import broker
@@ -673,7 +672,8 @@ def bench_snapshot(samples: int, clients: int, port: int, root: Path) -> dict[st
     try:
         load = _LoadClients(port, clients, clients, root)
         load.wait_connected()
-        p = Producer({"bootstrap.servers": s.kafka.bootstrap, "partitioner": "murmur2_random",
+        p = kafka.producer(
+s, { "partitioner": "murmur2_random",
                       "enable.idempotence": True, "linger.ms": 0})  # fmt: skip
         day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
         bid = bucket_id("nyc", day, "19:00")

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import SecretStr
 
+from drops import kafka
 from drops.settings import FLAT, Settings, env_name, leaves
 
 T = TypeVar("T")
@@ -125,13 +126,13 @@ class Pipeline:
 
 def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[dict[str, Any]]:
     """Every committed record of ``topic`` up to its end when called, decoded as JSON."""
-    consumer = Consumer(
+    consumer = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"test-reader-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
-        }
+        },
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -7,7 +7,7 @@ peak RSS; recovery time from the changelog; snapshot-to-readable-drop latency.
 
 Records are v2 snapshots (``schemas/SNAPSHOT_FORMAT.md``) generated bucket by bucket while they
 are consumed (the history is never in memory at once): a baseline, then ``--polls`` polls in
-which ~1% of each bucket's slots change. Uses the broker at DROPS_KAFKA_BOOTSTRAP (started if it
+which ~1% of each bucket's slots change. Uses the broker at DROPS_KAFKA__BOOTSTRAP (started if it
 does not answer) and its own topics.
 """
 
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from bench.processor_harness import ProcessorProc, wait_processed
 from domain import rule
+from drops import kafka
 from drops.settings import Settings
 from processors.state import StateStore
 from schemas import Slot, Snapshot, decode_snapshot, encode, pack_snapshot, slot_id_int
@@ -181,16 +182,16 @@ def vmhwm_mb(pid: int) -> float:
 
 
 def producer(settings: Settings) -> Producer:
-    return Producer(
+    return kafka.producer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "partitioner": "murmur2_random",  # the same as Quix's and the producers'
             "enable.idempotence": True,
             "message.max.bytes": settings.kafka.max_message_bytes,
             "compression.type": "lz4",  # as the producers write
             "linger.ms": 20,
             "queue.buffering.max.kbytes": 512 * 1024,
-        }
+        },
     )
 
 
@@ -201,7 +202,8 @@ def demo_slot(b: int, k: int) -> Slot:
 
 def latency(settings: Settings, samples: int) -> list[float]:
     """Seconds from producing a snapshot with one new slot to its drop being read (committed)."""
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": uuid.uuid4().hex,
+    c = kafka.consumer(
+settings, { "group.id": uuid.uuid4().hex,
                   "isolation.level": "read_committed", "auto.offset.reset": "latest"})  # fmt: skip
     parts = (
         c.list_topics(settings.topics.drops, timeout=10).topics[settings.topics.drops].partitions

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from bench.pipeline import settings_env
+from drops import kafka
 from drops.settings import Settings
 from schemas import DropEvent, Snapshot, decode_drop, encode
 
@@ -25,14 +26,14 @@ Event = tuple[str, str, str, int, int | None, int | None]
 
 
 def producer(settings: Settings) -> Producer:
-    return Producer(
+    return kafka.producer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "partitioner": "murmur2_random",  # the same as Quix's producers
             "enable.idempotence": True,
             "message.max.bytes": settings.kafka.max_message_bytes,
             "linger.ms": 5,
-        }
+        },
     )
 
 
@@ -94,7 +95,7 @@ class ProcessorProc:
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe"})
+    c = kafka.consumer(settings, {"group.id": "probe"})
     meta = c.list_topics(topic, timeout=10)
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in
             meta.topics[topic].partitions}  # fmt: skip
@@ -103,9 +104,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def committed(settings: Settings) -> dict[int, int]:
-    c = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": settings.processor.group}
-    )
+    c = kafka.consumer(settings, {"group.id": settings.processor.group})
     parts = c.list_topics(settings.topics.snapshots, timeout=10).topics[settings.topics.snapshots]
     tps = [TopicPartition(settings.topics.snapshots, p) for p in parts.partitions]
     done = {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
@@ -132,15 +131,15 @@ def read_all(
     settings: Settings, topic: str, timeout: float = 30.0
 ) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
     """Every committed record of ``topic`` (read_committed), to the end."""
-    c = Consumer(
+    c = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"reader-{time.monotonic_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
-        }
+        },
     )
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, 0) for p in parts])

@@ -5,7 +5,7 @@ see). On the project's 2 shared cores the sizes are small and two replicas compe
 same cores: the throughput ratio says what the coordination costs, not what a second
 machine would add.
 
-    DROPS_KAFKA_BOOTSTRAP=127.0.0.1:19392 DROPS_KAFKA_CONTROLLER_PORT=19393 \
+    DROPS_KAFKA__BOOTSTRAP=127.0.0.1:19392 DROPS_KAFKA__CONTROLLER_PORT=19393 \
         python -m bench.replicas_bench [--quick] [--json]
 
 (``drops bench`` runs it on its broker; run alone, it starts one on those ports.)
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from bench.pipeline import free_port, settings_env
 from bench.processor_bench import history, producer, universe
 from bench.processor_harness import ProcessorProc, committed, wait_processed
+from drops import kafka
 from drops.settings import Settings
 from producers.core import stream_part
 from schemas import decode_snapshot
@@ -69,7 +69,8 @@ def held(log: Path) -> set[int] | None:
 
 def polls(settings: Settings) -> dict[str, list[int]]:
     """Each stream's polls (polled_at_ms of part 0) on the snapshot topic, in order."""
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe",
+    c = kafka.consumer(
+settings, { "group.id": "probe",
                   "enable.partition.eof": True, "enable.auto.commit": False})  # fmt: skip
     topic = settings.topics.snapshots
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
@@ -95,7 +96,7 @@ def polls(settings: Settings) -> dict[str, list[int]]:
 
 def members(settings: Settings) -> dict[str, set[int]]:
     """The processor group's live members (group instance id) and their partitions."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = kafka.admin(settings)
     for _ in range(5):  # a loaded broker may answer late
         desc = admin.describe_consumer_groups([settings.processor.group])
         try:
@@ -127,7 +128,7 @@ def write_history(settings: Settings, streams: int, polls_n: int) -> int:
 
 
 def settings_for(work: Path, tag: str, **kw: Any) -> Settings:
-    env = Settings()  # the broker: DROPS_KAFKA_BOOTSTRAP, DROPS_KAFKA_CONTROLLER_PORT
+    env = Settings()  # the broker: DROPS_KAFKA__BOOTSTRAP, DROPS_KAFKA__CONTROLLER_PORT
     boot, ctl = env.kafka.bootstrap, env.kafka.controller_port
     values: dict[str, Any] = {
         "data_dir": work, "kafka_dist": ROOT / ".drops" / "dist", "kafka_bootstrap": boot,

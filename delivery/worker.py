@@ -6,10 +6,10 @@ or Apprise (ntfy, Discord, Telegram, Slack, email, Pushover, json://, ...) → o
 delivery log; the sink copies it to ClickHouse ``alert_deliveries``), and the alert on the
 dead-letter topic when its last attempt failed.
 
-- **Retries**: up to ``DROPS_DELIVERY_ATTEMPTS`` attempts with full-jitter backoff
-  (``DROPS_DELIVERY_BACKOFF`` doubling, capped at ``DROPS_DELIVERY_BACKOFF_MAX``); a webhook's
+- **Retries**: up to ``DROPS_DELIVERY__ATTEMPTS`` attempts with full-jitter backoff
+  (``DROPS_DELIVERY__BACKOFF`` doubling, capped at ``DROPS_DELIVERY__BACKOFF_MAX``); a webhook's
   ``Retry-After`` is honoured up to the cap. A 4xx other than 408/429 is final at once.
-- **Rate limit**: a token bucket per channel (scheme, host and path), ``DROPS_DELIVERY_RATE``
+- **Rate limit**: a token bucket per channel (scheme, host and path), ``DROPS_DELIVERY__RATE``
   sends a second with a burst of 10, so one busy watch cannot flood a receiver.
 - **Once**: the worker's own log is the record of what was sent. At start it reads the
   deliveries topic to its end, and it never sends an (alert, channel) that has a record there.
@@ -38,13 +38,14 @@ from urllib.parse import quote, unquote, urlsplit
 import apprise
 import httpx
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import full_jitter
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 from schemas import SchemaError
 from schemas.watches import Alert, Channel, Delivery, decode_alert, decode_delivery, encode_record
 
@@ -181,13 +182,13 @@ class SentLog:
         self.keep_ms = keep_ms
         self.sent: dict[tuple[str, int], int] = {}
         self.trimmed = 0
-        self.consumer = Consumer(
+        self.consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": f"{settings.delivery.group}-log",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-            }
+            },
         )
         c = self.consumer
         self.parts = sorted(c.list_topics(self.topic, timeout=10).topics[self.topic].partitions)
@@ -260,13 +261,13 @@ class Worker:
         self.heartbeat = Heartbeat(
             log, "delivery_heartbeat", every=settings.processor.heartbeat_interval
         )
-        self.producer = Producer(
+        self.producer = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
-            }
+            },
         )
         self.http: httpx.AsyncClient | None = None
 
@@ -453,21 +454,22 @@ class Worker:
         every done alert are committed, all before the partitions go; when partitions are
         assigned, the delivery log is read to its end before any of their alerts is handled.
         """
-        ensure_topics(self.s)
+        s = self.s
+        check_topics(s, [s.topics.alerts, s.topics.deliveries, s.topics.deadletter], "delivery")
         loop = asyncio.get_running_loop()
         self.revoked = asyncio.Event()
         self.log = SentLog(self.s, int(self.s.delivery.log_keep_hours * 3_600_000))
         await asyncio.to_thread(self.log.sync)
         log.info("delivery_log_loaded", sent=len(self.log))
-        consumer = Consumer(
+        consumer = kafka.consumer(
+            self.s,
             {
-                "bootstrap.servers": self.s.kafka.bootstrap,
                 "group.id": self.s.delivery.group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
-            }
+            },
         )
         sem = asyncio.Semaphore(self.s.delivery.concurrency)
         pending: dict[int, dict[int, bool]] = {}  # partition -> offset -> done

@@ -141,6 +141,58 @@ class KafkaSection(Section):
     dist: Path = Field(Path(".drops/dist"), description="Folder of the local broker's jars")
     controller_port: int = Field(19093, description="Local broker's KRaft controller port")
     max_message_bytes: int = Field(4_000_000, description="Max record size for our topics")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+        "SASL_SSL (a managed cluster: SASL_SSL); the local broker listens with it too",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    sasl_username: str = Field("", description="SASL user name (with SASL_*)")
+    sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (with SASL_*; never logged)"
+    )
+    ssl_ca_location: str = Field(
+        "",
+        description="PEM file of the CA that signed the brokers' certificates (with SSL, "
+        "SASL_SSL; empty: the system's CAs)",
+    )
+    ssl_certificate_location: str = Field(
+        "", description="PEM file of this client's certificate (TLS client auth; optional)"
+    )
+    ssl_key_location: str = Field(
+        "", description="PEM file of this client's private key (TLS client auth; optional)"
+    )
+    ssl_key_password: SecretStr = Field(
+        SecretStr(""), description="Password of the client key file, if any (never logged)"
+    )
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSection:
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"DROPS_KAFKA__SECURITY_PROTOCOL={protocol} needs DROPS_KAFKA__SASL_USERNAME and "
+                "DROPS_KAFKA__SASL_PASSWORD"
+            )
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"DROPS_KAFKA__{name.upper()}: no such file: {path}")
+        if bool(self.ssl_certificate_location) != bool(self.ssl_key_location):
+            raise ValueError(
+                "DROPS_KAFKA__SSL_CERTIFICATE_LOCATION and DROPS_KAFKA__SSL_KEY_LOCATION go "
+                "together"
+            )
+        return self
 
 
 class TopicsSection(Section):
@@ -170,6 +222,43 @@ class TopicsSection(Section):
         description="Partitions of the alerts topic (set at creation): delivery worker "
         "replicas in one group share them, so at most this many are busy",
     )
+    create: bool = Field(
+        False,
+        description="Stages create missing topics at start (on for the local broker: "
+        "`drops up`, `drops broker start`, the tests); off: a stage checks that its topics "
+        "exist and fit and refuses to start otherwise (create them with `drops broker topics`)",
+    )
+    replication_factor: int = Field(
+        3, description="Replication factor of the topics `drops broker topics` creates"
+    )
+    min_insync_replicas: int = Field(
+        2, description="min.insync.replicas of our topics (acks=all writes need that many)"
+    )
+    snapshots_retention_hours: int = Field(
+        168,
+        description="Retention of the snapshot topic, hours (-1: forever); keep it above the "
+        "longest processor outage",
+    )
+    drops_retention_hours: int = Field(
+        -1,
+        description="Retention of the drops topic, hours (-1: forever): the system of record "
+        "the sink and new API replicas load from",
+    )
+    stats_retention_hours: int = Field(168, description="Retention of the stats topic, hours")
+    deadletter_retention_hours: int = Field(
+        720, description="Retention of the dead-letter topic, hours"
+    )
+    alerts_retention_hours: int = Field(168, description="Retention of the alerts topic, hours")
+
+    @model_validator(mode="after")
+    def _insync(self) -> TopicsSection:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"DROPS_TOPICS__MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than "
+                f"DROPS_TOPICS__REPLICATION_FACTOR={self.replication_factor}: no write could "
+                "succeed"
+            )
+        return self
 
 
 class MarketSection(Section):
@@ -697,6 +786,22 @@ FLAT: dict[str, str] = {
     "delivery_log_keep_hours": "delivery.log_keep_hours",
     "delivery_log_retention_hours": "delivery.log_retention_hours",
     "alerts_partitions": "topics.alerts_partitions",
+    "kafka_security_protocol": "kafka.security_protocol",
+    "kafka_sasl_mechanism": "kafka.sasl_mechanism",
+    "kafka_sasl_username": "kafka.sasl_username",
+    "kafka_sasl_password": "kafka.sasl_password",
+    "kafka_ssl_ca_location": "kafka.ssl_ca_location",
+    "kafka_ssl_certificate_location": "kafka.ssl_certificate_location",
+    "kafka_ssl_key_location": "kafka.ssl_key_location",
+    "kafka_ssl_key_password": "kafka.ssl_key_password",
+    "create_topics": "topics.create",
+    "topic_replication_factor": "topics.replication_factor",
+    "topic_min_insync_replicas": "topics.min_insync_replicas",
+    "snapshot_retention_hours": "topics.snapshots_retention_hours",
+    "drops_retention_hours": "topics.drops_retention_hours",
+    "stats_retention_hours": "topics.stats_retention_hours",
+    "deadletter_retention_hours": "topics.deadletter_retention_hours",
+    "alerts_retention_hours": "topics.alerts_retention_hours",
     "sim_host": "simulator.host",
     "sim_port": "simulator.port",
     "sim_venues": "simulator.venues",

@@ -26,7 +26,7 @@ worker also keeps its own log by alert id).
 alerted of that slot's open, so its close goes to exactly those that asked for closes. Each
 entry is written with Quix's per-write event-time TTL: it expires when the slot's date has
 passed (:func:`domain.watches.told_ttl_ms`: the local midnight after the slot's date, minus
-the drop's own ``opened_at_ms``, at most ``DROPS_MATCHER_TOLD_MAX_DAYS``), counted on the
+the drop's own ``opened_at_ms``, at most ``DROPS_MATCHER__TOLD_MAX_DAYS``), counted on the
 drops stream's event time (the record timestamps), and Quix's sweep at each commit deletes
 it with a changelog tombstone. Event time, not the wall clock: a replay after a crash makes
 the same decisions, and the TTL is taken from the drop's own product-clock time, so a
@@ -44,16 +44,17 @@ from functools import partial
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
 from domain.booking import drop_link
 from domain.watches import WatchIndex, alert_id, human_time, texts, told_ttl_ms
+from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.settings import Settings
-from drops.topics import ensure_topics
+from drops.topics import check_topics
 from processors.quix import exactly_once_app
 from schemas import SchemaError, decode_drop
 from schemas.watches import Alert, Watch, decode_watch, encode_record
@@ -69,14 +70,14 @@ class WatchFeed:
         self.index = WatchIndex()
         self.synced_ms = 0  # the watches topic's end offsets as of this time are applied
         self.syncs = 0
-        self.consumer = Consumer(
+        self.consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": f"{settings.matcher.group}-watches",  # assign only: never commits
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
-            }
+            },
         )
         meta = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         self.partitions = sorted(meta.partitions)
@@ -274,7 +275,10 @@ class Matcher:
 
 
 def build_app(settings: Settings) -> tuple[Application, Matcher]:
-    ensure_topics(settings)
+    s = settings
+    check_topics(
+        s, [s.topics.drops, s.topics.watches, s.topics.alerts, s.topics.deadletter], "matcher"
+    )
     feed = WatchFeed(settings)
     feed.sync()  # the whole table before the first drop
     log.info("watches_loaded", watches=len(feed.index))

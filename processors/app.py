@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter
 from quixstreams import Application, State, message_context
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
@@ -34,11 +34,12 @@ from quixstreams.state.exceptions import ChangelogFlushError
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from domain import rule
-from drops.log import Heartbeat, get_log, kafka_logger
+from drops import kafka
+from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
 from drops.settings import Settings
-from drops.topics import ensure_topics, record_limit
+from drops.topics import check_topics, record_limit
 from processors.quix import exactly_once_app
 from processors.replica import Replica, claim
 from processors.state import StateStore
@@ -232,13 +233,12 @@ def check_retention(
     ``partitions``: only those (the processor checks each partition it is assigned, at its
     first record); None: every partition of the topic."""
     topic = settings.topics.snapshots
-    c = Consumer(
+    c = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": settings.processor.group,
             "enable.auto.commit": False,
         },
-        logger=kafka_logger(),
     )
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
@@ -278,7 +278,9 @@ def build_app(
     as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Each
     partition is checked for snapshots deleted by retention past the group's offset at its
     first record (:func:`check_retention`, :meth:`Processor._check_gap`)."""
-    ensure_topics(settings)  # our topics, with our settings, before Quix sees them
+    # our topics, as the operator made them, before Quix sees them (it would create them)
+    topics = [settings.topics.snapshots, settings.topics.drops, settings.topics.deadletter]
+    check_topics(settings, topics, "processor")
     replica = replica or claim(settings)
     member = f"{settings.processor.group}-{replica.instance}"
     proc = proc or Processor(settings)
@@ -389,7 +391,8 @@ def transient(exc: BaseException) -> bool:
         err = e.args[0] if isinstance(e, KafkaException) and e.args else None
         if isinstance(err, KafkaError) and err.code() in FATAL_CODES:
             return False
-    return any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
+    unreachable = any(isinstance(e, kafka.KafkaAccessError) and not e.refused for e in chain)
+    return unreachable or any(isinstance(e, TRANSIENT) or _recovery_race(e) for e in chain)
 
 
 def _recovery_race(exc: BaseException) -> bool:

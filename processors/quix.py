@@ -17,6 +17,7 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from drops import kafka
 from drops.settings import Settings
 
 SESSION_TIMEOUT_MS = 15_000
@@ -39,7 +40,7 @@ def exactly_once_app(
     starting at the earliest offset of a partition the group never committed on.
     ``loglevel=None``: Quix installs no log handler of its own (its lines go through ours)."""
     return Application(
-        broker_address=settings.kafka.bootstrap,
+        broker_address=kafka.quix_connection(settings),  # TLS and SASL as every client
         consumer_group=group,
         auto_offset_reset="earliest",
         commit_interval=commit_interval,

@@ -26,8 +26,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from drops import kafka
 from drops.log import get_log
 from drops.settings import Settings
 
@@ -57,9 +58,9 @@ class Fleet:
         self.on_change = on_change
         self.held: set[int] = set()
         session = session_timeout_ms(poll_interval_s)
-        self._consumer = Consumer(
+        self._consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": settings.producer.group,
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": session,
@@ -67,7 +68,7 @@ class Fleet:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "latest",
                 "reconnect.backoff.max.ms": 1_000,
-            }
+            },
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="producer-fleet")

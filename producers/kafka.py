@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from drops import kafka
 from drops.log import get_log
 from drops.settings import Settings
 
@@ -17,8 +18,8 @@ log = get_log("producer.kafka")
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
+    """The producer's tuning (the connection comes from :mod:`drops.kafka`)."""
     return {
-        "bootstrap.servers": settings.kafka.bootstrap,
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": "murmur2_random",
@@ -31,7 +32,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 class Writer:
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(producer_config(settings))
+        self._producer = kafka.producer(settings, producer_config(settings))
         self.delivered = 0
         self.errors = 0
 

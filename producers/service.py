@@ -343,15 +343,19 @@ def log_config(conf: config.Config, settings: Settings) -> None:
 
 
 async def _main(settings: Settings) -> None:
-    from drops.topics import ensure_topics
+    from drops.kafka import KafkaAccessError
+    from drops.topics import check_topics
     from producers.kafka import Writer
     from producers.providers import factory
 
     conf = config.load(settings)  # a ConfigError names the bad key and stops the start
+    s = settings
     try:
-        ensure_topics(settings)
-    except Exception as exc:
-        log.warning("ensure_topics_failed", error=str(exc))
+        check_topics(s, [s.topics.snapshots, s.topics.stats, s.topics.producers], "producer")
+    except KafkaAccessError as exc:
+        if exc.refused:  # credentials or TLS: no retry helps
+            raise
+        log.warning("topic_check_failed", error=str(exc))  # a broker away: the writer retries
     from producers.fleet import Fleet
 
     transport = factory.transport_for(settings, conf)

@@ -3,6 +3,13 @@
 ``fetch`` resolves the pinned broker version into ``<data_dir>/kafka-<version>/lib`` once;
 ``start`` formats the storage on first use, starts the JVM detached and waits until the admin
 API answers; ``stop`` ends it. Everything lives under the data folder, which git ignores.
+
+The broker listens the way the clients connect (``DROPS_KAFKA__SECURITY_PROTOCOL``): plain,
+SASL_PLAINTEXT with the configured user as its one account (PLAIN: a JAAS user; SCRAM: a
+credential written into the storage when it is formatted), or with TLS (SSL, SASL_SSL) from
+the PEM key and certificate chain in ``<data_dir>/broker/tls/server.pem`` (and the CA beside it
+in ``ca.pem``), so the whole pipeline can be run through SASL and TLS on one machine. Its
+topics get replication 1 (:func:`local_settings`).
 """
 
 from __future__ import annotations
@@ -17,14 +24,21 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
+from drops import kafka, topics
 from drops.errors import DropsError
 from drops.log import get_log
 from drops.settings import Settings
-from drops.topics import ensure_topics
 
-__all__ = ["BrokerError", "ensure_topics", "fetch", "is_ready", "start", "status", "stop"]
+__all__ = [
+    "BrokerError",
+    "ensure_topics",
+    "fetch",
+    "is_ready",
+    "local_settings",
+    "start",
+    "status",
+    "stop",
+]
 
 log = get_log("broker")
 
@@ -56,6 +70,28 @@ class Paths:
     config: Path
     pid: Path
     out: Path
+
+
+LOCAL_TOPICS = {"create": True, "replication_factor": 1, "min_insync_replicas": 1}
+"""The topics section on the single-node broker run here."""
+
+
+def local_settings(settings: Settings) -> Settings:
+    """``settings`` for the single-node broker run here: stages create missing topics, with
+    replication 1 and ``min.insync.replicas`` 1 (unless those settings were given)."""
+    given = settings.topics.model_fields_set
+    update = {k: v for k, v in LOCAL_TOPICS.items() if k not in given}
+    if not update:
+        return settings
+    local: Settings = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update=update)}
+    )
+    return local
+
+
+def ensure_topics(settings: Settings) -> list[topics.Drift]:
+    """The project's topics on the local broker (created if missing; drift returned)."""
+    return topics.ensure_topics(local_settings(settings))
 
 
 def paths(settings: Settings) -> Paths:
@@ -115,10 +151,74 @@ def _java(settings: Settings, main: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _jaas_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tls_files(settings: Settings) -> tuple[Path, Path]:
+    """Where the local broker's TLS key and certificate chain (one PEM file) and its CA are."""
+    tls = settings.data_dir.resolve() / "broker" / "tls"
+    return tls / "server.pem", tls / "ca.pem"
+
+
+def _tls_config(settings: Settings) -> list[str]:
+    server, ca = tls_files(settings)
+    if not server.is_file():
+        raise BrokerError(
+            f"the local broker with DROPS_KAFKA__SECURITY_PROTOCOL="
+            f"{settings.kafka.security_protocol} needs its private key (PKCS#8) and certificate "
+            f"chain in one PEM file: {server}"
+        )
+    lines = ["ssl.keystore.type=PEM", f"ssl.keystore.location={server}", "ssl.client.auth=none"]
+    if ca.is_file():  # the broker's own connections to its listener trust it
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={ca}"]
+    return lines
+
+
+def _listener_config(settings: Settings) -> list[str]:
+    """The client listener's lines: plain, TLS, and SASL with the configured account (also
+    the broker's own identity towards itself)."""
+    protocol = settings.kafka.security_protocol
+    lines = [f"inter.broker.listener.name={protocol}"]
+    if protocol in ("SSL", "SASL_SSL"):
+        lines += _tls_config(settings)
+    if not protocol.startswith("SASL_"):
+        return lines
+    mech = settings.kafka.sasl_mechanism
+    user = settings.kafka.sasl_username
+    password = settings.kafka.sasl_password.get_secret_value()
+    creds = f"username={_jaas_quote(user)} password={_jaas_quote(password)}"
+    if mech == "PLAIN":
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        jaas = f"{module} required {creds} user_{user}={_jaas_quote(password)};"
+    else:
+        jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {creds};"
+    return [
+        *lines,
+        f"sasl.enabled.mechanisms={mech}",
+        f"sasl.mechanism.inter.broker.protocol={mech}",
+        f"listener.name.{protocol.lower()}.{mech.lower()}.sasl.jaas.config={jaas}",
+    ]
+
+
+def _scram_args(settings: Settings) -> list[str]:
+    """``StorageTool format`` options that write the SCRAM account (KRaft keeps it in the
+    metadata log, so it must be there before the broker first starts)."""
+    if not (
+        settings.kafka.security_protocol.startswith("SASL_")
+        and settings.kafka.sasl_mechanism.startswith("SCRAM-")
+    ):
+        return []
+    user = settings.kafka.sasl_username
+    password = settings.kafka.sasl_password.get_secret_value()
+    return ["--add-scram", f"{settings.kafka.sasl_mechanism}=[name={user},password={password}]"]
+
+
 def _write_config(settings: Settings) -> None:
     p = paths(settings)
     host, port = _host_port(settings)
     ctrl = settings.kafka.controller_port
+    name = settings.kafka.security_protocol
     p.config.parent.mkdir(parents=True, exist_ok=True)
     (p.home / "log4j.properties").write_text(_LOG4J)
     (p.home / "log4j2.properties").write_text(_LOG4J2)
@@ -128,10 +228,11 @@ def _write_config(settings: Settings) -> None:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers={host}:{ctrl}",
-                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                f"listeners={name}://{host}:{port},CONTROLLER://{host}:{ctrl}",
+                f"advertised.listeners={name}://{host}:{port}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+                *_listener_config(settings),
                 f"log.dirs={p.data}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",
@@ -160,7 +261,7 @@ def _running_pid(settings: Settings) -> int | None:
 
 def is_ready(settings: Settings, timeout: float = 2.0) -> bool:
     """True when the broker's admin API answers with its metadata."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    admin = kafka.admin(settings, {"log_level": 0, "error_cb": lambda _: None})
     try:
         meta = admin.list_topics(timeout=timeout)
     except Exception:
@@ -188,6 +289,7 @@ def start(settings: Settings, wait: float = 60.0) -> int:
             "-c",
             str(p.config),
             "--standalone",
+            *_scram_args(settings),
         )
         result = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -13,11 +13,36 @@ from importlib.metadata import entry_points
 
 import orjson
 
-from drops.log import configure
+from drops.log import configure, get_log
 from drops.settings import Settings, get_settings
 
 
+def _topics(settings: Settings) -> int:
+    """``drops broker topics``: create the missing topics, check the others; 1 on drift."""
+    from drops.topics import create_missing, inspect_topics, topic_specs
+
+    created = set(create_missing(settings))
+    missing, drift = inspect_topics(settings)
+    drifted = {d.topic for d in drift}
+    for name, spec in topic_specs(settings).items():
+        state = "created" if name in created else "drift" if name in drifted else "ok"
+        state = "missing" if name in missing else state
+        print(f"{state:8} {name}  partitions={spec.partitions} replication={spec.replication} "
+              + " ".join(f"{k}={v}" for k, v in spec.config.items()))  # fmt: skip
+    for d in drift:
+        print(f"  drift  {d}")
+    if drift:
+        print(
+            f"drops broker topics: {len(drift)} difference(s) from the settings; existing "
+            "topics are never changed here: alter them (kafka-topics, kafka-configs) or the "
+            "settings",
+            file=sys.stderr,
+        )
+    return 1 if drift or missing else 0
+
+
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    from drops import kafka
     from shell import broker
 
     if args.action == "start":
@@ -26,7 +51,12 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "stop":
         broker.stop(settings)
     elif args.action == "topics":
-        broker.ensure_topics(settings)
+        try:
+            kafka.check_access(settings)
+            return _topics(settings)
+        except kafka.KafkaAccessError as exc:
+            print(f"drops broker topics: {exc}", file=sys.stderr)
+            return 2
     elif args.action == "fetch":
         broker.fetch(settings)
     else:
@@ -183,7 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = get_settings()
     configure(settings.log.level, settings.log.format)
-    return COMMANDS[args.command][1](args, settings)
+    from drops.kafka import KafkaAccessError
+    from drops.topics import TopicError
+
+    try:
+        return COMMANDS[args.command][1](args, settings)
+    except (KafkaAccessError, TopicError) as exc:  # the cluster or its topics: said plainly
+        get_log("cli").error("start_refused", command=args.command, error=str(exc))
+        print(f"drops {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

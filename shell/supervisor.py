@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from drops import topics
 from drops.errors import DropsError
 from drops.log import get_log
 from drops.runtime import Backoff
@@ -71,6 +72,9 @@ def child_env(settings: Settings) -> dict[str, str]:
             env.pop(old, None)
         env["DROPS_CLOCK__START"] = settings.clock_.start
         env["DROPS_CLOCK__ANCHOR"] = repr(settings.clock_.anchor)
+    env.setdefault("DROPS_TOPICS__CREATE", "true" if settings.topics.create else "false")
+    env.setdefault("DROPS_TOPICS__REPLICATION_FACTOR", str(settings.topics.replication_factor))
+    env.setdefault("DROPS_TOPICS__MIN_INSYNC_REPLICAS", str(settings.topics.min_insync_replicas))
     return env
 
 
@@ -89,8 +93,11 @@ def up(settings: Settings) -> int:
     started_broker = False
     try:
         started_broker = not broker.is_ready(settings, timeout=1.0)
-        broker.start(settings)
-        broker.ensure_topics(settings)
+        if broker.start(settings):  # ours, single node: the stages create replication-1 topics
+            settings = broker.local_settings(settings)
+        for drift in topics.ensure_topics(settings):
+            log.warning("topic_drift", topic=drift.topic, what=drift.what, wanted=drift.wanted,
+                        found=drift.found)  # fmt: skip
         env = child_env(settings)
         children = stages(settings)
         for child in children:

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client.core import Metric
 
+from drops import kafka
 from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
 from drops.metrics import Readings, registry, serve
@@ -99,9 +100,9 @@ class Sink:
         self.head: dict[int, int] = {}  # drops-topic positions stored in full (only grows)
         self.ready = threading.Event()  # set once the consumer has its assignment
         self.totals = BatchResult()
-        self.consumer = Consumer(
+        self.consumer = kafka.consumer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": settings.sink.group,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -109,15 +110,15 @@ class Sink:
                 "max.poll.interval.ms": 600_000,
                 "fetch.max.bytes": max(settings.kafka.max_message_bytes * 2, 52_428_800),
                 "message.max.bytes": settings.kafka.max_message_bytes + 1_000_000,
-            }
+            },
         )
-        self.dlq = Producer(
+        self.dlq = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "enable.idempotence": True,
                 "message.max.bytes": settings.kafka.max_message_bytes + 1_000_000,
                 "linger.ms": 5,
-            }
+            },
         )
         self.consumer.subscribe(
             [
@@ -341,10 +342,9 @@ class Sink:
         sink stops storing (``topic_identity_changed``, ``/readyz`` not ready) until an
         operator decides (docs/operations.md)."""
         from confluent_kafka import TopicCollection
-        from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.s.kafka.bootstrap})
+            self._admin = kafka.admin(self.s)
         admin = self._admin
         cluster = str(admin.list_topics(timeout=10).cluster_id or "")
         topics = [self.s.topics.drops, self.s.topics.stats]
@@ -608,12 +608,24 @@ class SinkThread:
         return self.thread.is_alive() and self.error is None
 
 
+def sink_topics(settings: Settings) -> list[str]:
+    """The topics the sink reads (drops, stats, watches, deliveries) and writes (dead letters)."""
+    s = settings
+    return [
+        s.topics.drops,
+        s.topics.stats,
+        s.topics.watches,
+        s.topics.deliveries,
+        s.topics.deadletter,
+    ]
+
+
 def run(settings: Settings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
     configure(settings.log.level, settings.log.format)
-    from drops.topics import ensure_topics
+    from drops.topics import check_topics
 
-    ensure_topics(settings)
+    check_topics(settings, sink_topics(settings), "sink")
     ch = prepare(settings)
     stop = threading.Event()
 

@@ -10,9 +10,8 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import Producer
-
 from domain.booking import booking_url, link_party_size
+from drops import kafka
 from drops.settings import Settings
 from schemas import BucketStats, DropEvent, bucket_id, dedupe_key, encode, slot_id
 
@@ -133,13 +132,13 @@ class DropWriter:
 
     def __init__(self, settings: Settings, transactional_id: str | None = None) -> None:
         self.s = settings
-        self.p = Producer(
+        self.p = kafka.producer(
+            settings,
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
                 "transactional.id": transactional_id or f"drops-testdata-{uuid.uuid4().hex}",
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
-            }
+            },
         )
         self.p.init_transactions(30)
 

@@ -28,7 +28,7 @@ def now_under_test() -> datetime:
     """The instant a test runs at: ``DROPS_TEST_NOW`` (ISO) if set, else the real time now.
 
     Tests that depend on the time of day or the date are marked ``clock`` and take "now" from
-    here (and the stages they start get it as ``DROPS_CLOCK_START``), so that CI can run them
+    here (and the stages they start get it as ``DROPS_CLOCK__START``), so that CI can run them
     at chosen instants: before and after the 02:05 slide, in the afternoon, at midnight, on
     the daylight-saving days (``make test-clock``)."""
     text = os.environ.get(TEST_NOW_ENV, "").strip()
@@ -43,6 +43,10 @@ def base_settings(**overrides: object) -> Settings:
         "kafka_dist": ROOT / ".drops" / "dist",
         "kafka_bootstrap": TEST_BOOTSTRAP,
         "kafka_controller_port": TEST_CONTROLLER_PORT,
+        # the single-node test broker: stages create their topics, with replication 1
+        "create_topics": True,
+        "topic_replication_factor": 1,
+        "topic_min_insync_replicas": 1,
         "log_format": "text",
     }
     values.update(overrides)

@@ -14,6 +14,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 import api.hub
+from drops import kafka
+from drops.log import kafka_logger
 from drops.settings import Settings
 from sinks.testdata import DropWriter, make_drop
 from tests.integration.test_api_feed import Server
@@ -43,6 +45,15 @@ class FlakyConsumer(Consumer):  # type: ignore[misc]
         return super().consume(*args, **kwargs)
 
 
+class FlakyKafka:
+    """:mod:`drops.kafka` as the hub sees it: its live-tail consumer is a FlakyConsumer (the
+    sink's and the watch store's consumers stay real)."""
+
+    @staticmethod
+    def consumer(settings: Settings, extra: dict[str, Any]) -> Consumer:
+        return FlakyConsumer(kafka.client_config(settings, extra), logger=kafka_logger())
+
+
 def stored(url: str) -> int:
     return len(httpx.get(url + "/feed", params={"limit": 1000}).json()["items"])
 
@@ -51,7 +62,7 @@ def stored(url: str) -> int:
 def test_clients_connected_across_a_live_tail_restart_miss_nothing(
     kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch, filtered: bool
 ) -> None:
-    monkeypatch.setattr(api.hub, "Consumer", FlakyConsumer)
+    monkeypatch.setattr(api.hub, "kafka", FlakyKafka)
     w = DropWriter(kafka_settings)
     params = {"event": "open"} if filtered else None
     with Server(kafka_settings, with_sink=True) as srv:

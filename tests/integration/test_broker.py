@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
+from drops import kafka
 from drops.settings import Settings
 from shell import broker
 
@@ -11,9 +11,7 @@ pytestmark = pytest.mark.kafka
 
 def test_broker_answers_and_topics_exist(kafka_settings: Settings) -> None:
     assert broker.is_ready(kafka_settings)
-    meta = AdminClient({"bootstrap.servers": kafka_settings.kafka.bootstrap}).list_topics(
-        timeout=10
-    )
+    meta = kafka.admin(kafka_settings).list_topics(timeout=10)
     assert kafka_settings.topics.snapshots in meta.topics
     assert len(meta.topics[kafka_settings.topics.snapshots].partitions) == 2
     assert kafka_settings.topics.drops in meta.topics

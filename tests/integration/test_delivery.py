@@ -18,6 +18,7 @@ import pytest
 from bench.pipeline import Pipeline, read_topic, wait_for
 from delivery.worker import IDEMPOTENCY_HEADER, verify
 from domain.watches import alert_id
+from drops import kafka
 from drops.settings import Settings
 from sinks.service import Sink, prepare
 from sinks.testdata import DropWriter, close_of, make_drop
@@ -302,17 +303,16 @@ def test_two_workers_share_the_alerts_and_a_kill_9_and_rebalances_repeat_nothing
 
 def test_the_delivery_log_held_is_its_last_hours_only(kafka_settings: Settings) -> None:
     """What a worker keeps of the delivery log: records of the last
-    DROPS_DELIVERY_LOG_KEEP_HOURS by their own time, then trimmed as time goes on; the topic
+    DROPS_DELIVERY__LOG_KEEP_HOURS by their own time, then trimmed as time goes on; the topic
     is created with its retention."""
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import ConfigResource
 
     from delivery.worker import SentLog
     from schemas.watches import Delivery, encode_record
 
     s = kafka_settings
     now = int(time.time() * 1000)  # the worker's clock, that writes the records' at_ms
-    p = Producer({"bootstrap.servers": s.kafka.bootstrap, "acks": "all"})
+    p = kafka.producer(s, {"acks": "all"})
     for aid, at in (("old", now - 3 * 3_600_000), ("recent", now - 60_000), ("new", now)):
         d = Delivery(
             alert_id=aid,
@@ -336,7 +336,7 @@ def test_the_delivery_log_held_is_its_last_hours_only(kafka_settings: Settings) 
         assert set(log.sent) == {("new", 0)} and log.trimmed == 2
     finally:
         log.close()
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     res = ConfigResource("topic", s.topics.deliveries)
     cfg = admin.describe_configs([res])[res].result()
     assert int(cfg["retention.ms"].value) == int(s.delivery.log_retention_hours * 3_600_000)

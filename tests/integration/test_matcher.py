@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from bench.pipeline import Pipeline, read_topic, wait_for
 from domain.watches import alert_id, slot_day_end_ms
+from drops import kafka
 from drops.settings import Settings
 from schemas.watches import Channel, Criteria, Watch, encode_record
 from sinks.testdata import DropWriter, close_of, make_drop
@@ -29,7 +29,7 @@ class Watches:
 
     def __init__(self, s: Settings) -> None:
         self.s = s
-        self.p = Producer({"bootstrap.servers": s.kafka.bootstrap, "acks": "all"})
+        self.p = kafka.producer(s, {"acks": "all"})
 
     def put(
         self,
@@ -109,9 +109,9 @@ def test_match_delete_and_closes(kafka_settings: Settings, tmp_path: Path) -> No
 def changelog(s: Settings) -> dict[bytes, bytes | None]:
     """The matcher's told-watches entries in its state changelog, last value per key (None:
     a tombstone)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": uuid.uuid4().hex})
+    c = kafka.consumer(s, {"group.id": uuid.uuid4().hex})
     try:
         pre = f"changelog__{s.matcher.group}--"
         [topic] = [t for t in c.list_topics(timeout=10).topics if t.startswith(pre)]
@@ -243,9 +243,9 @@ def test_unreadable_drop_goes_to_the_dead_letters(kafka_settings: Settings, tmp_
 
 
 def _raw(s: Settings, topic: str) -> list[bytes]:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": uuid.uuid4().hex})
+    c = kafka.consumer(s, {"group.id": uuid.uuid4().hex})
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     out = []
     deadline = time.monotonic() + 5

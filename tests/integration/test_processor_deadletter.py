@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import ConfigResource
 
 from bench.processor_harness import (
     ProcessorProc,
@@ -19,6 +19,7 @@ from bench.processor_harness import (
     wait_processed,
     write,
 )
+from drops import kafka
 from drops.settings import Settings
 from tests.integration.reference import random_history, reference_events
 
@@ -66,7 +67,7 @@ def test_a_dead_letter_topic_with_a_smaller_limit_does_not_stop_processing(
     """An operator created the dead-letter topic with a 20 KB record limit: a 50 KB bad record
     is still dead-lettered (cut to fit), and nothing loops."""
     settings = kafka_settings.model_copy(update={"commit_interval": 0.3, "seen_ttl": 600.0})
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = kafka.admin(settings)
     res = ConfigResource(
         "topic", settings.topics.deadletter, set_config={"max.message.bytes": "20000"}
     )

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
 from bench.pipeline import free_port, wait_for
 from bench.processor_harness import ProcessorProc, producer, wait_processed
 from bench.replicas_bench import members
+from drops import kafka
 from drops.settings import Settings
 from schemas import encode
 from tests.integration.test_metrics import scrape, value
@@ -37,16 +37,16 @@ def test_snapshots_deleted_by_retention_past_the_committed_offset_are_a_counted_
         p.produce(s.topics.snapshots, key=snap.key.encode(), value=encode(snap), partition=0)
     assert p.flush(30) == 0
     # the processor had read offsets 0-1 when it stopped ...
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.processor.group})
+    c = kafka.consumer(s, {"group.id": s.processor.group})
     c.commit(offsets=[TopicPartition(s.topics.snapshots, 0, 2)], asynchronous=False)
     c.close()
     # ... and retention deleted 2-5 before it came back (DeleteRecords moves the log start
     # as retention does)
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     for fut in admin.delete_records([TopicPartition(s.topics.snapshots, 0, 6)]).values():
         fut.result()
     port = free_port()
-    proc = ProcessorProc(s, tmp_path / "processor.log", DROPS_PROCESSOR_METRICS_PORT=str(port))
+    proc = ProcessorProc(s, tmp_path / "processor.log", DROPS_PROCESSOR__METRICS_PORT=str(port))
     try:
         wait_processed(s, proc, 90)
         fams = wait_for(
@@ -99,7 +99,7 @@ def test_a_gap_is_counted_once_by_the_replica_that_owns_the_partition_not_by_eac
             key = snap.key.encode()
             p.produce(s.topics.snapshots, key=key, value=encode(snap), partition=partition)
     assert p.flush(30) == 0
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": s.processor.group})
+    c = kafka.consumer(s, {"group.id": s.processor.group})
     c.commit(
         offsets=[
             TopicPartition(s.topics.snapshots, 0, 2),
@@ -108,12 +108,12 @@ def test_a_gap_is_counted_once_by_the_replica_that_owns_the_partition_not_by_eac
         asynchronous=False,
     )
     c.close()
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     for fut in admin.delete_records([TopicPartition(s.topics.snapshots, 0, 6)]).values():
         fut.result()
     ports = [free_port(), free_port()]
     procs = [
-        ProcessorProc(s, tmp_path / f"p{k}.log", DROPS_PROCESSOR_METRICS_PORT=str(port))
+        ProcessorProc(s, tmp_path / f"p{k}.log", DROPS_PROCESSOR__METRICS_PORT=str(port))
         for k, port in enumerate(ports)
     ]
     try:

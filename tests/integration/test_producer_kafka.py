@@ -10,9 +10,10 @@ from collections import defaultdict
 from zoneinfo import ZoneInfo
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 
 from domain.calendar import window
+from drops import kafka
 from drops.settings import Settings
 from producers.kafka import Writer
 from producers.providers import factory
@@ -27,13 +28,13 @@ PORT = 28010
 
 
 def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30.0) -> list[Message]:
-    consumer = Consumer(
+    consumer = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"read-{topic}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-        }
+        },
     )
     consumer.subscribe([topic])
     out: list[Message] = []

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from drops import kafka
 from drops.settings import Settings
 from sinks.service import Sink, SinkThread
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
@@ -150,12 +151,12 @@ def test_bad_records_go_to_the_deadletter_topic(kafka_settings: Settings, ch: Cl
         run_until(sink, lambda: count(ch, "SELECT count() FROM drop_events") == 1)
     finally:
         sink.close()
-    c = Consumer(
+    c = kafka.consumer(
+        kafka_settings,
         {
-            "bootstrap.servers": kafka_settings.kafka.bootstrap,
             "group.id": "dlq-check",
             "auto.offset.reset": "earliest",
-        }
+        },
     )
     c.subscribe([kafka_settings.topics.deadletter])
     got = []

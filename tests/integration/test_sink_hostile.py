@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import Producer
+from confluent_kafka.admin import ConfigResource
 
+from drops import kafka
 from drops.settings import Settings
 from sinks.service import Sink, SinkThread, prepare
 from sinks.testdata import DropWriter, make_drop, make_stats
@@ -42,13 +43,13 @@ def wait(cond: Callable[[], bool], timeout: float = 40.0, what: str = "condition
 
 
 def dead_letters(settings: Settings, n: int, timeout: float = 20.0) -> list[Any]:
-    c = Consumer(
+    c = kafka.consumer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"dlq-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 52_428_800,
-        }
+        },
     )
     c.subscribe([settings.topics.deadletter])
     got = []
@@ -62,12 +63,12 @@ def dead_letters(settings: Settings, n: int, timeout: float = 20.0) -> list[Any]
 
 
 def big_producer(settings: Settings) -> Producer:
-    p = Producer(
+    p = kafka.producer(
+        settings,
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
             "transactional.id": f"hostile-{uuid.uuid4().hex}",
             "message.max.bytes": settings.kafka.max_message_bytes,
-        }
+        },
     )
     p.init_transactions(30)
     return p
@@ -144,7 +145,7 @@ def test_a_dead_letter_the_broker_refuses_is_detected(
     it must be counted as lost, not as written (before: no delivery callback, counted as a
     dead letter written)."""
     s = kafka_settings
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     res = ConfigResource("topic", s.topics.deadletter, set_config={"max.message.bytes": "20000"})
     for fut in admin.alter_configs([res]).values():
         fut.result()

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
+from drops import kafka
 from drops.settings import Settings
 from sinks.service import Sink, prepare, sink_readings
 from sinks.testdata import DropWriter, make_drop
@@ -55,7 +55,7 @@ def test_records_deleted_by_retention_while_the_sink_was_away_are_a_counted_gap(
     finally:
         first.close()
     w.write([make_drop(i) for i in range(5, 15)])  # written while the sink is away ...
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     ends = _ends(s)
     # ... and deleted by retention before it comes back (DeleteRecords moves the log start
     # as retention does)
@@ -76,9 +76,8 @@ def test_records_deleted_by_retention_while_the_sink_was_away_are_a_counted_gap(
 
 
 def _ends(s: Settings) -> dict[int, int]:
-    from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "ends"})
+    c = kafka.consumer(s, {"group.id": "ends"})
     _, high = c.get_watermark_offsets(TopicPartition(s.topics.drops, 0), timeout=10)
     c.close()
     return {0: high}
@@ -88,7 +87,7 @@ def test_a_gap_shows_in_readyz_and_metrics(kafka_settings: Settings) -> None:
     s = kafka_settings
     w = DropWriter(s)
     w.write([make_drop(i) for i in range(3)])
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     for fut in admin.delete_records([TopicPartition(s.topics.drops, 0, 2)]).values():
         fut.result()
     with Server(s, with_sink=True) as srv:
@@ -108,7 +107,7 @@ def test_a_gap_shows_in_readyz_and_metrics(kafka_settings: Settings) -> None:
 def _recreate(s: Settings, topic: str) -> None:
     from shell import broker
 
-    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
+    admin = kafka.admin(s)
     for fut in admin.delete_topics([topic], operation_timeout=30).values():
         fut.result()
     deadline = time.monotonic() + 60

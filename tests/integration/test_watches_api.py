@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from drops import kafka
 from drops.settings import Settings
 from schemas.watches import decode_watch
 from tests.integration.test_api_feed import Server, wait_for
@@ -26,9 +27,7 @@ SPEC: dict[str, Any] = {
 
 
 def topic_records(s: Settings) -> list[tuple[str, bytes | None]]:
-    c = Consumer(
-        {"bootstrap.servers": s.kafka.bootstrap, "group.id": "t", "enable.partition.eof": True}
-    )
+    c = kafka.consumer(s, {"group.id": "t", "enable.partition.eof": True})
     c.assign([TopicPartition(s.topics.watches, 0, OFFSET_BEGINNING)])
     out: list[tuple[str, bytes | None]] = []
     while True:
