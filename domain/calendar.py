@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from drops.clock import parse_time_of_day
 from drops.errors import InvariantError
 from schemas import ids
 
@@ -34,8 +35,7 @@ class Bucket:
 
 
 def parse_slide_at(text: str) -> time:
-    hh, mm = (int(x) for x in text.split(":"))
-    return time(hh, mm)
+    return parse_time_of_day(text)  # one parser, in the foundation (the settings check it)
 
 
 def today(now: datetime, tz: ZoneInfo, slide_at: time = SLIDE_AT) -> date:

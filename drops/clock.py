@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from datetime import time as time_of_day
 
 __all__ = ["Clock", "parse_instant"]
 
@@ -61,3 +62,12 @@ class Clock:
     def now(self) -> datetime:
         """The current instant, UTC."""
         return datetime.fromtimestamp(self.time(), UTC)
+
+
+def parse_time_of_day(text: str) -> time_of_day:
+    """``"HH:MM"`` as a time of day (a bad value raises ``ValueError`` naming it)."""
+    try:
+        hh, mm = (int(x) for x in text.split(":"))
+        return time_of_day(hh, mm)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a time of day is HH:MM, not {text!r}") from exc

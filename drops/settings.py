@@ -58,7 +58,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from drops.clock import Clock, parse_instant
+from drops.clock import Clock, parse_instant, parse_time_of_day
 from drops.errors import ConfigError
 from drops.log import warn_once
 
@@ -106,9 +106,7 @@ def _party_sizes(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _slide_at(value: str) -> str:
-    from domain.calendar import parse_slide_at  # pure; domain imports no settings
-
-    parse_slide_at(value)
+    parse_time_of_day(value)
     return value
 
 

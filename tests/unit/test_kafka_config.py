@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import ValidationError
 
 from drops import kafka
+from drops.errors import ConfigError
 from drops.log import kafka_logger
 from drops.settings import Settings
 from tests.conftest import ROOT
@@ -81,13 +81,13 @@ def test_tls_client_certificate(tmp_path: Path) -> None:
         ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "u"},
          "DROPS_KAFKA__SASL_PASSWORD"),
         ({"kafka_ssl_ca_location": "/nonexistent/ca.pem"}, "DROPS_KAFKA__SSL_CA_LOCATION"),
-        ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
-        ({"kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
+        ({"kafka_security_protocol": "TLS"}, "kafka.security_protocol"),
+        ({"kafka_sasl_mechanism": "GSSAPI"}, "kafka.sasl_mechanism"),
         ({"topic_replication_factor": 1}, "DROPS_TOPICS__MIN_INSYNC_REPLICAS"),
     ],
 )  # fmt: skip
 def test_bad_security_settings_name_the_setting(values: dict[str, Any], names: str) -> None:
-    with pytest.raises(ValidationError, match=names):
+    with pytest.raises(ConfigError, match=names):
         Settings(**values)
 
 

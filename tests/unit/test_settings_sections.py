@@ -36,6 +36,12 @@ SAMPLES: dict[str, str] = {
     "clock_start": "2026-12-01T19:50:00Z",
     "log_format": "text",
     "provider_http": "httpx",
+    "kafka_security_protocol": "SSL",
+    "kafka_sasl_mechanism": "SCRAM-SHA-256",
+    "kafka_ssl_ca_location": __file__,  # a file that exists
+    "kafka_ssl_certificate_location": __file__,
+    "kafka_ssl_key_location": __file__,
+    "topic_min_insync_replicas": "1",
     "clock_anchor": "12.5",
     "log_level": "DEBUG",
 }
@@ -53,6 +59,14 @@ EXPECTED: dict[str, Any] = {
     "kafka_dist": Path("/tmp/dist"),
     "clock_anchor": 12.5,
     "state_path": Path("/tmp/state"),
+    "topic_min_insync_replicas": 1,  # (7, the default sample, is above the replication factor)
+    "kafka_ssl_ca_location": __file__,
+}
+
+
+TOGETHER = {
+    "kafka_ssl_certificate_location": ("kafka_ssl_key_location",),
+    "kafka_ssl_key_location": ("kafka_ssl_certificate_location",),
 }
 
 
@@ -86,6 +100,8 @@ def test_every_old_env_name_lands_in_its_new_place(
         default = default.get_secret_value()
     text, want = _sample(old, default)
     monkeypatch.setenv(f"DROPS_{old.upper()}", text)
+    for name in TOGETHER.get(old, ()):  # a setting that is only valid with another one
+        monkeypatch.setenv(env_name(FLAT[name]), SAMPLES[name])
     got = _at(Settings(), FLAT[old])
     if isinstance(got, SecretStr):
         got = got.get_secret_value()
