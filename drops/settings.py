@@ -193,6 +193,19 @@ class KafkaSection(Section):
         return self
 
 
+TopicRole = Literal[
+    "snapshots", "drops", "deadletter", "stats", "producers", "watches", "alerts", "deliveries"
+]
+"""The project's topics, as the settings name them (``topics.<role>`` is the topic's name)."""
+
+
+class Replication(Section):
+    """One topic's replication where it is not the topics' own (``topics.replication``)."""
+
+    replication_factor: int | None = Field(None, ge=1, description="Replication factor")
+    min_insync_replicas: int | None = Field(None, ge=1, description="min.insync.replicas")
+
+
 class TopicsSection(Section):
     snapshots: str = Field("drops.snapshots", description="Topic of snapshot records")
     drops: str = Field("drops.events", description="Topic of drop and close records")
@@ -247,6 +260,21 @@ class TopicsSection(Section):
         720, description="Retention of the dead-letter topic, hours"
     )
     alerts_retention_hours: int = Field(168, description="Retention of the alerts topic, hours")
+    replication: dict[TopicRole, Replication] = Field(
+        default_factory=dict,
+        description="Per topic (snapshots, drops, deadletter, stats, producers, watches, "
+        "alerts, deliveries), a replication_factor and min_insync_replicas of its own, e.g. "
+        '{"drops": {"replication_factor": 5, "min_insync_replicas": 3}}',
+    )
+
+    def replication_of(self, role: TopicRole) -> tuple[int, int]:
+        """``(replication factor, min.insync.replicas)`` of one topic."""
+        own = self.replication.get(role) or Replication()
+        rf = self.replication_factor if own.replication_factor is None else own.replication_factor
+        isr = (
+            self.min_insync_replicas if own.min_insync_replicas is None else own.min_insync_replicas
+        )
+        return rf, isr
 
     @model_validator(mode="after")
     def _insync(self) -> TopicsSection:
@@ -256,6 +284,13 @@ class TopicsSection(Section):
                 f"DROPS_TOPICS__REPLICATION_FACTOR={self.replication_factor}: no write could "
                 "succeed"
             )
+        for role in self.replication:
+            rf, isr = self.replication_of(role)
+            if isr > rf:
+                raise ValueError(
+                    f"DROPS_TOPICS__REPLICATION: {role} has min.insync.replicas {isr} above "
+                    f"its replication factor {rf}: no write could succeed"
+                )
         return self
 
 

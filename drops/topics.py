@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from drops import kafka
 from drops.errors import DropsError
 from drops.log import get_log
-from drops.settings import Settings
+from drops.settings import Settings, TopicRole
 
 log = get_log("topics")
 
@@ -64,38 +64,33 @@ def _retention(hours: float) -> str:
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
     """Every topic of the project, by name, as the settings want it."""
-    rf = settings.topics.replication_factor
-    common = {
-        "max.message.bytes": str(settings.kafka.max_message_bytes),
-        "min.insync.replicas": str(settings.topics.min_insync_replicas),
-    }
+    t = settings.topics
+    size = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
 
-    def log_topic(name: str, partitions: int, hours: float) -> TopicSpec:
-        config = {**common, "cleanup.policy": "delete", "retention.ms": _retention(hours)}
-        return TopicSpec(name, partitions, rf, config)
+    def spec(role: TopicRole, partitions: int, config: Mapping[str, str]) -> TopicSpec:
+        rf, isr = t.replication_of(role)
+        return TopicSpec(
+            getattr(t, role), partitions, rf, {"min.insync.replicas": str(isr), **config}
+        )
 
-    s = settings
+    def log_topic(role: TopicRole, partitions: int, hours: float) -> TopicSpec:
+        config = {**size, "cleanup.policy": "delete", "retention.ms": _retention(hours)}
+        return spec(role, partitions, config)
+
     specs = [
-        log_topic(
-            s.topics.snapshots, s.topics.snapshots_partitions, s.topics.snapshots_retention_hours
-        ),
-        log_topic(s.topics.drops, s.topics.drops_partitions, s.topics.drops_retention_hours),
-        log_topic(s.topics.deadletter, 1, s.topics.deadletter_retention_hours),
-        log_topic(s.topics.stats, 1, s.topics.stats_retention_hours),
+        log_topic("snapshots", t.snapshots_partitions, t.snapshots_retention_hours),
+        log_topic("drops", t.drops_partitions, t.drops_retention_hours),
+        log_topic("deadletter", 1, t.deadletter_retention_hours),
+        log_topic("stats", 1, t.stats_retention_hours),
         # no records: its partitions stand for groups of streams (producers/fleet.py)
-        TopicSpec(
-            s.topics.producers,
-            s.topics.producers_partitions,
-            rf,
-            {"min.insync.replicas": common["min.insync.replicas"], "cleanup.policy": "delete"},
-        ),
+        spec("producers", t.producers_partitions, {"cleanup.policy": "delete"}),
         # the system of record of watches: compacted, a tombstone deletes
-        TopicSpec(s.topics.watches, 1, rf, {**common, "cleanup.policy": "compact"}),
-        log_topic(s.topics.alerts, s.topics.alerts_partitions, s.topics.alerts_retention_hours),
+        spec("watches", 1, {**size, "cleanup.policy": "compact"}),
+        log_topic("alerts", t.alerts_partitions, t.alerts_retention_hours),
         # the delivery log: the sink copies it to ClickHouse; the worker tails what it keeps
-        log_topic(s.topics.deliveries, 1, s.delivery.log_retention_hours),
+        log_topic("deliveries", 1, settings.delivery.log_retention_hours),
     ]
-    return {spec.name: spec for spec in specs}
+    return {s.name: s for s in specs}
 
 
 def _same(key: str, wanted: str, found: str) -> bool:

@@ -15,6 +15,7 @@ from drops import kafka
 from drops.errors import ConfigError
 from drops.log import kafka_logger
 from drops.settings import Settings
+from drops.topics import topic_specs
 from tests.conftest import ROOT
 
 PRODUCT = ["api", "delivery", "domain", "drops", "processors", "producers", "schemas", "shell",
@@ -195,3 +196,24 @@ def test_every_client_the_product_makes_is_built_by_drops_kafka() -> None:
     # and the check sees the call it must: the one Quix set-up (the processor and the matcher)
     apps = [p for p in _product_files() if "Application(" in p.read_text()]
     assert {p.name for p in apps} >= {"quix.py"}
+
+
+def test_a_topic_can_have_a_replication_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "DROPS_TOPICS__REPLICATION",
+        '{"drops": {"replication_factor": 5, "min_insync_replicas": 3}}',
+    )
+    s = Settings()
+    specs = topic_specs(s)
+    drops, snapshots = specs[s.topics.drops], specs[s.topics.snapshots]
+    assert (drops.replication, drops.config["min.insync.replicas"]) == (5, "3")
+    assert (snapshots.replication, snapshots.config["min.insync.replicas"]) == (3, "2")
+    only_rf = Settings(topics={"replication": {"watches": {"replication_factor": 4}}})
+    watches = topic_specs(only_rf)[only_rf.topics.watches]
+    assert (watches.replication, watches.config["min.insync.replicas"]) == (4, "2")
+    with pytest.raises(ConfigError, match=r"drops has min\.insync\.replicas 4"):
+        Settings(
+            topics={"replication": {"drops": {"replication_factor": 3, "min_insync_replicas": 4}}}
+        )
+    with pytest.raises(ConfigError, match=r"topics\.replication"):
+        Settings(topics={"replication": {"bogus": {"replication_factor": 3}}})
