@@ -79,7 +79,9 @@ class ProcessorProc:
         self.proc.wait(10)
         self.out.close()
 
-    def stop(self, timeout: float = 30) -> int:
+    def stop(self, timeout: float = 60) -> int:
+        # a graceful stop commits the last transaction and leaves the group; with a
+        # rebalance under way on a loaded machine it has taken more than 30 s
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         try:
