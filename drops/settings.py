@@ -923,13 +923,19 @@ class _Env(EnvSettingsSource):
     def _load_env_vars(self) -> Mapping[str, str | None]:
         env = super()._load_env_vars()
         skip = ("drops_market", "drops_providers")
-        return {
+        out = {
             k: v
             for k, v in env.items()
             if k not in skip
-            and not k.startswith(("drops_markets__", "drops_cfg__"))
+            and not k.startswith(("drops_markets__", "drops_cfg__", "clock__"))
             and not (k.startswith("drops_") and k[6:] in FLAT)
         }
+        # the clock section's field is ``clock_`` with the alias ``clock``, and pydantic-settings
+        # reads an aliased field's env name without the prefix: DROPS_CLOCK__<NAME> is handed
+        # to it as that name (and a bare CLOCK__<NAME> of the environment is not read)
+        for k in [k for k in out if k.startswith("drops_clock__")]:
+            out["clock__" + k[len("drops_clock__") :]] = out.pop(k)
+        return out
 
 
 class _Aliases(PydanticBaseSettingsSource):

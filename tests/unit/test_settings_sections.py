@@ -108,6 +108,28 @@ def test_every_old_env_name_lands_in_its_new_place(
     assert got == want, (old, FLAT[old])
 
 
+@pytest.mark.parametrize("old", sorted(FLAT))
+def test_every_new_env_name_is_read(old: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each setting under its new name ``DROPS_<SECTION>__<NAME>`` (the names the stages hand
+    their children): DROPS_CLOCK__START was not read, so child stages ran on the real clock."""
+    default = _at(Settings(), FLAT[old])
+    if isinstance(default, SecretStr):
+        default = default.get_secret_value()
+    text, want = _sample(old, default)
+    monkeypatch.setenv(env_name(FLAT[old]), text)
+    for name in TOGETHER.get(old, ()):
+        monkeypatch.setenv(env_name(FLAT[name]), SAMPLES[name])
+    got = _at(Settings(), FLAT[old])
+    if isinstance(got, SecretStr):
+        got = got.get_secret_value()
+    assert got == want, (env_name(FLAT[old]), FLAT[old])
+
+
+def test_a_bare_clock_name_of_the_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOCK__START", "2026-03-08T06:59:00Z")
+    assert Settings().clock_.start == ""
+
+
 @pytest.mark.parametrize("old", ["sse_ping", "api_keys", "time_slots", "resy_api_key"])
 def test_the_new_name_beats_the_old_and_constructor_keys_beat_both(
     old: str, monkeypatch: pytest.MonkeyPatch
