@@ -80,11 +80,11 @@ def build(data_dir: Path, rows: int, tag: str, stats_rows: int = 0) -> None:
 INSERT INTO drop_events (event, dedupe_key, bucket_id, market, provider, date, time_slot,
     slot_id, venue_id, venue_name, neighborhood, actual_time, time_zone, seating_types,
     party_min, party_max, booking, opened_at, snapshot_id, closed_at, open_seconds, v,
-    kafka_partition, kafka_offset, item)
+    venue_slug, venue_city, booking_url, kafka_partition, kafka_offset, item)
 SELECT event, dedupe_key, bucket_id, market, provider, toDate(date), time_slot, slot_id,
     venue_id, venue_name, neighborhood, actual_time, time_zone, seating_types, party_min,
     party_max, booking, ts, snapshot_id, fromUnixTimestamp64Milli(closed_at_ms, 'UTC'),
-    open_seconds, v, kafka_partition, kafka_offset,
+    open_seconds, v, venue_slug, venue_city, booking_url, kafka_partition, kafka_offset,
     formatRowNoNewline('JSONEachRow', {", ".join(ITEM_KEYS)})
 FROM (SELECT number, ts,
     if(number % 5 = 4, 'close', 'open') AS event, concat('k', toString(number)) AS dedupe_key,
@@ -100,7 +100,9 @@ FROM (SELECT number, ts,
     toUnixTimestamp64Milli(ts) AS opened_at_ms, 'snap' AS snapshot_id,
     if(event = 'close', toNullable(opened_at_ms + 60000), NULL) AS closed_at_ms,
     if(event = 'close', toNullable(60.5), NULL) AS open_seconds,
-    CAST(NULL, 'Nullable(Int64)') AS opened_after_ms, 'search' AS read_via, toUInt8(1) AS v,
+    CAST(NULL, 'Nullable(Int64)') AS opened_after_ms, 'search' AS read_via, toUInt8(2) AS v,
+    concat('venue-', venue_id) AS venue_slug, 'ny' AS venue_city,
+    concat('https://example.invalid/cities/ny/venues/venue-', venue_id, '?seats=2') AS booking_url,
     toUInt16(0) AS kafka_partition, toUInt64(number) AS kafka_offset
     FROM (SELECT number,
           toDateTime64(now() - {span} + intDiv(number * {span}, {rows}), 3, 'UTC') AS ts
