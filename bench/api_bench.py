@@ -293,6 +293,22 @@ def _rss_kb(pid: int) -> int:
 # ----------------------------------------------------------------------------------- feed
 
 
+def _kept_build(keep: Path, rows: int, stats_rows: int) -> tuple[Path, str]:
+    """The data folder in ``keep`` and its tag, built there unless a build of this size is."""
+    stamp = keep / "built.json"
+    want = {"rows": rows, "stats_rows": stats_rows}
+    if stamp.exists():
+        done = orjson.loads(stamp.read_bytes())
+        if {k: done.get(k) for k in want} == want:
+            print(f"reading the data built in {keep}", flush=True)
+            return keep / "data", str(done["tag"])
+    shutil.rmtree(keep / "data", ignore_errors=True)  # a build of another size: only its own
+    keep.mkdir(parents=True, exist_ok=True)
+    tag = _build(keep / "data", rows, stats_rows)
+    stamp.write_bytes(orjson.dumps({**want, "tag": tag}))
+    return keep / "data", tag
+
+
 def _build(data_dir: Path, rows: int, stats_rows: int = 0) -> str:
     """:func:`build` in a child process (its ClickHouse engine goes with it); the tag."""
     tag = uuid.uuid4().hex[:6]
@@ -363,13 +379,18 @@ def bench_feed(rows: int, requests: int, port: int, root: Path) -> dict[str, Any
     return out
 
 
-def bench_scans(rows: int, stats_rows: int, requests: int, port: int, root: Path) -> dict[str, Any]:
+def bench_scans(
+    rows: int, stats_rows: int, requests: int, port: int, root: Path, keep: Path | None = None
+) -> dict[str, Any]:
     """The requests that scan unless a key bounds them, at ``rows`` drop rows and
     ``stats_rows`` fetch rows: a feed page from the beginning with a filter that matches
     nothing (bounded by ``DROPS_API__FEED_SCAN_MAX``), ``/venues/{id}`` (its days watched) and
-    ``/buckets`` (the window's day partitions)."""
-    data_dir = root / "scans"
-    tag = _build(data_dir, rows, stats_rows)
+    ``/buckets`` (the window's day partitions).
+
+    ``keep``: a folder the data is built in once and read again by later runs (the build
+    takes minutes; its size and tag are written beside it, and a different size builds anew)."""
+    data_dir, tag = _kept_build(keep, rows, stats_rows) if keep else (root / "scans", "")
+    tag = tag or _build(data_dir, rows, stats_rows)
     proc = _start_server(data_dir, tag, port, sink=False, live=False)
     out: dict[str, Any] = {"rows": rows, "stats_rows": stats_rows}
     base = f"http://127.0.0.1:{port}"
@@ -830,6 +851,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--scan-rows", type=int, default=10_000_000, help="drop rows of the scans")
     ap.add_argument("--stats-rows", type=int, default=30_000_000, help="stats rows of the scans")
+    ap.add_argument(
+        "--scan-data",
+        type=Path,
+        default=None,
+        help="build the scans' data in this folder once and read it again on later runs",
+    )
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=None)
@@ -884,7 +911,12 @@ def main() -> None:
             stage(
                 "scans",
                 lambda: bench_scans(
-                    args.scan_rows, args.stats_rows, 100 if args.quick else 300, args.port + 3, root
+                    args.scan_rows,
+                    args.stats_rows,
+                    100 if args.quick else 300,
+                    args.port + 3,
+                    root,
+                    args.scan_data,
                 ),
             )
         if not args.skip_sse:
