@@ -1171,6 +1171,7 @@ class Settings(BaseSettings):
     )
 
     def __init__(self, **values: Any) -> None:
+        _check_known(values, "Settings()")
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -1232,6 +1233,7 @@ class Settings(BaseSettings):
         still beats it). The env is not read again."""
         if not update:
             return super().model_copy(deep=deep)
+        _check_known(update, "Settings.model_copy()")
         root: dict[str, Any] = {}  # field name -> value
         sections: dict[str, Any] = {}
         for key, value in update.items():
@@ -1359,6 +1361,17 @@ class Settings(BaseSettings):
         raise KeyError(name)
 
 
+def _check_known(values: Mapping[str, Any], where: str) -> None:
+    """A key given in code is a field, a field's alias or an old flat name: a typo is an error
+    here too (the env is read with unknown names ignored: other tools share the prefix)."""
+    known = set(FLAT) | {"clock", "market_overrides"}
+    for name, field in Settings.model_fields.items():
+        known |= {name, field.alias or name}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {', '.join(unknown)}")
+
+
 def _check_unique(markets: tuple[Market, ...]) -> None:
     for i, m in enumerate(markets):
         if any(o.name == m.name for o in markets[:i]):
@@ -1375,7 +1388,10 @@ def _market_at(i: int, raw: Any) -> Market:
 
 
 def _updated(section: BaseModel, values: dict[str, Any]) -> BaseModel:
-    current = {k: getattr(section, k) for k in type(section).model_fields}
+    """``section`` with ``values`` set. Only what was given before and what is given now is
+    passed on, so the copy's ``model_fields_set`` is theirs alone and a default stays a
+    default (``shell.broker.local_settings`` fills only the topic settings not given)."""
+    current = {k: getattr(section, k) for k in section.model_fields_set}
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(current.get(key), BaseModel):
             current[key] = _updated(current[key], value)

@@ -264,3 +264,28 @@ def test_a_copy_with_a_config_file_reads_it_and_keeps_what_was_explicit(
     assert [m.name for m in back.markets] == ["nyc"] and back.config_source == "settings"
     with pytest.raises(ConfigError, match="cannot read"):
         base.model_copy(update={"config": Path("/nonexistent/m.toml")})
+
+
+def test_a_copy_marks_as_given_only_what_was_given() -> None:
+    """A copy that sets one topic name leaves the other topic settings defaults, so the local
+    broker's single-replica topics still apply (the processor benchmark's copy once marked
+    every topic setting given: its topics asked for 3 replicas on the one local broker)."""
+    from shell.broker import local_settings
+
+    base = Settings(snapshot_partitions=2)
+    copy = base.model_copy(update={"snapshot_topic": "b.snapshots"})
+    assert copy.topics.model_fields_set == {"snapshots", "snapshots_partitions"}
+    local = local_settings(copy).topics
+    assert (local.create, local.replication_factor, local.min_insync_replicas) == (True, 1, 1)
+    assert (local.snapshots, local.snapshots_partitions) == ("b.snapshots", 2)
+    given = Settings(topic_replication_factor=2).model_copy(update={"drops_topic": "b.events"})
+    assert local_settings(given).topics.replication_factor == 2  # given: kept
+
+
+def test_an_unknown_key_given_in_code_is_an_error() -> None:
+    """``Settings(topic_partitions=2)`` was once taken and ignored (no such setting)."""
+    with pytest.raises(ConfigError, match="Settings\\(\\): unknown setting topic_partitions"):
+        Settings(topic_partitions=2)
+    with pytest.raises(ConfigError, match="model_copy\\(\\): unknown setting sse_pingg"):
+        Settings().model_copy(update={"sse_pingg": 1.0})
+    assert Settings(clock={"start": ""}, sse={"ping": 0.5}).sse.ping == 0.5  # sections, alias
