@@ -389,8 +389,11 @@ def bench_scans(
 
     ``keep``: a folder the data is built in once and read again by later runs (the build
     takes minutes; its size and tag are written beside it, and a different size builds anew)."""
-    data_dir, tag = _kept_build(keep, rows, stats_rows) if keep else (root / "scans", "")
-    tag = tag or _build(data_dir, rows, stats_rows)
+    if keep:
+        data_dir, tag = _kept_build(keep, rows, stats_rows)
+    else:
+        data_dir = root / "scans"
+        tag = _build(data_dir, rows, stats_rows)
     proc = _start_server(data_dir, tag, port, sink=False, live=False)
     out: dict[str, Any] = {"rows": rows, "stats_rows": stats_rows}
     base = f"http://127.0.0.1:{port}"

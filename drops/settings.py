@@ -1361,13 +1361,17 @@ class Settings(BaseSettings):
         raise KeyError(name)
 
 
+@lru_cache(maxsize=1)
+def _known_keys() -> frozenset[str]:
+    """The keys code may give: the fields, their aliases and the old flat names."""
+    fields = Settings.model_fields
+    return frozenset(FLAT) | frozenset(fields) | {f.alias for f in fields.values() if f.alias}
+
+
 def _check_known(values: Mapping[str, Any], where: str) -> None:
     """A key given in code is a field, a field's alias or an old flat name: a typo is an error
     here too (the env is read with unknown names ignored: other tools share the prefix)."""
-    known = set(FLAT) | {"clock", "market_overrides"}
-    for name, field in Settings.model_fields.items():
-        known |= {name, field.alias or name}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - _known_keys())
     if unknown:
         raise ConfigError(f"{where}: unknown setting {', '.join(unknown)}")
 
