@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,7 +24,7 @@ from schemathesis.checks import (
 from drops.settings import Settings
 from shell import broker
 from sinks.testdata import DropWriter, close_of, make_drop, make_stats
-from tests.conftest import isolated_settings
+from tests.conftest import isolated_settings, now_under_test
 from tests.integration.test_api_feed import Server, read_all, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -46,7 +48,12 @@ def fuzz_api(kafka_broker: Settings, tmp_path_factory: pytest.TempPathFactory) -
     drops = [make_drop(i, provider="resy" if i % 2 else "opentable") for i in range(30)]
     w.write(drops)
     w.write([close_of(d, d.opened_at_ms + 9000) for d in drops[:5]])
-    w.write_stats([make_stats(kind="baseline"), make_stats(), make_stats(time_slot="15:00")])
+    # a day inside /buckets' window (today .. today + 13 in the market's zone) on any date:
+    # tomorrow stays inside it if the market's midnight passes while the test runs (the
+    # stats' default day is a fixed date, which left the window once that date was past)
+    zone = ZoneInfo(s.markets[0].time_zone)
+    day = (now_under_test().astimezone(zone).date() + timedelta(days=1)).isoformat()
+    w.write_stats([make_stats(day, kind="baseline"), make_stats(day), make_stats(day, "15:00")])
     with Server(s, with_sink=True) as srv:
         wait_for(lambda: len(read_all(srv.url, None, 100)[0]) == 35)
         wait_for(lambda: httpx.get(srv.url + "/buckets").json()["buckets"])
