@@ -396,6 +396,14 @@ class Chaos:
                 )
                 last_beat = now
             time.sleep(0.1)
+        # Scheduled kills the storm's end overtook (a broker restart can take longer than the
+        # time left) are still made: the run promises each of them.
+        if producer_kills and not self.producer_down:
+            self.kill_producer(time.monotonic())
+            time.sleep(max(0.0, self.producer_back - time.monotonic()))
+        for _, name in alert_kills:
+            log.info("disruption", what=f"kill {name}", scheduled=True, late=True)
+            self.kill_stage(name, self.rng.uniform(0.5, 3.0))
         if self.producer_down:  # (a down time that outlasted the storm)
             self.pipeline.start("producer", "produce")
             self.producer_down = False
