@@ -55,7 +55,7 @@ from api.watches import WatchStore
 from drops.errors import BadRequest
 from drops.log import get_log
 from drops.markets import Market, configured_markets
-from drops.settings import Settings
+from drops.stages import ApiSettings
 from store.clickhouse import ClickHouse, prepare
 
 log = get_log("api")
@@ -105,7 +105,7 @@ class InProcessSink(Protocol):
     def close(self, timeout: float = 30.0) -> None: ...
 
 
-SinkFactory = Callable[[Settings, ClickHouse], InProcessSink]
+SinkFactory = Callable[[ApiSettings, ClickHouse], InProcessSink]
 
 
 class JSON(JSONResponse):
@@ -114,7 +114,7 @@ class JSON(JSONResponse):
 
 
 class State:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.s = settings
         self.clock = settings.clock()
         self.metrics = Metrics()
@@ -284,7 +284,7 @@ async def readyz(request: Request) -> Response:
     return JSON(body, 200 if ok else 503)
 
 
-def _kafka_ok(settings: Settings) -> bool:
+def _kafka_ok(settings: ApiSettings) -> bool:
     from drops import kafka
 
     try:
@@ -580,7 +580,7 @@ _ROUTES = {
 
 
 def create_app(
-    settings: Settings,
+    settings: ApiSettings,
     *,
     ch: ClickHouse | None = None,
     sink: SinkFactory | None = None,

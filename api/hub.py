@@ -34,7 +34,7 @@ from api.params import Filters
 from drops import kafka
 from drops.errors import InvariantError
 from drops.log import Heartbeat, get_log
-from drops.settings import Settings
+from drops.stages import ApiSettings
 from schemas import SchemaError, decode_drop
 
 log = get_log("api.hub")
@@ -124,7 +124,7 @@ def render(
 
 
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.s = settings
         self.ring: deque[LiveEvent] = deque()
         self.ring_max = settings.sse.ring

@@ -12,7 +12,7 @@ from typing import Any
 from api.params import KNOWN_PROVIDERS
 from api.watches import openapi_part
 from drops.markets import configured_markets
-from drops.settings import Settings
+from drops.stages import ApiSettings
 from schemas import DropEvent
 from schemas.shapes import properties
 
@@ -134,7 +134,7 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def openapi(s: Settings) -> dict[str, Any]:
+def openapi(s: ApiSettings) -> dict[str, Any]:
     markets = [m.name for m in configured_markets(s)]
     market_item: dict[str, Any] = {"type": "string", "enum": markets}
     one_market = _q("market", f"Market (default: {markets[0]}, the first configured)", market_item)

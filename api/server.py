@@ -28,13 +28,13 @@ from api.app import SinkFactory, create_app
 from drops import slots
 from drops.log import configure, get_log
 from drops.runtime import tune_gc
-from drops.settings import Settings
+from drops.stages import ApiSettings
 from drops.topics import check_topics
 
 log = get_log("api")
 
 
-def run(settings: Settings, sink: SinkFactory | None = None) -> None:
+def run(settings: ApiSettings, sink: SinkFactory | None = None) -> None:
     configure(settings.log.level, settings.log.format)
     if settings.uses_chdb and sink is None:
         log.warning(
@@ -63,7 +63,7 @@ def run(settings: Settings, sink: SinkFactory | None = None) -> None:
     server.run()
 
 
-def embedded_replica(settings: Settings) -> tuple[Settings, int]:
+def embedded_replica(settings: ApiSettings) -> tuple[ApiSettings, int]:
     """This replica's chDB folder and sink group: the first slot no live replica holds (the
     lock ``<folder>.lock`` is held until the process ends)."""
     base = Path(settings.clickhouse_url.removeprefix("chdb://"))
@@ -78,7 +78,7 @@ def embedded_replica(settings: Settings) -> tuple[Settings, int]:
     ), k
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: ApiSettings, **overrides: Any) -> uvicorn.Config:
     """The server's configuration: connection cap (503 beyond ``api_max_connections``) and the
     request-head timeout (:class:`HeadTimeout`)."""
     HeadTimeout.head_timeout = settings.api.head_timeout

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from drops import kafka
 from drops.errors import BadRequest, DropsError, InvariantError
 from drops.log import get_log
-from drops.settings import Settings
+from drops.stages import ApiSettings
 from drops.topics import check_topics
 from schemas import SchemaError
 from schemas.watches import Watch, WatchSpec, decode_watch, encode_record, field_of
@@ -45,7 +45,7 @@ class Unavailable(DropsError, RuntimeError):
 class WatchStore:
     """Every watch, read from the compacted topic; writes go to the topic and are read back."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.s = settings
         self.topic = settings.topics.watches
         self.watches: dict[str, Watch] = {}
@@ -186,7 +186,7 @@ class _JSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def owner_of(request: Request, settings: Settings) -> str:
+def owner_of(request: Request, settings: ApiSettings) -> str:
     """The owner a request acts for: its API key's hash, or the local owner without keys."""
     if not settings.api.keys:
         return settings.watches.local_owner
@@ -240,7 +240,7 @@ def parse_spec(doc: dict[str, Any]) -> WatchSpec:
 
 
 async def create_watch(request: Request) -> Response:
-    settings: Settings = request.app.state.drops.s
+    settings: ApiSettings = request.app.state.drops.s
     spec = parse_spec(await _body(request))
     owner = owner_of(request, settings)
     try:
@@ -273,7 +273,7 @@ async def list_watches(request: Request) -> Response:
 
 
 async def one_watch(request: Request) -> Response:
-    settings: Settings = request.app.state.drops.s
+    settings: ApiSettings = request.app.state.drops.s
     owner = owner_of(request, settings)
     wid: str = request.path_params["watch_id"]
     try:

@@ -44,7 +44,7 @@ from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import full_jitter
-from drops.settings import Settings
+from drops.stages import DeliverySettings
 from drops.topics import check_topics
 from schemas import SchemaError
 from schemas.watches import Alert, Channel, Delivery, decode_alert, decode_delivery, encode_record
@@ -177,7 +177,7 @@ class SentLog:
     wrote them) are trimmed: an alert is read again only until its offset is committed, a
     span of the longest retries (attempts × the longest pause), far below ``keep_ms``."""
 
-    def __init__(self, settings: Settings, keep_ms: int) -> None:
+    def __init__(self, settings: DeliverySettings, keep_ms: int) -> None:
         self.topic = settings.topics.deliveries
         self.keep_ms = keep_ms
         self.sent: dict[tuple[str, int], int] = {}
@@ -250,7 +250,7 @@ class SentLog:
 
 
 class Worker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: DeliverySettings) -> None:
         self.s = settings
         self.rng = random.Random()
         self.log: SentLog | None = None  # opened by run()
@@ -581,7 +581,7 @@ class Worker:
             await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
 
 
-def run(settings: Settings) -> None:
+def run(settings: DeliverySettings) -> None:
     """Run until SIGTERM/SIGINT; a crash is restarted by the supervisor (nothing is lost:
     offsets are committed only behind alerts whose channels are all logged)."""
     stop = threading.Event()

@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from drops.errors import DropsError
 from drops.log import get_log, kafka_logger
-from drops.settings import Settings
+from drops.stages import KafkaSettings
 
 if TYPE_CHECKING:
     from quixstreams.kafka import ConnectionConfig
@@ -54,7 +54,7 @@ class KafkaAccessError(DropsError, RuntimeError):
         self.refused = refused
 
 
-def connection(settings: Settings) -> dict[str, str]:
+def connection(settings: KafkaSettings) -> dict[str, str]:
     """How to reach the cluster, as librdkafka settings (secrets in plain text: never log)."""
     conf = {"bootstrap.servers": settings.kafka.bootstrap}
     protocol = settings.kafka.security_protocol
@@ -76,7 +76,7 @@ def connection(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def hint(settings: Settings, error: str) -> str:
+def hint(settings: KafkaSettings, error: str) -> str:
     """Which setting to look at for a librdkafka error text."""
     text = error.lower()
     if "authentication" in text:  # not "sasl" alone: it is in every sasl_ssl:// address
@@ -110,7 +110,7 @@ def _fatal(error: KafkaError) -> bool:
     )
 
 
-def _error_logger(settings: Settings) -> Any:
+def _error_logger(settings: KafkaSettings) -> Any:
     def on_error(error: KafkaError) -> None:
         level = log.error if _fatal(error) else log.warning
         level("kafka_error", code=error.name(), error=error.str()[:500],
@@ -119,32 +119,34 @@ def _error_logger(settings: Settings) -> Any:
     return on_error
 
 
-def client_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def client_config(
+    settings: KafkaSettings, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The connection plus ``extra`` (the caller's tuning), with an error logger."""
     return {"error_cb": _error_logger(settings), **connection(settings), **(extra or {})}
 
 
-def producer(settings: Settings, extra: Mapping[str, Any] | None = None) -> Producer:
+def producer(settings: KafkaSettings, extra: Mapping[str, Any] | None = None) -> Producer:
     return Producer(client_config(settings, extra), logger=kafka_logger())
 
 
-def consumer(settings: Settings, extra: Mapping[str, Any]) -> Consumer:
+def consumer(settings: KafkaSettings, extra: Mapping[str, Any]) -> Consumer:
     """A consumer (``extra`` carries at least ``group.id``)."""
     return Consumer(client_config(settings, extra), logger=kafka_logger())
 
 
-def admin(settings: Settings, extra: Mapping[str, Any] | None = None) -> AdminClient:
+def admin(settings: KafkaSettings, extra: Mapping[str, Any] | None = None) -> AdminClient:
     return AdminClient(client_config(settings, extra), logger=kafka_logger())
 
 
-def quix_connection(settings: Settings) -> ConnectionConfig:
+def quix_connection(settings: KafkaSettings) -> ConnectionConfig:
     """The connection for a Quix Streams application (its ``broker_address``)."""
     from quixstreams.kafka import ConnectionConfig  # only the processes that run Quix need it
 
     return ConnectionConfig.from_librdkafka_dict(connection(settings))
 
 
-def check_access(settings: Settings, timeout: float = 30.0) -> None:
+def check_access(settings: KafkaSettings, timeout: float = 30.0) -> None:
     """Return once the cluster answers this client's metadata request; raise
     :class:`KafkaAccessError` naming the setting to fix as soon as it refuses the credentials
     or the TLS handshake, or when nothing answers within ``timeout`` seconds."""

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from drops.errors import ConfigError
-from drops.settings import MARKET_NAME, Settings
+from drops.settings import MARKET_NAME
+from drops.stages import MarketsSettings
 
 __all__ = ["MARKET_NAME", "Market", "MarketError", "configured_markets"]
 
@@ -32,7 +33,7 @@ class Market:
         return ZoneInfo(self.time_zone)
 
 
-def configured_markets(settings: Settings) -> tuple[Market, ...]:
+def configured_markets(settings: MarketsSettings) -> tuple[Market, ...]:
     """The markets, in the order configured; the first is the default of the API's
     single-market answers (``/buckets``, ``/stats/by-hour`` without ``?market=``)."""
     return tuple(Market(m.name, m.time_zone) for m in settings.markets)

@@ -22,7 +22,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from drops import kafka
 from drops.errors import DropsError
 from drops.log import get_log
-from drops.settings import Settings, TopicRole
+from drops.settings import TopicRole
+from drops.stages import TopicSettings
 
 log = get_log("topics")
 
@@ -62,7 +63,7 @@ def _retention(hours: float) -> str:
     return "-1" if hours < 0 else str(int(hours * HOUR_MS))
 
 
-def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+def topic_specs(settings: TopicSettings) -> dict[str, TopicSpec]:
     """Every topic of the project, by name, as the settings want it."""
     t = settings.topics
     size = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
@@ -100,7 +101,7 @@ def _same(key: str, wanted: str, found: str) -> bool:
 
 
 def inspect_topics(
-    settings: Settings, names: Iterable[str] | None = None, admin: AdminClient | None = None
+    settings: TopicSettings, names: Iterable[str] | None = None, admin: AdminClient | None = None
 ) -> tuple[list[str], list[Drift]]:
     """The topics among ``names`` (default: all) that are missing, and the drift of the
     others from their specs."""
@@ -131,7 +132,7 @@ def inspect_topics(
     return missing, drift
 
 
-def create_missing(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+def create_missing(settings: TopicSettings, names: Iterable[str] | None = None) -> list[str]:
     """Create the topics among ``names`` (default: all) that do not exist; their names."""
     specs = topic_specs(settings)
     admin = kafka.admin(settings)
@@ -154,7 +155,7 @@ def create_missing(settings: Settings, names: Iterable[str] | None = None) -> li
     return created
 
 
-def ensure_topics(settings: Settings) -> list[Drift]:
+def ensure_topics(settings: TopicSettings) -> list[Drift]:
     """Create the missing topics (idempotent) and return how the existing ones drift from
     their specs (``drops broker topics``; nothing existing is changed)."""
     kafka.check_access(settings)
@@ -163,7 +164,7 @@ def ensure_topics(settings: Settings) -> list[Drift]:
     return drift
 
 
-def _blocking(settings: Settings, drift: Drift) -> bool:
+def _blocking(settings: TopicSettings, drift: Drift) -> bool:
     """Drift a stage must not run with: compaction where records must stay (or the opposite:
     watches deleted by retention), or producer replicas that map streams to partitions the
     assignment topic does not have."""
@@ -172,7 +173,7 @@ def _blocking(settings: Settings, drift: Drift) -> bool:
     return drift.what == "partitions" and drift.topic == settings.topics.producers
 
 
-def check_topics(settings: Settings, names: Iterable[str], stage: str) -> None:
+def check_topics(settings: TopicSettings, names: Iterable[str], stage: str) -> None:
     """At a stage's start: the cluster accepts us (:func:`drops.kafka.check_access`) and the
     stage's topics exist (created first when ``DROPS_TOPICS__CREATE`` is on) and fit."""
     names = list(names)
@@ -196,7 +197,7 @@ def check_topics(settings: Settings, names: Iterable[str], stage: str) -> None:
         )
 
 
-def record_limit(settings: Settings, topic: str) -> int:
+def record_limit(settings: TopicSettings, topic: str) -> int:
     """The largest record ``topic`` accepts: its ``max.message.bytes``, at most ours (an
     operator may have created the topic with a smaller limit)."""
     admin = kafka.admin(settings)

@@ -53,7 +53,7 @@ from domain.watches import WatchIndex, alert_id, human_time, texts, told_ttl_ms
 from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
-from drops.settings import Settings
+from drops.stages import MatcherSettings
 from drops.topics import check_topics
 from processors.quix import exactly_once_app
 from schemas import SchemaError, decode_drop
@@ -65,7 +65,7 @@ log = get_log("matcher")
 class WatchFeed:
     """The watches topic read into a :class:`WatchIndex` (from the processing thread only)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: MatcherSettings) -> None:
         self.topic = settings.topics.watches
         self.index = WatchIndex()
         self.synced_ms = 0  # the watches topic's end offsets as of this time are applied
@@ -174,7 +174,7 @@ class Texts:
 class Matcher:
     """The per-record work: match a drop record and build its alerts."""
 
-    def __init__(self, settings: Settings, feed: WatchFeed) -> None:
+    def __init__(self, settings: MatcherSettings, feed: WatchFeed) -> None:
         self.feed = feed
         self.told_max_ms = int(settings.matcher.told_max_days * 86_400_000)
         self.heartbeat = Heartbeat(
@@ -274,7 +274,7 @@ class Matcher:
         )
 
 
-def build_app(settings: Settings) -> tuple[Application, Matcher]:
+def build_app(settings: MatcherSettings) -> tuple[Application, Matcher]:
     s = settings
     check_topics(
         s, [s.topics.drops, s.topics.watches, s.topics.alerts, s.topics.deadletter], "matcher"
@@ -308,7 +308,7 @@ def _key(value: Out) -> bytes | None:
     return value.key
 
 
-def run(settings: Settings) -> None:
+def run(settings: MatcherSettings) -> None:
     """Run until SIGTERM/SIGINT (Quix commits the last checkpoint). A crash is restarted by
     the supervisor; exactly-once holds as after a kill -9."""
     app, matcher = build_app(settings)

@@ -38,7 +38,7 @@ from drops import kafka
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff, tune_gc
-from drops.settings import Settings
+from drops.stages import ProcessorSettings
 from drops.topics import check_topics, record_limit
 from processors.quix import exactly_once_app
 from processors.replica import Replica, claim
@@ -99,7 +99,7 @@ class _OutValue(Serializer):
 class Processor:
     """The per-record work of the application (state access through Quix's ``State``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ProcessorSettings) -> None:
         self.seen_ttl_ms = int(settings.processor.seen_ttl * 1000)
         # the party size the drops' booking links ask (moved into each slot's party range)
         self.party_size = settings.producer.party_sizes[0]
@@ -222,7 +222,7 @@ class Processor:
 
 
 def check_retention(
-    settings: Settings, gaps: Gaps, partitions: Iterable[int] | None = None
+    settings: ProcessorSettings, gaps: Gaps, partitions: Iterable[int] | None = None
 ) -> None:
     """Where the group's committed offset on a snapshot partition is below the partition's
     log start, retention deleted records the processor never read (it was paused or down
@@ -272,7 +272,7 @@ def check_retention(
 
 
 def build_app(
-    settings: Settings, proc: Processor | None = None, replica: Replica | None = None
+    settings: ProcessorSettings, proc: Processor | None = None, replica: Replica | None = None
 ) -> tuple[Application, Processor]:
     """The application and its processor (``proc``, or a new one), ready for ``app.run()``,
     as ``replica`` (claimed here when not given: see :mod:`processors.replica`). Each
@@ -406,7 +406,7 @@ def _recovery_race(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc).startswith("Recovery stuck")
 
 
-def run(settings: Settings) -> None:
+def run(settings: ProcessorSettings) -> None:
     """Run until SIGTERM/SIGINT (Quix handles both and commits the last checkpoint).
 
     A broker outage does not end the process: the application is rebuilt with backoff

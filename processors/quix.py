@@ -18,14 +18,14 @@ from quixstreams import Application
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from drops import kafka
-from drops.settings import Settings
+from drops.stages import KafkaSettings
 
 SESSION_TIMEOUT_MS = 15_000
 TRANSACTION_TIMEOUT_MS = 30_000
 
 
 def exactly_once_app(
-    settings: Settings,
+    settings: KafkaSettings,
     *,
     group: str,
     member: str,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drops import slots
-from drops.settings import Settings
+from drops.stages import ProcessorSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class Replica:
     lock_fd: int | None  # the held lock (None: a hand-set instance, no slot claimed)
 
 
-def claim(settings: Settings) -> Replica:
+def claim(settings: ProcessorSettings) -> Replica:
     """This process's replica: the hand-set ``DROPS_PROCESSOR__INSTANCE`` with the state
     folder as it is, or the first free slot under it (held until the process ends)."""
     if settings.processor.instance:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drops.errors import ConfigError
-from drops.settings import KNOWN_PROVIDERS, Area, Settings
+from drops.settings import KNOWN_PROVIDERS, Area
 from drops.settings import Market as MarketConfig
+from drops.stages import ProducerSettings
 
 __all__ = ["KNOWN_PROVIDERS", "Area", "Config", "ConfigError", "MarketConfig", "ProviderConfig"]
 
@@ -43,7 +44,7 @@ class Config:
         raise KeyError(name)
 
 
-def _provider(settings: Settings, name: str) -> ProviderConfig:
+def _provider(settings: ProducerSettings, name: str) -> ProviderConfig:
     if name == "resy":
         r = settings.providers.resy
         return ProviderConfig(
@@ -54,7 +55,7 @@ def _provider(settings: Settings, name: str) -> ProviderConfig:
     return ProviderConfig(name, o.base_url, o.concurrency, o.rate_limit, batch=o.batch)
 
 
-def load(settings: Settings) -> Config:
+def load(settings: ProducerSettings) -> Config:
     """The markets of the settings and the providers they poll."""
     used = sorted({p for m in settings.markets for p in m.providers})
     providers = {name: _provider(settings, name) for name in used}

@@ -30,7 +30,7 @@ from confluent_kafka import TopicPartition
 
 from drops import kafka
 from drops.log import get_log
-from drops.settings import Settings
+from drops.stages import ProducerSettings
 
 log = get_log("producer.fleet")
 
@@ -52,7 +52,9 @@ class Fleet:
     """This replica's membership: a thread that polls the group consumer and reports the
     partitions it holds to ``on_change`` (called from that thread)."""
 
-    def __init__(self, settings: Settings, poll_interval_s: float, on_change: OnChange) -> None:
+    def __init__(
+        self, settings: ProducerSettings, poll_interval_s: float, on_change: OnChange
+    ) -> None:
         self.parts = settings.topics.producers_partitions
         self.topic = settings.topics.producers
         self.on_change = on_change

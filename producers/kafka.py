@@ -12,12 +12,12 @@ from confluent_kafka import KafkaError, Message
 
 from drops import kafka
 from drops.log import get_log
-from drops.settings import Settings
+from drops.stages import ProducerSettings
 
 log = get_log("producer.kafka")
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: ProducerSettings) -> dict[str, Any]:
     """The producer's tuning (the connection comes from :mod:`drops.kafka`)."""
     return {
         "enable.idempotence": True,
@@ -31,7 +31,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 class Writer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ProducerSettings) -> None:
         self._producer = kafka.producer(settings, producer_config(settings))
         self.delivered = 0
         self.errors = 0

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from domain.calendar import parse_slide_at, window
 from drops.log import get_log
-from drops.settings import Settings
+from drops.stages import ProducerSettings
 from producers import config, core
 from producers.kafka import Writer
 from schemas.ids import parse_bucket_id
@@ -28,7 +28,7 @@ log = get_log("producer.rebaseline")
 
 
 def plan(
-    settings: Settings,
+    settings: ProducerSettings,
     buckets: list[str],
     market: str = "",
     provider: str = "",
@@ -62,7 +62,9 @@ def plan(
     return out
 
 
-def run(settings: Settings, buckets: list[str], market: str = "", provider: str = "") -> list[str]:
+def run(
+    settings: ProducerSettings, buckets: list[str], market: str = "", provider: str = ""
+) -> list[str]:
     """Write one marker per stream; returns their stream keys."""
     jobs = plan(settings, buckets, market, provider)
     writer = Writer(settings)

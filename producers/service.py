@@ -28,7 +28,7 @@ from drops.log import get_log
 from drops.metrics import registry, serve
 from drops.runtime import tune_gc
 from drops.settings import Market as MarketConfig
-from drops.settings import Settings
+from drops.stages import ProducerSettings
 from producers import config, core
 from producers.core import Job
 from producers.metrics import ProducerMetrics
@@ -65,7 +65,7 @@ class CycleReport:
 class ProducerService:
     def __init__(
         self,
-        settings: Settings,
+        settings: ProducerSettings,
         providers: dict[str, Provider],
         writer: RecordWriter,
         market: MarketConfig | None = None,
@@ -315,7 +315,7 @@ def _sid(ms: int) -> str:
     return f"{ms:x}-{uuid.uuid4().hex[:12]}"
 
 
-def log_config(conf: config.Config, settings: Settings) -> None:
+def log_config(conf: config.Config, settings: ProducerSettings) -> None:
     """What the producer polls, one line per provider and per market (never a key)."""
     for p in conf.providers.values():
         log.info(
@@ -342,7 +342,7 @@ def log_config(conf: config.Config, settings: Settings) -> None:
         )
 
 
-async def _main(settings: Settings) -> None:
+async def _main(settings: ProducerSettings) -> None:
     from drops.kafka import KafkaAccessError
     from drops.topics import check_topics
     from producers.kafka import Writer
@@ -399,7 +399,7 @@ async def _main(settings: Settings) -> None:
         await transport.aclose()
 
 
-def run(settings: Settings) -> None:
+def run(settings: ProducerSettings) -> None:
     """Poll until SIGTERM/SIGINT, then finish or cancel fetches and flush the producer."""
     tune_gc(*GC_THRESHOLD)
     asyncio.run(_main(settings))

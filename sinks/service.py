@@ -33,7 +33,7 @@ from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, configure, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import Backoff
-from drops.settings import Settings
+from drops.stages import SinkSettings
 from schemas import BucketStats, SchemaError, decode_drop, decode_stats
 from schemas import deadletter as DL
 from sinks import alert_rows as A
@@ -77,7 +77,7 @@ class Sink:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SinkSettings,
         ch: ClickHouse,
         stop: threading.Event | None = None,
         gaps: Gaps | None = None,
@@ -556,7 +556,7 @@ class SinkThread:
     after a back-off and goes on: what was stored is skipped when it comes again.
     """
 
-    def __init__(self, settings: Settings, ch: ClickHouse) -> None:
+    def __init__(self, settings: SinkSettings, ch: ClickHouse) -> None:
         self.settings = settings
         self.ch = ch
         self.stop = threading.Event()
@@ -608,7 +608,7 @@ class SinkThread:
         return self.thread.is_alive() and self.error is None
 
 
-def sink_topics(settings: Settings) -> list[str]:
+def sink_topics(settings: SinkSettings) -> list[str]:
     """The topics the sink reads (drops, stats, watches, deliveries) and writes (dead letters)."""
     s = settings
     return [
@@ -620,7 +620,7 @@ def sink_topics(settings: Settings) -> list[str]:
     ]
 
 
-def run(settings: Settings) -> None:
+def run(settings: SinkSettings) -> None:
     """``drops sink``: run the sink alone until SIGTERM/SIGINT (a server, or chDB with no API)."""
     configure(settings.log.level, settings.log.format)
     from drops.topics import check_topics

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from domain.booking import booking_url, link_party_size
 from drops import kafka
-from drops.settings import Settings
+from drops.stages import TopicSettings
 from schemas import BucketStats, DropEvent, bucket_id, dedupe_key, encode, slot_id
 
 NEIGHBORHOODS = ("West Village", "SoHo", "Tribeca", "Harlem", "Williamsburg", "Chelsea")
@@ -130,7 +130,7 @@ def make_stats(
 class DropWriter:
     """Writes records to the drops topic in Kafka transactions, keyed by bucket id."""
 
-    def __init__(self, settings: Settings, transactional_id: str | None = None) -> None:
+    def __init__(self, settings: TopicSettings, transactional_id: str | None = None) -> None:
         self.s = settings
         self.p = kafka.producer(
             settings,

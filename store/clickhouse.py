@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from drops.log import get_log
 from drops.markets import configured_markets
 from drops.runtime import Backoff
-from drops.settings import Settings
+from drops.stages import ClickHouseSettings
 from store import tables as schema
 
 log = get_log("clickhouse")
@@ -213,7 +213,7 @@ class ClickHouse:
         self.insert("sink_progress", rows, ["topic", "kafka_partition", "position"])
 
 
-def prepare(settings: Settings) -> ClickHouse:
+def prepare(settings: ClickHouseSettings) -> ClickHouse:
     """Open ClickHouse and bring its schema up to date (idempotent)."""
     zones = {m.name: m.time_zone for m in configured_markets(settings)}
     ch = ClickHouse(settings.clickhouse_url)

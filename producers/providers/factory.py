@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from drops.settings import Settings
+from drops.stages import ProducerSettings
 from producers import config as cfg
 from producers.providers.base import Provider
 from producers.providers.opentable import OpenTableClient, OtVenue
@@ -17,7 +17,7 @@ from producers.providers.resy import ResyClient
 from producers.providers.transport import Policy, Transport
 
 
-def policy(settings: Settings) -> Policy:
+def policy(settings: ProducerSettings) -> Policy:
     return Policy(
         timeout=settings.providers.request_timeout,
         max_retries=settings.providers.max_retries,
@@ -32,7 +32,7 @@ def policy(settings: Settings) -> Policy:
     )
 
 
-def transport_for(settings: Settings, config: cfg.Config) -> Transport:
+def transport_for(settings: ProducerSettings, config: cfg.Config) -> Transport:
     """One pooled transport for every market; one lane (limits, breaker) per provider."""
     pool = sum(p.concurrency for p in config.providers.values()) * 2
     transport = Transport(policy(settings), connections=pool)
@@ -41,7 +41,9 @@ def transport_for(settings: Settings, config: cfg.Config) -> Transport:
     return transport
 
 
-def api_key(settings: Settings, provider: cfg.ProviderConfig, environ: Mapping[str, str]) -> str:
+def api_key(
+    settings: ProducerSettings, provider: cfg.ProviderConfig, environ: Mapping[str, str]
+) -> str:
     """The provider's key: the env var its config names, else ``providers.resy.api_key``
     (``DROPS_PROVIDERS__RESY__API_KEY``, old name ``DROPS_RESY_API_KEY``)."""
     if provider.api_key_env and provider.api_key_env in environ:
@@ -50,7 +52,7 @@ def api_key(settings: Settings, provider: cfg.ProviderConfig, environ: Mapping[s
 
 
 def build_market(
-    settings: Settings,
+    settings: ProducerSettings,
     config: cfg.Config,
     market: cfg.MarketConfig,
     transport: Transport,
@@ -96,7 +98,7 @@ def build_market(
     return out
 
 
-def build(settings: Settings, transport: Transport | None = None) -> dict[str, Provider]:
+def build(settings: ProducerSettings, transport: Transport | None = None) -> dict[str, Provider]:
     """The clients of the first market of the config (file or flat settings): tests, bench."""
     config = cfg.load(settings)
     transport = transport or transport_for(settings, config)
