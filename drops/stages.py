@@ -154,7 +154,7 @@ class ProcessorSettings(_Stage, ClockSettings, Protocol):
     def state_dir(self) -> Path: ...
 
 
-class MatcherSettings(_Stage, LogSettings, Protocol):
+class MatcherSettings(_Stage, Protocol):
     """``processors/alerts.py``: drop records and watches to alerts."""
 
     @property

@@ -289,7 +289,6 @@ def build_app(settings: MatcherSettings) -> tuple[Application, Matcher]:
         member=f"{group}-{settings.matcher.instance}",
         state_dir=settings.state_dir / "matcher",
         commit_interval=settings.matcher.commit_interval,
-        loglevel=settings.log.level.upper(),
     )
     drops = app.topic(settings.topics.drops, value_deserializer="bytes", key_deserializer="bytes")
     alerts = app.topic(settings.topics.alerts, value_serializer=_OutValue(), key_serializer="bytes")

@@ -34,11 +34,14 @@ def exactly_once_app(
     consumer_extra: dict[str, Any] | None = None,
     producer_extra: dict[str, Any] | None = None,
     rocksdb_options: RocksDBOptions | None = None,
-    loglevel: Any = None,
 ) -> Application:
     """An application of consumer group ``group`` as replica ``member``, exactly-once,
     starting at the earliest offset of a partition the group never committed on.
-    ``loglevel=None``: Quix installs no log handler of its own (its lines go through ours)."""
+
+    Always ``loglevel=None``: Quix then installs no log handler of its own, so its lines go
+    through ours (JSON like every other line; its level is the root logger's,
+    ``DROPS_LOG__LEVEL``). A level here would add Quix's text handler to the ``quixstreams``
+    logger and mix text lines into the stage's JSON stderr."""
     return Application(
         broker_address=kafka.quix_connection(settings),  # TLS and SASL as every client
         consumer_group=group,
@@ -59,5 +62,5 @@ def exactly_once_app(
             **(producer_extra or {}),
         },
         rocksdb_options=rocksdb_options,
-        loglevel=loglevel,
+        loglevel=None,
     )
