@@ -41,6 +41,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from drops import kafka
+from drops.errors import DropsError, InvariantError
 from drops.log import Heartbeat, get_log
 from drops.metrics import Readings, registry, serve
 from drops.runtime import full_jitter
@@ -145,7 +146,9 @@ class TokenBucket:
             await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
-class Failed(Exception):
+class Failed(DropsError):
+    """A send that did not succeed (``final``: retrying will not help)."""
+
     def __init__(self, error: str, final: bool = False, retry_after: float | None = None) -> None:
         super().__init__(error)
         self.final, self.retry_after = final, retry_after
@@ -161,7 +164,7 @@ class Totals:
     handovers: int = 0
 
 
-class Revoked(Exception):
+class Revoked(DropsError):
     """A send not begun because its alert's partition is being handed to another replica
     (nothing sent, nothing logged: the new owner sends it)."""
 
@@ -292,7 +295,8 @@ class Worker:
 
     async def _send_once(self, alert: Alert, ch: Channel) -> None:
         if ch.type == "webhook":
-            assert self.http is not None
+            if self.http is None:
+                raise InvariantError("webhook send before the worker's HTTP client was made")
             body, headers = signed_request(alert, time.time())
             try:
                 r = await self.http.post(ch.url, content=body, headers=headers)
@@ -398,7 +402,8 @@ class Worker:
                 ],
             )
             return True
-        assert self.log is not None
+        if self.log is None:
+            raise InvariantError("alert handled before the delivery log was read")
         self.totals.alerts += 1
         todo = [i for i in range(len(alert.channels)) if (alert.alert_id, i) not in self.log]
         self.totals.skipped += len(alert.channels) - len(todo)
@@ -408,7 +413,8 @@ class Worker:
 
     async def _one(self, alert: Alert, i: int, raw: bytes, offset: int) -> bool:
         """One channel: sent, then its record written at once (the window of a re-send)."""
-        assert self.log is not None
+        if self.log is None:
+            raise InvariantError("channel sent before the delivery log was read")
         try:
             d = await self.deliver(alert, i)
         except Revoked:
@@ -480,7 +486,8 @@ class Worker:
 
         async def hand_over() -> list[TopicPartition]:
             self.revoking = True
-            assert self.revoked is not None
+            if self.revoked is None:
+                raise InvariantError("partitions revoked before the worker's loop started")
             self.revoked.set()
             if tasks:
                 await asyncio.wait(set(tasks), timeout=self.s.delivery.timeout + 30)

@@ -13,7 +13,8 @@ from pathlib import Path
 from drops.errors import BadRequest, DropsError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("drops", "schemas", "domain", "store", "producers", "processors", "sinks", "api")
+PACKAGES = ("drops", "schemas", "domain", "store", "producers", "processors", "delivery", "sinks")
+PACKAGES += ("api",)
 PACKAGES += ("shell", "simulator")  # installed too (the `drops` command's tools)
 
 
