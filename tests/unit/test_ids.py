@@ -71,7 +71,8 @@ def test_the_producers_fast_path_is_the_slot_hash(provider: str, venue: str, act
 def test_the_slot_hash_has_one_implementation() -> None:
     """Only schemas/ids.py hashes slots (BLAKE2b, 8 bytes); everything else calls it."""
     root = Path(__file__).resolve().parents[2]
-    product = ("drops", "schemas", "domain", "store", "producers", "processors", "sinks", "api")
+    product = ("drops", "schemas", "domain", "store", "producers", "processors", "delivery")
+    product += ("sinks", "api")
     hashing = sorted(
         str(p.relative_to(root))
         for pkg in (*product, "shell", "simulator", "bench")
