@@ -55,7 +55,7 @@ from api.watches import WatchStore
 from drops.errors import BadRequest
 from drops.log import get_log
 from drops.markets import Market, configured_markets
-from drops.stages import ApiSettings
+from drops.stages import ApiSettings, SinkSettings
 from store.clickhouse import ClickHouse, prepare
 
 log = get_log("api")
@@ -105,7 +105,7 @@ class InProcessSink(Protocol):
     def close(self, timeout: float = 30.0) -> None: ...
 
 
-SinkFactory = Callable[[ApiSettings, ClickHouse], InProcessSink]
+SinkFactory = Callable[[SinkSettings, ClickHouse], InProcessSink]
 
 
 class JSON(JSONResponse):
