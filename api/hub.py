@@ -8,8 +8,14 @@ so a reconnecting client can join the live tail exactly where its ClickHouse cat
 - A client whose delivered position covers ``base`` takes the rest from the ring, then from
   its queue, skipping what it has (positions are compared, so nothing repeats).
 
-Each batch is encoded once (SSE bytes, one cursor id per event) and shared by every client
-without filters; a client whose queue is full is dropped (it reconnects and resumes).
+Each batch is encoded once (SSE bytes, one cursor id per event). Clients are grouped by their
+normalized filter (:class:`Group`): each batch is matched once per distinct filter, not per
+client, and the group's selection (the matching events and their pre-encoded bytes, shared
+by every client of the group) is offered only to the clients of groups it matches: a client
+whose filter matches nothing in a batch is not woken. A client whose queue is full is
+dropped (it reconnects and resumes). What a client is sent at once is cut into chunks of at
+most ``CHUNK_BYTES`` (one batch's shared bytes are never split), with a yield to the event
+loop between chunks, so a client with a long backlog cannot hold the loop.
 Sending is sse-starlette's job (``api.app``: pings, send timeouts); the hub's one-second tick
 only ends every client's stream when the server begins to shut down.
 """
@@ -21,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +44,9 @@ from drops.settings import Settings
 from schemas import SchemaError, decode_drop
 
 log = get_log("api.hub")
+
+CHUNK_BYTES = 64 * 1024  # the most one send to one client carries (but one shared batch)
+PLAIN = Filters()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +70,35 @@ class LiveBatch:
 
 
 @dataclass(eq=False, slots=True)
+class Group:
+    """The connected clients with one normalized filter, and what the live tail told them."""
+
+    filters: Filters
+    clients: set[Client] = field(default_factory=set)
+    # the hub's position after the last batch published to the group (whether or not it
+    # matched): a client that has rendered every batch offered to it is at least here
+    position: C.Cursor = field(default_factory=dict)
+
+    def select(self, batch: LiveBatch) -> LiveBatch | None:
+        """The batch as this group's clients see it: the events their filter matches (each
+        matched here once for the whole group), or None when it matches none."""
+        if self.filters.empty:
+            return batch
+        matches = self.filters.matches
+        events = tuple(ev for ev in batch.events if matches(ev.item))
+        if not events:
+            return None
+        if len(events) == len(batch.events):
+            return batch
+        joined = b"".join(ev.data for ev in events)
+        return LiveBatch(events, batch.before, batch.after, joined, batch.received)
+
+
+@dataclass(eq=False, slots=True)
 class Client:
     filters: Filters
     limit: int
+    group: Group | None = None
     queue: deque[LiveBatch] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
@@ -94,6 +129,16 @@ def render(
     batches: list[LiveBatch], delivered: C.Cursor, filters: Filters
 ) -> tuple[bytes, C.Cursor, int]:
     """The bytes a client still needs from ``batches`` and its position after them (pure)."""
+    parts, pos, sent = render_parts(batches, delivered, filters)
+    return b"".join(parts), pos, sent
+
+
+def render_parts(
+    batches: list[LiveBatch], delivered: C.Cursor, filters: Filters
+) -> tuple[list[bytes], C.Cursor, int]:
+    """:func:`render`, its bytes left as the parts they are made of (shared batch bytes, or
+    one event's) for :func:`chunked`. The hub's clients pass batches their group already
+    selected, with ``PLAIN`` filters: each is sent whole."""
     chunks: list[bytes] = []
     sent = 0
     pos = delivered
@@ -120,7 +165,22 @@ def render(
                 sent += 1
             pos = new
         pos = C.merge(pos, b.after)
-    return b"".join(chunks), pos, sent
+    return chunks, pos, sent
+
+
+def chunked(parts: Iterable[bytes], limit: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """``parts`` joined into chunks of at most ``limit`` bytes, in order (a part longer than
+    ``limit`` is a chunk of its own: a batch's shared bytes are not copied to be cut)."""
+    pending: list[bytes] = []
+    size = 0
+    for part in parts:
+        if pending and size + len(part) > limit:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+        pending.append(part)
+        size += len(part)
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 class Hub:
@@ -131,6 +191,8 @@ class Hub:
         self.base: C.Cursor = {}
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
+        self.groups: dict[Filters, Group] = {}  # by normalized filter
+        self.matched = 0  # filter evaluations of live events (once per event per filter group)
         self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
         self.error: str | None = None
@@ -150,12 +212,22 @@ class Hub:
     # ----------------------------------------------------------------------------- clients
 
     def subscribe(self, filters: Filters) -> Client:
-        c = Client(filters=filters, limit=self.s.sse.queue)
+        key = filters.normalized()
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(key, position=dict(self.position))
+        c = Client(filters=filters, limit=self.s.sse.queue, group=group)
+        group.clients.add(c)
         self.clients.add(c)
         return c
 
     def unsubscribe(self, c: Client) -> None:
         self.clients.discard(c)
+        group = c.group
+        if group is not None:
+            group.clients.discard(c)
+            if not group.clients and self.groups.get(group.filters) is group:
+                del self.groups[group.filters]
 
     def ring_after(self, pos: C.Cursor) -> Iterator[LiveEvent]:
         for ev in self.ring:
@@ -171,13 +243,22 @@ class Hub:
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
         self.position = C.merge(self.position, batch.after)
         self.events_in += len(batch.events)
+        groups = list(self.groups.values())
+        for group in groups:
+            group.position = C.merge(group.position, batch.after)
         if not batch.events:
             return  # only the position moved (transaction markers): no client needs waking
-        for c in list(self.clients):
-            was = c.dropped
-            c.offer(batch)
-            if c.dropped and not was:
-                self.dropped_clients += 1
+        for group in groups:
+            if not group.filters.empty:
+                self.matched += len(batch.events)
+            selected = group.select(batch)
+            if selected is None:
+                continue  # nothing for this filter: its clients are not woken
+            for c in list(group.clients):
+                was = c.dropped
+                c.offer(selected)
+                if c.dropped and not was:
+                    self.dropped_clients += 1
         if batch.events:
             self.last_event_at = batch.received
             self.delays.append(time.time() - batch.received)
