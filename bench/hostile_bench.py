@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -248,8 +249,14 @@ def crowd_clients(
         pass
     counts = {"sse": 0, "refused": 0, "ended": 0, "cut": 0}
     delivery: list[tuple[float, float]] = []
+
+    def done(*_: Any) -> None:  # at the end of its time, or when the bench ends it (SIGTERM)
+        out.write_bytes(orjson.dumps({**counts, "delivery": delivery}))
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, done)
     asyncio.run(_crowd(port, n, slow, seconds, counts, timed, delivery, query.encode()))
-    out.write_bytes(orjson.dumps({**counts, "delivery": delivery}))
+    done()
 
 
 def _clients_proc(
