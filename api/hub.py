@@ -168,6 +168,14 @@ def render_parts(
     return chunks, pos, sent
 
 
+def flush_interval(flush_ms: int, clients: int, sends_per_s: int) -> float:
+    """Seconds between the live tail's batches: ``flush_ms``, or longer when handing every
+    client a batch that often would take more than ``sends_per_s`` sends a second (each
+    woken client is one socket write: with 5,000 clients, 10 batches a second is 50,000
+    writes a second, more than one core can do beside everything else)."""
+    return max(flush_ms / 1000, clients / sends_per_s)
+
+
 def chunked(parts: Iterable[bytes], limit: int = CHUNK_BYTES) -> Iterator[bytes]:
     """``parts`` joined into chunks of at most ``limit`` bytes, in order (a part longer than
     ``limit`` is a chunk of its own: a batch's shared bytes are not copied to be cut)."""
@@ -369,11 +377,11 @@ class Hub:
         ``sse_flush_ms`` (one wake-up per client per batch, however many transactions)."""
         pos = dict(start)
         assignment = consumer.assignment()
-        flush = max(0.0, self.s.sse.flush_ms / 1000)
         before = dict(pos)
         events: list[LiveEvent] = []
         first = 0.0  # when the oldest pending event was read
         while not self._stop.is_set():
+            flush = flush_interval(self.s.sse.flush_ms, len(self.clients), self.s.sse.sends_per_s)
             wait = 0.05 if not events else max(0.001, first + flush - time.time())
             msgs = consumer.consume(num_messages=1000, timeout=min(0.05, wait))
             received = time.time()

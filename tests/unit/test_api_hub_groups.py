@@ -258,3 +258,12 @@ def test_a_long_ring_catch_up_is_sent_in_bounded_chunks(filters: Filters) -> Non
     biggest = max(len(e.data) for b in batches for e in b.events)
     assert max(len(ch) for ch in chunks) <= CHUNK_BYTES + biggest
     assert len([ch for ch in chunks if ch]) >= len(expected) // (CHUNK_BYTES + biggest)
+
+
+def test_the_batch_interval_grows_with_the_clients_past_the_send_budget() -> None:
+    from api.hub import flush_interval
+
+    assert flush_interval(100, 0, 10_000) == 0.1
+    assert flush_interval(100, 1000, 10_000) == 0.1  # 10,000 sends a second: the budget
+    assert flush_interval(100, 5000, 10_000) == 0.5  # not 50,000 a second
+    assert flush_interval(250, 100, 10_000) == 0.25
