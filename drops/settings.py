@@ -573,7 +573,7 @@ class SseSection(Section):
         10_000, description="SSE: most connected clients; more are answered 503 + Retry-After"
     )
     sends_per_s: int = Field(
-        10_000,
+        5_000,
         description="SSE: live batches are handed over less often than every flush_ms when "
         "the connected clients x batches a second would exceed this many sends a second",
         gt=0,

@@ -263,6 +263,7 @@ def test_a_long_ring_catch_up_is_sent_in_bounded_chunks(filters: Filters) -> Non
 def test_the_batch_interval_grows_with_the_clients_past_the_send_budget() -> None:
     from api.hub import flush_interval
 
+    assert Settings().sse.sends_per_s == 5_000
     assert flush_interval(100, 0, 10_000) == 0.1
     assert flush_interval(100, 1000, 10_000) == 0.1  # 10,000 sends a second: the budget
     assert flush_interval(100, 5000, 10_000) == 0.5  # not 50,000 a second
