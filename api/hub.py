@@ -15,7 +15,10 @@ by every client of the group) is offered only to the clients of groups it matche
 whose filter matches nothing in a batch is not woken. A client whose queue is full is
 dropped (it reconnects and resumes). What a client is sent at once is cut into chunks of at
 most ``CHUNK_BYTES`` (one batch's shared bytes are never split), with a yield to the event
-loop between chunks, so a client with a long backlog cannot hold the loop.
+loop between chunks, so a client with a long backlog cannot hold the loop; and a batch is
+handed to at most ``OFFER_SLICE`` clients per pass of the loop (in publishing order), so
+waking thousands of clients does not hold it either. Batches come every ``flush_ms``, or
+less often once the clients would take more than ``sends_per_s`` socket writes a second.
 Sending is sse-starlette's job (``api.app``: pings, send timeouts); the hub's one-second tick
 only ends every client's stream when the server begins to shut down.
 """
@@ -46,6 +49,7 @@ from schemas import SchemaError, decode_drop
 log = get_log("api.hub")
 
 CHUNK_BYTES = 64 * 1024  # the most one send to one client carries (but one shared batch)
+OFFER_SLICE = 500  # clients handed a batch per pass of the event loop
 PLAIN = Filters()
 
 
@@ -200,6 +204,10 @@ class Hub:
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
         self.groups: dict[Filters, Group] = {}  # by normalized filter
+        # batches not yet handed to every client of a group: (group, selection or None,
+        # clients still to offer it, the hub's position after it)
+        self._offers: deque[tuple[Group, LiveBatch | None, list[Client], C.Cursor]] = deque()
+        self._offering = False
         self.matched = 0  # filter evaluations of live events (once per event per filter group)
         self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
@@ -251,25 +259,47 @@ class Hub:
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
         self.position = C.merge(self.position, batch.after)
         self.events_in += len(batch.events)
-        groups = list(self.groups.values())
-        for group in groups:
-            group.position = C.merge(group.position, batch.after)
-        if not batch.events:
-            return  # only the position moved (transaction markers): no client needs waking
-        for group in groups:
-            if not group.filters.empty:
-                self.matched += len(batch.events)
-            selected = group.select(batch)
-            if selected is None:
-                continue  # nothing for this filter: its clients are not woken
-            for c in list(group.clients):
-                was = c.dropped
-                c.offer(selected)
-                if c.dropped and not was:
-                    self.dropped_clients += 1
+        for group in list(self.groups.values()):
+            selected = None
+            if batch.events:
+                if not group.filters.empty:
+                    self.matched += len(batch.events)
+                selected = group.select(batch)
+            # nothing for this filter (or only the position moved: transaction markers): its
+            # clients are not woken; the group's position still moves, in turn
+            clients = list(group.clients) if selected is not None else []
+            self._offers.append((group, selected, clients, batch.after))
+        if not self._offering:  # else a pass is due: it takes these in turn
+            self._offer_some()
         if batch.events:
             self.last_event_at = batch.received
             self.delays.append(time.time() - batch.received)
+
+    def _offer_some(self) -> None:
+        """Hand pending batches to their clients, in publishing order, at most
+        ``OFFER_SLICE`` clients per pass of the event loop (the loop polls sockets between
+        passes: 5,000 clients woken at once would hold it for their whole round of sends).
+        A group's position moves once every client of it has the batch."""
+        self._offering = False
+        budget = OFFER_SLICE if self._loop is not None else 1 << 62
+        while self._offers and budget > 0:
+            group, selected, clients, after = self._offers[0]
+            n = min(budget, len(clients))
+            if selected is not None:
+                for c in clients[len(clients) - n :]:
+                    was = c.dropped
+                    c.offer(selected)
+                    if c.dropped and not was:
+                        self.dropped_clients += 1
+            del clients[len(clients) - n :]
+            budget -= n
+            if clients:
+                break
+            self._offers.popleft()
+            group.position = C.merge(group.position, after)
+        if self._offers and self._loop is not None and not self._offering:
+            self._offering = True
+            self._loop.call_soon(self._offer_some)
 
     def close_clients(self) -> None:
         for c in list(self.clients):
@@ -359,6 +389,7 @@ class Hub:
         # this consumer: every client goes through the catch-up path (ClickHouse, then the
         # ring) before it takes live batches again
         self.ring.clear()
+        self._offers.clear()  # every client catches up from ClickHouse instead
         self.base = dict(start)
         self.partitions = max(self.partitions, len(start))
         self.position = C.merge(self.position, start)

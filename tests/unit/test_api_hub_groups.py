@@ -268,3 +268,30 @@ def test_the_batch_interval_grows_with_the_clients_past_the_send_budget() -> Non
     assert flush_interval(100, 1000, 10_000) == 0.1  # 10,000 sends a second: the budget
     assert flush_interval(100, 5000, 10_000) == 0.5  # not 50,000 a second
     assert flush_interval(250, 100, 10_000) == 0.25
+
+
+def test_a_batch_reaches_a_big_group_in_slices_in_order() -> None:
+    """1,200 clients of one filter: each pass of the event loop hands the batch to at most
+    OFFER_SLICE of them (the loop polls its sockets between passes); every client gets both
+    batches in order, and the group's position moves only once all of them have a batch."""
+    from api.hub import OFFER_SLICE
+
+    async def run() -> None:
+        hub = _hub()
+        hub._loop = asyncio.get_running_loop()
+        clients = [hub.subscribe(Filters()) for _ in range(1200)]
+        cons = Consumer()
+        b1 = cons.batch([(0, _item("nyc", "resy", "open", 2))], None)
+        b2 = cons.batch([(1, _item("nyc", "resy", "open", 2))], None)
+        group = clients[0].group
+        assert group is not None
+        hub._publish(b1)
+        hub._publish(b2)
+        assert sum(len(c.queue) for c in clients) == OFFER_SLICE
+        assert not C.covers(group.position, b1.after)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert all(list(c.queue) == [b1, b2] for c in clients)
+        assert C.covers(group.position, b2.after)
+
+    asyncio.run(run())
