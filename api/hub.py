@@ -18,7 +18,8 @@ most ``CHUNK_BYTES`` (one batch's shared bytes are never split), with a yield to
 loop between chunks, so a client with a long backlog cannot hold the loop; and a batch is
 handed to at most ``OFFER_SLICE`` clients per pass of the loop (in publishing order), so
 waking thousands of clients does not hold it either. Batches come every ``flush_ms``, or
-less often once the clients would take more than ``sends_per_s`` socket writes a second.
+less often once the clients the last batch woke would take more than ``sends_per_s``
+socket writes a second.
 Sending is sse-starlette's job (``api.app``: pings, send timeouts); the hub's one-second tick
 only ends every client's stream when the server begins to shut down.
 """
@@ -186,6 +187,8 @@ def chunked(parts: Iterable[bytes], limit: int = CHUNK_BYTES) -> Iterator[bytes]
     pending: list[bytes] = []
     size = 0
     for part in parts:
+        if not part:
+            continue
         if pending and size + len(part) > limit:
             yield pending[0] if len(pending) == 1 else b"".join(pending)
             pending, size = [], 0
@@ -208,6 +211,7 @@ class Hub:
         # clients still to offer it, the hub's position after it)
         self._offers: deque[tuple[Group, LiveBatch | None, list[Client], C.Cursor]] = deque()
         self._offering = False
+        self.fanout = 0  # clients the last batch with events woke (for the batch interval)
         self.matched = 0  # filter evaluations of live events (once per event per filter group)
         self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
@@ -259,6 +263,7 @@ class Hub:
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
         self.position = C.merge(self.position, batch.after)
         self.events_in += len(batch.events)
+        woken = 0
         for group in list(self.groups.values()):
             selected = None
             if batch.events:
@@ -268,7 +273,10 @@ class Hub:
             # nothing for this filter (or only the position moved: transaction markers): its
             # clients are not woken; the group's position still moves, in turn
             clients = list(group.clients) if selected is not None else []
+            woken += len(clients)
             self._offers.append((group, selected, clients, batch.after))
+        if batch.events:
+            self.fanout = woken
         if not self._offering:  # else a pass is due: it takes these in turn
             self._offer_some()
         if batch.events:
@@ -412,7 +420,7 @@ class Hub:
         events: list[LiveEvent] = []
         first = 0.0  # when the oldest pending event was read
         while not self._stop.is_set():
-            flush = flush_interval(self.s.sse.flush_ms, len(self.clients), self.s.sse.sends_per_s)
+            flush = flush_interval(self.s.sse.flush_ms, self.fanout, self.s.sse.sends_per_s)
             wait = 0.05 if not events else max(0.001, first + flush - time.time())
             msgs = consumer.consume(num_messages=1000, timeout=min(0.05, wait))
             received = time.time()

@@ -575,7 +575,7 @@ class SseSection(Section):
     sends_per_s: int = Field(
         5_000,
         description="SSE: live batches are handed over less often than every flush_ms when "
-        "the connected clients x batches a second would exceed this many sends a second",
+        "the clients a batch wakes x batches a second would exceed this many sends a second",
         gt=0,
     )
 
