@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import cursor as C
 from api.data import Data, feed_body
-from api.hub import Client, Hub, render
+from api.hub import CHUNK_BYTES, PLAIN, Client, Hub, chunked, render_parts
 from api.items import sse_raw
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.metrics import Metrics
@@ -412,10 +412,19 @@ async def _events(
                 yield b": too slow, reconnect with Last-Event-ID\n\n"
                 return
             if client.queue:
-                out, pos, n = render(client.drain(), pos, filters)
+                # the queue holds batches the client's group already selected: sent whole
+                parts, pos, n = render_parts(client.drain(), pos, PLAIN)
+                if client.group is not None:
+                    # every batch published to the group since is rendered or matched none
+                    pos = C.merge(pos, client.group.position)
                 if n:
                     st.metrics.inc("drops_sse_events_sent_total", n, "SSE events sent")
-                    yield out
+                    first = True
+                    for chunk in chunked(parts):
+                        if not first:
+                            await anyio.sleep(0)  # a long backlog does not hold the loop
+                        first = False
+                        yield chunk
     finally:
         hub.unsubscribe(client)
 
@@ -423,7 +432,11 @@ async def _events(
 async def _catch_up(
     st: State, hub: Hub, client: Client, pos: C.Cursor, filters: Filters
 ) -> AsyncIterator[tuple[bytes, C.Cursor]]:
-    """From ClickHouse until the ring covers ``pos``, then from the ring (no gap, no repeat)."""
+    """From ClickHouse until the ring covers ``pos``, then from the ring (no gap, no repeat).
+
+    What it yields is cut into chunks of at most ``CHUNK_BYTES``, with a yield to the event
+    loop after each, and the ring is replayed from a snapshot in slices: one client's
+    backlog never holds the loop for more than a chunk's work."""
     data = st.db()
     page = min(500, st.s.api.feed_max_limit)
     waited = 0.0
@@ -432,10 +445,16 @@ async def _catch_up(
         while True:
             begin = pos
             rows, nxt = await _db(data.feed_window, pos, head, filters, page)
-            chunks = []
+            chunks: list[bytes] = []
+            size = 0
             for offset, partition, item in rows:
                 pos = C.after(pos, head, offset, partition)
                 chunks.append(sse_raw(item, pos))
+                size += len(chunks[-1])
+                if size >= CHUNK_BYTES:
+                    yield b"".join(chunks), pos
+                    await anyio.sleep(0)
+                    chunks, size = [], 0
             pos = C.merge(nxt, begin)
             if chunks:
                 yield b"".join(chunks), pos
@@ -445,17 +464,25 @@ async def _catch_up(
             client.dropped = False
             client.queue.clear()
         if C.covers(pos, hub.base):
-            # no await between this check and the ring snapshot: the ring cannot move
+            # no await between this check and the ring snapshot: the ring cannot move. What
+            # the live tail publishes after the snapshot is in the client's queue
+            snapshot = list(hub.ring)
             chunks = []
-            for ev in list(hub.ring_after(pos)):
+            size = 0
+            for i, ev in enumerate(snapshot):
+                if ev.offset <= pos.get(ev.partition, -1):
+                    continue
                 new = C.merge(pos, ev.after)
                 if filters.matches(ev.item):
                     chunks.append(ev.data if new == ev.after else sse_raw(ev.json, new))
+                    size += len(chunks[-1])
                 pos = new
-            if chunks:
-                yield b"".join(chunks), pos
-            else:
-                yield b"", pos
+                if size >= CHUNK_BYTES or (i & 2047) == 2047:
+                    if chunks:
+                        yield b"".join(chunks), pos
+                        chunks, size = [], 0
+                    await anyio.sleep(0)
+            yield b"".join(chunks), pos
             return
         # ClickHouse is behind the ring: wait for the sink
         await anyio.sleep(0.1)
@@ -675,6 +702,16 @@ def _gauges(st: State) -> None:
         m.gauge("drops_sse_clients", lambda: len(hub.clients), "Connected SSE clients")
         m.counter("drops_live_events_total", lambda: hub.events_in, "Events read by the live tail")
         m.gauge("drops_sse_ring_events", lambda: len(hub.ring), "Events in the reconnect ring")
+        m.gauge(
+            "drops_sse_filter_groups",
+            lambda: len(hub.groups),
+            "Distinct normalized filters of connected SSE clients",
+        )
+        m.counter(
+            "drops_sse_filter_matches_total",
+            lambda: hub.matched,
+            "Live events matched against a filter (once per event per filter group)",
+        )
         m.counter(
             "drops_sse_dropped_clients_total", lambda: hub.dropped_clients, "Slow clients dropped"
         )

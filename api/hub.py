@@ -8,8 +8,18 @@ so a reconnecting client can join the live tail exactly where its ClickHouse cat
 - A client whose delivered position covers ``base`` takes the rest from the ring, then from
   its queue, skipping what it has (positions are compared, so nothing repeats).
 
-Each batch is encoded once (SSE bytes, one cursor id per event) and shared by every client
-without filters; a client whose queue is full is dropped (it reconnects and resumes).
+Each batch is encoded once (SSE bytes, one cursor id per event). Clients are grouped by their
+normalized filter (:class:`Group`): each batch is matched once per distinct filter, not per
+client, and the group's selection (the matching events and their pre-encoded bytes, shared
+by every client of the group) is offered only to the clients of groups it matches: a client
+whose filter matches nothing in a batch is not woken. A client whose queue is full is
+dropped (it reconnects and resumes). What a client is sent at once is cut into chunks of at
+most ``CHUNK_BYTES`` (one batch's shared bytes are never split), with a yield to the event
+loop between chunks, so a client with a long backlog cannot hold the loop; and a batch is
+handed to at most ``OFFER_SLICE`` clients per pass of the loop (in publishing order), so
+waking thousands of clients does not hold it either. Batches come every ``flush_ms``, or
+less often once the clients the last batch woke would take more than ``sends_per_s``
+socket writes a second.
 Sending is sse-starlette's job (``api.app``: pings, send timeouts); the hub's one-second tick
 only ends every client's stream when the server begins to shut down.
 """
@@ -21,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +48,10 @@ from drops.stages import ApiSettings
 from schemas import SchemaError, decode_drop
 
 log = get_log("api.hub")
+
+CHUNK_BYTES = 64 * 1024  # the most one send to one client carries (but one shared batch)
+OFFER_SLICE = 500  # clients handed a batch per pass of the event loop
+PLAIN = Filters()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +75,35 @@ class LiveBatch:
 
 
 @dataclass(eq=False, slots=True)
+class Group:
+    """The connected clients with one normalized filter, and what the live tail told them."""
+
+    filters: Filters
+    clients: set[Client] = field(default_factory=set)
+    # the hub's position after the last batch published to the group (whether or not it
+    # matched): a client that has rendered every batch offered to it is at least here
+    position: C.Cursor = field(default_factory=dict)
+
+    def select(self, batch: LiveBatch) -> LiveBatch | None:
+        """The batch as this group's clients see it: the events their filter matches (each
+        matched here once for the whole group), or None when it matches none."""
+        if self.filters.empty:
+            return batch
+        matches = self.filters.matches
+        events = tuple(ev for ev in batch.events if matches(ev.item))
+        if not events:
+            return None
+        if len(events) == len(batch.events):
+            return batch
+        joined = b"".join(ev.data for ev in events)
+        return LiveBatch(events, batch.before, batch.after, joined, batch.received)
+
+
+@dataclass(eq=False, slots=True)
 class Client:
     filters: Filters
     limit: int
+    group: Group | None = None
     queue: deque[LiveBatch] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
@@ -94,6 +134,16 @@ def render(
     batches: list[LiveBatch], delivered: C.Cursor, filters: Filters
 ) -> tuple[bytes, C.Cursor, int]:
     """The bytes a client still needs from ``batches`` and its position after them (pure)."""
+    parts, pos, sent = render_parts(batches, delivered, filters)
+    return b"".join(parts), pos, sent
+
+
+def render_parts(
+    batches: list[LiveBatch], delivered: C.Cursor, filters: Filters
+) -> tuple[list[bytes], C.Cursor, int]:
+    """:func:`render`, its bytes left as the parts they are made of (shared batch bytes, or
+    one event's) for :func:`chunked`. The hub's clients pass batches their group already
+    selected, with ``PLAIN`` filters: each is sent whole."""
     chunks: list[bytes] = []
     sent = 0
     pos = delivered
@@ -120,7 +170,32 @@ def render(
                 sent += 1
             pos = new
         pos = C.merge(pos, b.after)
-    return b"".join(chunks), pos, sent
+    return chunks, pos, sent
+
+
+def flush_interval(flush_ms: int, clients: int, sends_per_s: int) -> float:
+    """Seconds between the live tail's batches: ``flush_ms``, or longer when handing every
+    client a batch that often would take more than ``sends_per_s`` sends a second (each
+    woken client is one socket write: with 5,000 clients, 10 batches a second is 50,000
+    writes a second, more than one core can do beside everything else)."""
+    return max(flush_ms / 1000, clients / sends_per_s)
+
+
+def chunked(parts: Iterable[bytes], limit: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """``parts`` joined into chunks of at most ``limit`` bytes, in order (a part longer than
+    ``limit`` is a chunk of its own: a batch's shared bytes are not copied to be cut)."""
+    pending: list[bytes] = []
+    size = 0
+    for part in parts:
+        if not part:
+            continue
+        if pending and size + len(part) > limit:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+        pending.append(part)
+        size += len(part)
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 class Hub:
@@ -131,6 +206,13 @@ class Hub:
         self.base: C.Cursor = {}
         self.position: C.Cursor = {}
         self.clients: set[Client] = set()
+        self.groups: dict[Filters, Group] = {}  # by normalized filter
+        # batches not yet handed to every client of a group: (group, selection or None,
+        # clients still to offer it, the hub's position after it)
+        self._offers: deque[tuple[Group, LiveBatch | None, list[Client], C.Cursor]] = deque()
+        self._offering = False
+        self.fanout = 0  # clients the last batch with events woke (for the batch interval)
+        self.matched = 0  # filter evaluations of live events (once per event per filter group)
         self.partitions = 0  # of the drops topic, as the consumer found it
         self.ready = threading.Event()
         self.error: str | None = None
@@ -150,12 +232,22 @@ class Hub:
     # ----------------------------------------------------------------------------- clients
 
     def subscribe(self, filters: Filters) -> Client:
-        c = Client(filters=filters, limit=self.s.sse.queue)
+        key = filters.normalized()
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(key, position=dict(self.position))
+        c = Client(filters=filters, limit=self.s.sse.queue, group=group)
+        group.clients.add(c)
         self.clients.add(c)
         return c
 
     def unsubscribe(self, c: Client) -> None:
         self.clients.discard(c)
+        group = c.group
+        if group is not None:
+            group.clients.discard(c)
+            if not group.clients and self.groups.get(group.filters) is group:
+                del self.groups[group.filters]
 
     def ring_after(self, pos: C.Cursor) -> Iterator[LiveEvent]:
         for ev in self.ring:
@@ -171,16 +263,51 @@ class Hub:
             self.base[old.partition] = max(self.base.get(old.partition, -1), old.offset)
         self.position = C.merge(self.position, batch.after)
         self.events_in += len(batch.events)
-        if not batch.events:
-            return  # only the position moved (transaction markers): no client needs waking
-        for c in list(self.clients):
-            was = c.dropped
-            c.offer(batch)
-            if c.dropped and not was:
-                self.dropped_clients += 1
+        woken = 0
+        for group in list(self.groups.values()):
+            selected = None
+            if batch.events:
+                if not group.filters.empty:
+                    self.matched += len(batch.events)
+                selected = group.select(batch)
+            # nothing for this filter (or only the position moved: transaction markers): its
+            # clients are not woken; the group's position still moves, in turn
+            clients = list(group.clients) if selected is not None else []
+            woken += len(clients)
+            self._offers.append((group, selected, clients, batch.after))
+        if batch.events:
+            self.fanout = woken
+        if not self._offering:  # else a pass is due: it takes these in turn
+            self._offer_some()
         if batch.events:
             self.last_event_at = batch.received
             self.delays.append(time.time() - batch.received)
+
+    def _offer_some(self) -> None:
+        """Hand pending batches to their clients, in publishing order, at most
+        ``OFFER_SLICE`` clients per pass of the event loop (the loop polls sockets between
+        passes: 5,000 clients woken at once would hold it for their whole round of sends).
+        A group's position moves once every client of it has the batch."""
+        self._offering = False
+        budget = OFFER_SLICE if self._loop is not None else 1 << 62
+        while self._offers and budget > 0:
+            group, selected, clients, after = self._offers[0]
+            n = min(budget, len(clients))
+            if selected is not None:
+                for c in clients[len(clients) - n :]:
+                    was = c.dropped
+                    c.offer(selected)
+                    if c.dropped and not was:
+                        self.dropped_clients += 1
+            del clients[len(clients) - n :]
+            budget -= n
+            if clients:
+                break
+            self._offers.popleft()
+            group.position = C.merge(group.position, after)
+        if self._offers and self._loop is not None and not self._offering:
+            self._offering = True
+            self._loop.call_soon(self._offer_some)
 
     def close_clients(self) -> None:
         for c in list(self.clients):
@@ -270,6 +397,7 @@ class Hub:
         # this consumer: every client goes through the catch-up path (ClickHouse, then the
         # ring) before it takes live batches again
         self.ring.clear()
+        self._offers.clear()  # every client catches up from ClickHouse instead
         self.base = dict(start)
         self.partitions = max(self.partitions, len(start))
         self.position = C.merge(self.position, start)
@@ -288,11 +416,11 @@ class Hub:
         ``sse_flush_ms`` (one wake-up per client per batch, however many transactions)."""
         pos = dict(start)
         assignment = consumer.assignment()
-        flush = max(0.0, self.s.sse.flush_ms / 1000)
         before = dict(pos)
         events: list[LiveEvent] = []
         first = 0.0  # when the oldest pending event was read
         while not self._stop.is_set():
+            flush = flush_interval(self.s.sse.flush_ms, self.fanout, self.s.sse.sends_per_s)
             wait = 0.05 if not events else max(0.001, first + flush - time.time())
             msgs = consumer.consume(num_messages=1000, timeout=min(0.05, wait))
             received = time.time()

@@ -61,6 +61,21 @@ class Filters:
     def empty(self) -> bool:
         return self == Filters()
 
+    def normalized(self) -> Filters:
+        """The same filter with every list sorted and deduplicated: two clients whose filters
+        select the same events have equal normalized filters (the live tail groups them)."""
+        return Filters(
+            market=tuple(sorted(set(self.market))),
+            provider=tuple(sorted(set(self.provider))),
+            venue=tuple(sorted(set(self.venue))),
+            neighborhood=tuple(sorted(set(self.neighborhood))),
+            date_from=self.date_from,
+            date_to=self.date_to,
+            time_slot=tuple(sorted(set(self.time_slot))),
+            party_size=self.party_size,
+            event=tuple(sorted(set(self.event))),
+        )
+
     def matches(self, item: Mapping[str, Any]) -> bool:
         if self.market and item["market"] not in self.market:
             return False

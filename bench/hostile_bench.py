@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import httpx
 import orjson
 
 from api import cursor as C
-from bench.api_bench import _pct, wait_ready
+from bench.api_bench import _cpu_s, _pct, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERSIZED = C.encode(dict.fromkeys(range(4096), 0))
@@ -157,6 +158,8 @@ def serve(data: Path, tag: str, port: int) -> None:
 
 
 _OPENED = re.compile(rb'"opened_at_ms":(\d+)')
+UNTIMED_READ_PAUSE_S = 0.5  # an untimed client reads what arrived, then sleeps this long
+FILTER_KINDS = 50  # distinct filters of a crowd whose query has "{i}" in it
 
 
 async def _crowd(
@@ -165,37 +168,47 @@ async def _crowd(
     slow: int,
     seconds: float,
     counts: dict[str, int],
-    sampled: int = 0,
-    delivery: list[float] | None = None,
-    idle_filter: bytes = b"",
+    timed: bool = False,
+    delivery: list[tuple[float, float]] | None = None,
+    query: bytes = b"",
 ) -> None:
     """``n`` SSE clients (raw sockets: one coroutine each) and ``slow`` slowloris
-    connections (a request head trickled a byte a second, reopened when cut). The last
-    ``sampled`` clients to connect note, in ``delivery``, each event's delivery
-    latency: its arrival less its drop's ``opened_at_ms`` (the writer's clock when it made the
-    drop, just before producing it; same machine)."""
+    connections (a request head trickled a byte a second, reopened when cut). ``timed``
+    clients note, in ``delivery``, each event's ``(arrival, latency)`` in ms: its arrival
+    less its drop's ``opened_at_ms`` (the writer's clock when it made the drop, just before
+    producing it; same machine). Untimed ones read what arrived every
+    ``UNTIMED_READ_PAUSE_S`` (a crowd of such readers costs the client processes far less
+    than the server: the bench measures the API, not its own clients)."""
     end = time.monotonic() + seconds
 
-    async def sse(timed: bool) -> None:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        # with ``idle_filter`` the untimed clients filter on it (a neighborhood no drop has:
-        # the API then filters every event for each of them)
-        path = b"/feed/stream" + (b"" if timed or not idle_filter else b"?" + idle_filter)
+    async def sse(i: int) -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        q = query.replace(b"{i}", str(i % FILTER_KINDS).encode())
+        path = b"/feed/stream" + (b"?" + q if q else b"")
         w.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         await w.drain()
         head = await r.readuntil(b"\r\n\r\n")
         if b" 200 " in head.split(b"\r\n", 1)[0]:
             counts["sse"] += 1
+        else:
+            counts["refused"] += 1
         buf = b""
-        while time.monotonic() < end:
-            chunk = await asyncio.wait_for(r.read(65536), timeout=max(0.1, end - time.monotonic()))
-            if not chunk:
-                break
-            if timed and delivery is not None and counts["timing"]:
-                now_ms = time.time() * 1000
-                buf += chunk
-                done, _, buf = buf.rpartition(b"\n\n")
-                delivery.extend(now_ms - int(ms) for ms in _OPENED.findall(done))
+        try:
+            while time.monotonic() < end:
+                left = max(0.1, end - time.monotonic())
+                chunk = await asyncio.wait_for(r.read(1 << 20), timeout=left)
+                if not chunk:
+                    counts["ended"] += 1
+                    break
+                if timed and delivery is not None:
+                    now_ms = time.time() * 1000
+                    buf += chunk
+                    done, _, buf = buf.rpartition(b"\n\n")
+                    delivery.extend((now_ms, now_ms - int(ms)) for ms in _OPENED.findall(done))
+                else:
+                    await asyncio.sleep(UNTIMED_READ_PAUSE_S)
+        except TimeoutError:
+            pass
         w.close()
 
     async def loris() -> None:
@@ -217,13 +230,51 @@ async def _crowd(
 
     tasks = []
     for i in range(n):
-        # the timed clients connect last: ready to read when the timing starts (a client
-        # that fell behind while thousands connected is dropped by the API as too slow)
-        tasks.append(asyncio.create_task(sse(i >= n - sampled)))
+        tasks.append(asyncio.create_task(sse(i)))
         if i % 200 == 199:
             await asyncio.sleep(0.05)
     tasks += [asyncio.create_task(loris()) for _ in range(slow)]
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def crowd_clients(
+    port: int, n: int, slow: int, seconds: float, timed: bool, query: str, out: Path
+) -> None:
+    """One client process of the crowd run; its counts and timings go to ``out`` (JSON)."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    counts = {"sse": 0, "refused": 0, "ended": 0, "cut": 0}
+    delivery: list[tuple[float, float]] = []
+
+    def done(*_: Any) -> None:  # at the end of its time, or when the bench ends it (SIGTERM)
+        out.write_bytes(orjson.dumps({**counts, "delivery": delivery}))
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, done)
+    asyncio.run(_crowd(port, n, slow, seconds, counts, timed, delivery, query.encode()))
+    done()
+
+
+def _clients_proc(
+    port: int, n: int, slow: int, seconds: float, timed: bool, query: str, out: Path
+) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "bench.hostile_bench", "crowd-clients", "--port", str(port)]
+    args += ["--n", str(n), "--slow", str(slow), "--seconds", str(seconds), "--out", str(out)]
+    args += ["--query", query] + (["--timed"] if timed else [])
+    return subprocess.Popen(args, cwd=ROOT)
+
+
+def _sse_clients(port: int) -> float:
+    from bench.api_bench import _metric
+
+    try:
+        return _metric(port, "drops_sse_clients")
+    except httpx.HTTPError:
+        return -1.0
 
 
 def crowd(
@@ -234,58 +285,86 @@ def crowd(
     port: int,
     sampled: int = 100,
     idle_filter: str = "",
+    src: Path = ROOT,
+    procs: int = 2,
 ) -> dict[str, Any]:
     """``/healthz`` round trips and live delivery (drop made and produced -> event at a
     client) with ``clients`` SSE clients and ``slow`` slowloris connections, drops at
-    ``rate`` a second; ``sampled`` of the clients time their events."""
+    ``rate`` a second, the API from the source tree ``src``. The clients run in ``procs``
+    processes of their own, plus one for the ``sampled`` timed clients (unfiltered; they
+    connect last, once the crowd is in). With ``idle_filter`` (a query) the untimed clients'
+    streams are filtered: ``{i}`` in it is the client's number mod ``FILTER_KINDS`` (so
+    ``neighborhood=N{i}`` is 50 distinct filters, each shared by a 50th of the crowd)."""
     tag = uuid.uuid4().hex[:8]
     data = Path(tempfile.mkdtemp(prefix="crowd-"))
     args = [sys.executable, "-m", "bench.hostile_bench", "serve", "--data-dir", str(data)]
-    proc = wait_ready(subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=ROOT), port)
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    server = subprocess.Popen([*args, "--tag", tag, "--port", str(port)], cwd=src, env=env)
+    proc = wait_ready(server, port)
     stop = threading.Event()
     writer = threading.Thread(target=_writer, args=(tag, rate, stop), daemon=True)
     writer.start()
-    counts = {"sse": 0, "cut": 0, "timing": 0}
-    delivery: list[float] = []
+    untimed = clients - sampled
+    children: list[tuple[subprocess.Popen[bytes], Path]] = []
+    life = seconds + 200.0  # the clients' time: connecting, then the timed window
+    began = time.monotonic()
+    cpu0 = 0.0
     try:
         time.sleep(2)
         quiet = _probe(port, 10)
-        t = threading.Thread(
-            target=lambda: asyncio.run(
-                _crowd(
-                    port,
-                    clients,
-                    slow,
-                    seconds + 60,
-                    counts,
-                    sampled,
-                    delivery,
-                    idle_filter.encode(),
-                )
-            ),
-            daemon=True,
-        )
-        t.start()
+        share = [untimed // procs + (1 if k < untimed % procs else 0) for k in range(procs)]
+        for k, n in enumerate(share):
+            out = data / f"clients-{k}.json"
+            children.append(
+                (_clients_proc(port, n, slow if k == 0 else 0, life, False, idle_filter, out), out)
+            )
         deadline = time.monotonic() + 120
-        while counts["sse"] < clients and time.monotonic() < deadline:
+        while _sse_clients(port) < untimed and time.monotonic() < deadline:
             time.sleep(0.5)
-        counts["timing"] = 1  # every client connected: delivery is timed from here on
+        out = data / "clients-timed.json"
+        children.append((_clients_proc(port, sampled, 0, life, True, "", out), out))
+        deadline = time.monotonic() + 60
+        while _sse_clients(port) < clients and time.monotonic() < deadline:
+            time.sleep(0.5)
+        connected = _sse_clients(port)
+        time.sleep(3)  # the timed clients' catch-up ends
+        cpu0 = _cpu_s(proc.pid)
+        t0 = time.time() * 1000
         loaded = _probe(port, seconds)
-        counts["timing"] = 0
+        t1 = time.time() * 1000
+        cpu = _cpu_s(proc.pid) - cpu0
+        still = _sse_clients(port)
         rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0])
+        load = os.getloadavg()
     finally:
         stop.set()
         writer.join(30)
+        for child, _ in children:
+            child.terminate()
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+    docs = []
+    for child, path in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+        docs.append(orjson.loads(path.read_bytes()) if path.exists() else {})
+    delivery = [lat for at, lat in docs[-1].get("delivery", []) if t0 <= at <= t1]
     return {
-        "sse_clients": counts["sse"],
+        "src": str(src),
+        "idle_filter": idle_filter,
+        "sse_clients": int(connected),
+        "sse_clients_at_end": int(still),
+        "refused": sum(d.get("refused", 0) for d in docs),
+        "streams_ended": sum(d.get("ended", 0) for d in docs),
         "slow_connections": slow,
-        "slow_cut": counts["cut"],
+        "slow_cut": sum(d.get("cut", 0) for d in docs),
         "quiet_p50_ms": round(_pct(quiet, 0.5), 2),
         "quiet_p99_ms": round(_pct(quiet, 0.99), 2),
         "crowd_p50_ms": round(_pct(loaded, 0.5), 2),
@@ -293,10 +372,14 @@ def crowd(
         "delivery_p50_ms": round(_pct(delivery, 0.5), 1),
         "delivery_p99_ms": round(_pct(delivery, 0.99), 1),
         "delivery_samples": len(delivery),
+        "delivery_expected": int(rate * seconds * min(sampled, clients)),
         "sampled": min(sampled, clients),
         "samples": len(loaded),
         "timeouts": sum(v >= PROBE_TIMEOUT_S * 1000 for v in loaded),
+        "api_cpu_percent": round(100 * cpu / max(seconds, 1e-9), 1),
         "api_rss_mb": round(rss / 1024, 1),
+        "load_average": [round(x, 2) for x in load],
+        "wall_s": round(time.monotonic() - began, 1),
     }
 
 
@@ -347,14 +430,29 @@ def main() -> None:
         a = sv.parse_args()
         serve(a.data_dir, a.tag, a.port)
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "crowd-clients":
+        cl = argparse.ArgumentParser()
+        cl.add_argument("cmd")
+        for name in ("--port", "--n", "--slow"):
+            cl.add_argument(name, type=int, required=True)
+        cl.add_argument("--seconds", type=float, required=True)
+        cl.add_argument("--timed", action="store_true")
+        cl.add_argument("--query", default="")
+        cl.add_argument("--out", type=Path, required=True)
+        a = cl.parse_args()
+        crowd_clients(a.port, a.n, a.slow, a.seconds, a.timed, a.query, a.out)
+        return
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true", help="both runs; a figures line (drops bench)")
     ap.add_argument("--quick", action="store_true", help="with --json: shorter runs")
     ap.add_argument("--sampled", type=int, default=100, help="with --crowd: clients timed")
     ap.add_argument("--crowd", type=int, default=0, help="instead: N idle SSE clients")
     ap.add_argument(
-        "--idle-filter", default="", help="with --crowd: query of the untimed clients' streams"
+        "--idle-filter",
+        default="",
+        help="with --crowd: query of the untimed clients' streams ({i}: the client mod 50)",
     )
+    ap.add_argument("--procs", type=int, default=2, help="with --crowd: client processes")
     ap.add_argument("--slow", type=int, default=200, help="with --crowd: slowloris connections")
     ap.add_argument("--base", type=Path, default=None, help="source tree of the revision before")
     ap.add_argument("--clients", type=int, default=20)
@@ -378,16 +476,23 @@ def main() -> None:
         print(orjson.dumps({"figures": figures(hostile, many)}).decode(), flush=True)
         return
     if args.crowd:
-        got = crowd(
-            args.crowd,
-            args.slow,
-            args.rate,
-            args.seconds,
-            args.port,
-            args.sampled,
-            args.idle_filter,
-        )
-        print(orjson.dumps(got, option=orjson.OPT_INDENT_2).decode())
+        # with --base: the revision before, then this one, in the same session (A/B)
+        runs = []
+        for tree in ([args.base] if args.base else []) + [ROOT]:
+            got = crowd(
+                args.crowd,
+                args.slow,
+                args.rate,
+                args.seconds,
+                args.port,
+                args.sampled,
+                args.idle_filter,
+                tree,
+                args.procs,
+            )
+            print(orjson.dumps(got).decode(), flush=True)
+            runs.append(got)
+        print(orjson.dumps(runs, option=orjson.OPT_INDENT_2).decode())
         return
     trees = ([args.base] if args.base else []) + [ROOT]
     results = [run(t, args.clients, args.rate, args.seconds, args.port) for t in trees]

@@ -572,6 +572,12 @@ class SseSection(Section):
     max_clients: int = Field(
         10_000, description="SSE: most connected clients; more are answered 503 + Retry-After"
     )
+    sends_per_s: int = Field(
+        5_000,
+        description="SSE: live batches are handed over less often than every flush_ms when "
+        "the clients a batch wakes x batches a second would exceed this many sends a second",
+        gt=0,
+    )
 
 
 class WatchesSection(Section):
@@ -801,6 +807,7 @@ FLAT: dict[str, str] = {
     "sse_ring": "sse.ring",
     "sse_flush_ms": "sse.flush_ms",
     "sse_max_clients": "sse.max_clients",
+    "sse_sends_per_s": "sse.sends_per_s",
     "local_owner": "watches.local_owner",
     "watches_per_owner": "watches.per_owner",
     "matcher_group": "matcher.group",

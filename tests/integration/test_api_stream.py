@@ -196,3 +196,53 @@ def test_ping_retry_hint_and_head(kafka_settings: Settings) -> None:
         while _clients(srv.url) != 0:
             assert time.monotonic() < deadline, "a client stayed subscribed"
             time.sleep(0.1)
+
+
+def test_clients_with_mixed_filters_get_what_their_own_filter_selects(
+    kafka_settings: Settings,
+) -> None:
+    """Clients grouped by filter (three spellings of one filter, another filter, none): each
+    gets exactly the events its filter selects, in order, with the full stream's ids, and a
+    filtered client resuming from one of its ids gets the rest with no gap and no repeat."""
+    w = DropWriter(kafka_settings)
+    with Server(kafka_settings, with_sink=True) as srv:
+        specs: list[dict[str, str]] = [
+            {"event": "close"},
+            {"event": "close,close"},
+            {"event": "close", "market": "nyc"},  # a filter of its own
+            {},
+        ]
+        clients = [SSE(srv.url, params=p) for p in specs]
+        for c in clients:
+            c.ready()
+        assert _metric(srv.url, "drops_sse_filter_groups") == 3
+        drops = [make_drop(i) for i in range(8)]
+        closes = [close_of(d, d.opened_at_ms + 1000) for d in drops[:4]]
+        w.write(drops[:4])
+        w.write([*closes[:2], *drops[4:]])
+        w.write(closes[2:])
+        every = clients[3].take(12)
+        ids = {e["doc"]["dedupe_key"]: e["id"] for e in every}
+        want = [e for e in every if e["doc"]["event"] == "close"]
+        for c in clients[:2]:
+            got = c.take(len(want))
+            assert [(e["id"], e["data"]) for e in got] == [(e["id"], e["data"]) for e in want]
+        nyc = [e for e in want if e["doc"]["market"] == "nyc"]
+        if nyc:
+            got = clients[2].take(len(nyc))
+            assert [e["id"] for e in got] == [ids[e["doc"]["dedupe_key"]] for e in nyc]
+        for c in clients:
+            c.close()
+        resumed = SSE(srv.url, last_id=want[1]["id"], params={"event": "close"})
+        resumed.ready()
+        rest = resumed.take(len(want) - 2)
+        assert [e["id"] for e in rest] == [e["id"] for e in want[2:]]
+        resumed.close()
+    w.close()
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name}")
