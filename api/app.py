@@ -466,12 +466,10 @@ async def _catch_up(
         if C.covers(pos, hub.base):
             # no await between this check and the ring snapshot: the ring cannot move. What
             # the live tail publishes after the snapshot is in the client's queue
-            snapshot = list(hub.ring)
+            snapshot = list(hub.ring_after(pos))
             chunks = []
             size = 0
             for i, ev in enumerate(snapshot):
-                if ev.offset <= pos.get(ev.partition, -1):
-                    continue
                 new = C.merge(pos, ev.after)
                 if filters.matches(ev.item):
                     chunks.append(ev.data if new == ev.after else sse_raw(ev.json, new))
