@@ -19,8 +19,9 @@ search pages, fetched again from the simulator after the cycle, timed on one cor
   move with the producer's code); ``orjson.loads`` of the same bytes beside it;
 - **main's parser**: the page as plain JSON through the lenient reading
   (``resy.parse_venue``, the parser before the typed reading) into the record columns;
-- **this parser**: the producer's typed reading (``resy.decode_page`` + ``take_hits``) into the
-  record columns;
+- **the Python typed reading** (``resy.decode_page`` + ``take_hits``) into the record columns;
+- **this parser**: the producer's reading, the native one (``native/``) when it is built, into
+  the record columns;
 - **producer CPU per page**: the producer process's CPU over a cycle divided by its requests
   (HTTP, decoding, records, everything), and its ratio to the floor (goal <= 2x).
 
@@ -51,7 +52,7 @@ import orjson
 from drops.runtime import tune_gc
 from drops.settings import Settings
 from producers import config
-from producers.providers import factory, resy
+from producers.providers import factory, native, resy
 from producers.providers.base import BucketQuery, Collector, SlotIds
 from producers.service import GC_THRESHOLD, ProducerService, RecordWriter
 from producers.windows import bucket_window
@@ -150,6 +151,18 @@ def main_parser(query: BucketQuery, body: bytes, ids: SlotIds) -> int:
 
 
 def this_parser(query: BucketQuery, body: bytes, ids: SlotIds) -> int:
+    """The producer's reading: the native reader when built (``producers.providers.native``),
+    else the typed reading."""
+    doc = resy.page_decoder(query)(body)
+    if native.lib is not None and isinstance(doc, native.lib.Page):
+        gathered = native.lib.Collector()
+        gathered.take(doc)
+        return len(gathered.table("resy")[2])
+    return typed_parser(query, body, ids)
+
+
+def typed_parser(query: BucketQuery, body: bytes, ids: SlotIds) -> int:
+    """The Python typed reading (``resy.decode_page`` + ``take_hits``)."""
     page = resy.decode_page(body)
     if page is None:
         raise ValueError("a simulator page the typed reading does not take")
@@ -162,7 +175,10 @@ def per_page_ms(pages: list[tuple[BucketQuery, bytes]], rounds: int = 5) -> dict
     """CPU milliseconds per page of each reading over the same pages (best of ``rounds``)."""
     floor = msgspec.json.Decoder(FPage)
     ids = SlotIds("resy")
-    if [main_parser(q, b, ids) for q, b in pages] != [this_parser(q, b, ids) for q, b in pages]:
+    counts = [main_parser(q, b, ids) for q, b in pages]
+    if counts != [this_parser(q, b, ids) for q, b in pages] or counts != [
+        typed_parser(q, b, ids) for q, b in pages
+    ]:
         raise ValueError("the two parsers disagree on the sample pages")
 
     def floor_decode(q: BucketQuery, b: bytes) -> object:
@@ -175,6 +191,7 @@ def per_page_ms(pages: list[tuple[BucketQuery, bytes]], rounds: int = 5) -> dict
         "floor": floor_decode,
         "orjson": orjson_loads,
         "main": partial(main_parser, ids=ids),
+        "typed": partial(typed_parser, ids=ids),
         "this": partial(this_parser, ids=ids),
     }
     out = {}
@@ -419,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{venues:>7} per page ({r['page_page_kb']:.0f} KB, one core): decode floor "
                 f"(msgspec) {r['page_floor']:.3f} ms, orjson.loads {r['page_orjson']:.3f} ms, "
-                f"main's parser {r['page_main']:.3f} ms, this parser {r['page_this']:.3f} ms, "
+                f"main's parser {r['page_main']:.3f} ms, the Python typed reading "
+                f"{r['page_typed']:.3f} ms, this parser ({native.READER}) {r['page_this']:.3f} ms, "
                 f"producer CPU {r['cpu'] / max(r['requests'], 1) * 1000:.3f} ms "
                 f"({r['cpu'] / max(r['requests'], 1) * 1000 / r['page_floor']:.2f}x the floor), "
                 f"load {os.getloadavg()[0]:.1f}",
@@ -459,7 +477,12 @@ def figures_of(
         pages = [
             _fig(f"decode floor per page (msgspec), {venues:,} venues", floor, "ms"),
             _fig(f"main's parser per page, {venues:,} venues", worst["page_main"], "ms"),
-            _fig(f"this parser per page, {venues:,} venues", worst["page_this"], "ms"),
+            _fig(f"Python typed reading per page, {venues:,} venues", worst["page_typed"], "ms"),
+            _fig(
+                f"this parser ({native.READER}) per page, {venues:,} venues",
+                worst["page_this"],
+                "ms",
+            ),
             _fig(f"producer CPU per page, {venues:,} venues", per_page, "ms"),
             {
                 "area": "producer",

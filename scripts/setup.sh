@@ -38,5 +38,20 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The producer's native page reader (native/, Rust; producers/providers/native.py), rebuilt when
+# its sources change. Rust comes with rustup (https://rustup.rs); cargo must be on PATH.
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+native_stamp=.venv/.native-$(cat native/pyproject.toml native/Cargo.toml native/Cargo.lock \
+  native/drops_native.pyi native/src/*.rs | sha1sum | cut -c1-12)
+if [ ! -f "$native_stamp" ]; then
+  if ! command -v cargo >/dev/null; then
+    echo "setup: the native page reader needs Rust's cargo (install it with rustup)" >&2
+    exit 1
+  fi
+  .venv/bin/python -m pip install -q ./native
+  rm -f .venv/.native-*
+  touch "$native_stamp"
+fi
+
 # The local broker's jars (pinned version), fetched once into the ignored data folder.
 .venv/bin/drops broker fetch

@@ -32,7 +32,8 @@ from producers.providers.base import (
     SlotIds,
     SlotTable,
 )
-from producers.providers.transport import Invalid, ProviderError, Transport
+from producers.providers.native import lib as native
+from producers.providers.transport import Decode, Invalid, ProviderError, Transport
 from producers.windows import hhmm
 from schemas import Failure
 from schemas.records import READ_FALLBACK
@@ -148,6 +149,34 @@ def decode_page(body: bytes) -> Page | None:
         return None
 
 
+def page_decoder(query: BucketQuery) -> Decode:
+    """How a search page of ``query``'s bucket is read: natively when the native reader is
+    built (``native/``: it reads the bucket's window straight from the bytes, see
+    :mod:`producers.providers.native`), else, or when a page is not of the plain shape the
+    native reader takes, by :func:`decode_page` (which leaves what it does not take to the
+    lenient reading)."""
+    if native is None:
+        return decode_page
+    read, date, (lo, hi) = native.read_search_page, query.date, query.window
+
+    def decode(body: bytes) -> Any:
+        got = read(body, date, lo, hi)
+        return got if got is not None else decode_page(body)
+
+    return decode
+
+
+def join_native(gathered: native.Collector, acc: Collector) -> None:
+    """The venues the native reader gathered, into ``acc`` (merged with what is there): for
+    the rare fetches that also need the Python side (a page read in Python, the fallback, a
+    venue failure)."""
+    for vid, name, tz, hood, slug, city, times in gathered.export():
+        v = acc.venue(vid, name, tz, hood, slug, city)
+        for actual, seating, pmin, pmax, token in times:
+            for seat in seating or [""]:
+                v.add(actual, seat, pmin, pmax, token)
+
+
 def venue_info(venue: Any) -> tuple[str, str, str, str, str]:
     """``(name, time_zone, neighborhood, slug, city)`` of a venue object of either reading (a
     :class:`Hit`, or a dict of the plain JSON): the one place the venue's fields are taken.
@@ -217,6 +246,13 @@ def take_hits(hits: list[Hit], query: BucketQuery, acc: Collector, seen: set[str
 # ------------------------------------------------------------------ the lenient reading
 
 
+def _count(doc: Any) -> int:
+    """How many venues a page holds, in any reading."""
+    if native is not None and isinstance(doc, native.Page):
+        return doc.hits
+    return len(_hits(doc))
+
+
 def _hits(doc: Any) -> list[Any]:
     if isinstance(doc, Page):
         return doc.search.hits
@@ -229,6 +265,8 @@ def _hits(doc: Any) -> list[Any]:
 
 
 def _total(doc: Any) -> int | None:
+    if native is not None and isinstance(doc, native.Page):
+        return doc.total
     if isinstance(doc, Page):
         meta = doc.search.nbHits
         return meta if meta is not None else (doc.meta.total if doc.meta is not None else None)
@@ -377,9 +415,9 @@ class ResyClient:
         self, query: BucketQuery, page: int, per_page: int, expect: int | None, c: Counters
     ) -> Any:
         def validate(doc: Any) -> None:
-            hits = _hits(doc)
-            if expect is not None and len(hits) != expect:
-                raise Invalid(f"page {page} has {len(hits)} venues, expected {expect}")
+            hits = _count(doc)
+            if expect is not None and hits != expect:
+                raise Invalid(f"page {page} has {hits} venues, expected {expect}")
 
         return await self.transport.request_json(
             NAME,
@@ -389,7 +427,7 @@ class ResyClient:
             json=self._body(query, page, per_page),
             headers=self._headers,
             validate=validate,
-            decode=decode_page,
+            decode=page_decoder(query),
         )
 
     async def _fetch_area(self, query: BucketQuery) -> FetchResult:
@@ -400,10 +438,16 @@ class ResyClient:
         failures: list[Failure] = []
         acc = Collector(NAME, self._ids)
         seen: set[str] = set()
+        # the native reading's venues (None when not built, or once handed to acc)
+        gathered: native.Collector | None = native.Collector() if native is not None else None
 
         def take(doc: Any) -> int:
+            if gathered is not None and isinstance(doc, native.Page):  # the usual case
+                gathered.take(doc)
+                seen.update(doc.venue_ids())
+                return doc.hits
             hits = _hits(doc)
-            if isinstance(doc, Page):  # the typed reading (the usual case)
+            if isinstance(doc, Page):  # the typed reading
                 take_hits(doc.search.hits, query, acc, seen)
                 return len(hits)
             for hit in hits:
@@ -451,12 +495,16 @@ class ResyClient:
                 p += 1
         self.directory.update(seen)
         read = beyond = 0
-        if total is not None and any(f.scope == "page" for f in failures):
+        fallback = total is not None and any(f.scope == "page" for f in failures)
+        if gathered is not None and (fallback or failures or acc.venues):
+            join_native(gathered, acc)  # the Python side is needed: it takes every venue
+            gathered = None
+        if fallback and total is not None:
             failures, read, beyond = await self._fallback(query, total, seen, failures, acc, c)
         for f in failures:  # the failed venues' slots are unknown: keep none of them
             if f.scope == "venue":
                 acc.discard(f.ref)
-        slots_out = acc.table()
+        slots_out = SlotTable(NAME, *gathered.table(NAME)) if gathered is not None else acc.table()
         return FetchResult(
             NAME,
             slots_out,
