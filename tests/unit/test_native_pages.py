@@ -104,7 +104,6 @@ def _page(*hits: dict[str, Any]) -> bytes:
 PLAIN = _page(_hit())
 LEFT_TO_PYTHON = {  # each is valid JSON the native reader does not read plainly: None
     "an escape in a key": PLAIN.replace(b'"type"', b'"t\\u0079pe"'),
-    "an escape in a skipped key": PLAIN.replace(b'"x"', b'"\\u00e9"'),
     "a repeated field": PLAIN.replace(b'"name":"A"', b'"name":"A","name":"B"'),
     "a repeated search": orjson.dumps({"search": {"hits": []}})[:-1] + b',"search":{"hits":[]}}',
     "a float party size": PLAIN.replace(b'"min":1', b'"min":1.0'),
@@ -152,7 +151,8 @@ INVALID = {  # not JSON at all: None here, malformed for the Python readings
     "body",
     [PLAIN, PLAIN.replace(b"-300.0", b"-3E+2"), PLAIN.replace(b"2.5", b"0.25e-1"),
      PLAIN.replace(b'"t"', b'"\\u00e9\\ud83d\\ude00\\/\\n"'),
-     PLAIN.replace(b"true", b'"\\u00e9\\\\ \\""'), PLAIN.replace(b",", b" ,\r\n\t")],
+     PLAIN.replace(b"true", b'"\\u00e9\\\\ \\""'), PLAIN.replace(b",", b" ,\r\n\t"),
+     PLAIN.replace(b'"x"', b'"\\u00e9"')],  # a key of a skipped object may be any text
 )  # fmt: skip
 def test_plain_json_in_any_spelling_is_taken(body: bytes) -> None:
     orjson.loads(body)
