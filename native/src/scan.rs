@@ -25,12 +25,14 @@ pub struct Scanner<'a> {
     i: usize,
 }
 
-/// Bytes that end the fast part of a string: the quote, the backslash and control bytes.
+/// Bytes that end the fast part of a string: the quote, the backslash, control bytes and the
+/// bytes of non-ASCII characters (each checked as UTF-8 where it is met: no pass over the page
+/// before the scan).
 static STOP: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
+    while c < 256 {
+        t[c] = c < 0x20 || c >= 0x80;
         c += 1;
     }
     t[b'"' as usize] = true;
@@ -50,7 +52,8 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
         let slash = x ^ (ONES * u64::from(b'\\'));
         let hit = (quote.wrapping_sub(ONES) & !quote)
             | (slash.wrapping_sub(ONES) & !slash)
-            | (x.wrapping_sub(ONES * 0x20) & !x);
+            | (x.wrapping_sub(ONES * 0x20) & !x)
+            | x; // a byte of a non-ASCII character
         let hit = hit & HIGH;
         if hit != 0 {
             return i + (hit.trailing_zeros() / 8) as usize;
@@ -64,10 +67,9 @@ fn plain_end(b: &[u8], mut i: usize) -> usize {
 }
 
 impl<'a> Scanner<'a> {
-    /// A scanner over ``b``, which must be UTF-8 (checked once here, so the text between two
-    /// quotes is UTF-8 too).
+    /// A scanner over ``b`` (outside strings only ASCII is JSON; inside them, each non-ASCII
+    /// character is checked as UTF-8 where the scan meets it).
     pub fn new(b: &'a [u8]) -> R<Self> {
-        std::str::from_utf8(b).map_err(|_| NotPlain)?;
         Ok(Scanner { b, i: 0 })
     }
 
@@ -191,10 +193,10 @@ impl<'a> Scanner<'a> {
         match b.get(i) {
             Some(b'"') => {
                 self.i = i + 1;
-                // between two ASCII quotes of a UTF-8 text: UTF-8
+                // ASCII only (any other byte stops the scan)
                 std::str::from_utf8(&b[start..i]).map(Cow::Borrowed).map_err(|_| NotPlain)
             }
-            Some(b'\\') => {
+            Some(&c) if c == b'\\' || c >= 0x80 => {
                 let mut out: Vec<u8> = b[start..i].to_vec();
                 self.i = i;
                 self.escaped(&mut out)?;
@@ -244,6 +246,21 @@ impl<'a> Scanner<'a> {
                     if let Some(o) = out.as_deref_mut() {
                         o.push(plain);
                     }
+                }
+                Some(&c) if c >= 0x80 => {
+                    // one character: its length from its first byte, then checked as UTF-8
+                    let n = match c {
+                        0xC2..=0xDF => 2,
+                        0xE0..=0xEF => 3,
+                        0xF0..=0xF4 => 4,
+                        _ => return Err(NotPlain),
+                    };
+                    let ch = b.get(i..i + n).ok_or(NotPlain)?;
+                    std::str::from_utf8(ch).map_err(|_| NotPlain)?;
+                    if let Some(o) = out.as_deref_mut() {
+                        o.extend_from_slice(ch);
+                    }
+                    self.i = i + n;
                 }
                 _ => return Err(NotPlain),
             }
