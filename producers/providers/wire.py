@@ -40,7 +40,9 @@ from drops.errors import DropsError
 
 MAX_HEAD = 64 << 10  # bytes of status line and headers
 MAX_BODY = 64 << 20  # bytes of body (after inflating)
-SCRATCH = 256 << 10  # read size for heads, chunked and close-delimited bodies
+SCRATCH = 256 << 10  # read size for chunked and close-delimited bodies
+HEAD_READ = 8 << 10  # read size while the head is awaited: the body's bytes go to its buffer
+KEEP_STORE = 4 << 20  # a connection keeps its body buffer for the next answer up to this size
 MAX_CHUNK_LINE = 4096
 
 _IDLE, _HEAD, _LENGTH, _CHUNKED, _CLOSE = range(5)
@@ -87,8 +89,10 @@ class _Conn(asyncio.BufferedProtocol):
         self._no_body = False
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._body = bytearray()
-        self._view = memoryview(self._body)
+        self._head_view = self._scratch_view[:HEAD_READ]
+        self._body = bytearray()  # a chunked body, as its chunks come
+        self._store = bytearray()  # a Content-Length body is read into this, in place
+        self._view = memoryview(self._store)  # ... through this window of its length
         self._got = 0
         self._chunk_left = -1  # -1: a chunk-size line is next; -2: the trailers are next
 
@@ -98,17 +102,18 @@ class _Conn(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._mode == _LENGTH:
+        mode = self._mode
+        if mode == _LENGTH:
             return self._view[self._got :]
-        return self._scratch_view
+        return self._head_view if mode == _HEAD else self._scratch_view
 
     def buffer_updated(self, nbytes: int) -> None:
         self._received = True
         mode = self._mode
         if mode == _LENGTH:
             self._got += nbytes
-            if self._got == len(self._body):
-                self._finish(bytes(self._body))
+            if self._got == len(self._view):
+                self._finish(bytes(self._view))
             return
         if mode == _IDLE:  # bytes nobody asked for: the connection is not ours to reuse
             self.reusable = False
@@ -163,7 +168,8 @@ class _Conn(asyncio.BufferedProtocol):
 
     def _finish(self, body: bytes) -> None:
         self._mode = _IDLE
-        self._body, self._view = bytearray(), memoryview(b"")
+        self._body = bytearray()
+        self._view.release()
         self._buf.clear()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
@@ -234,8 +240,9 @@ class _Conn(asyncio.BufferedProtocol):
             body = bytes(buf[:n])
             self._finish(body)
             return
-        self._body = bytearray(n)
-        self._view = memoryview(self._body)
+        if len(self._store) < n or len(self._store) > KEEP_STORE:
+            self._store = bytearray(n)  # else the last answer's buffer, overwritten
+        self._view = memoryview(self._store)[:n]
         self._got = len(buf)
         self._view[: self._got] = buf
         buf.clear()
