@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -50,17 +52,17 @@ class Server:
         self.handler, self.connections = handler, 0
         self.server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> str:
-        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            try:
-                await self.handler(reader, writer, self.connections)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
+    async def handler_for_connection(self, reader: Reader, writer: Writer) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self.connections)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
 
-        self.server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handler_for_connection, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
@@ -342,5 +344,35 @@ def test_the_transport_reads_a_429s_retry_after_and_maps_failures() -> None:
                     await t.request_json("q", "GET", f"{url}{path}", c)
                 assert err.value.kind == kind
             await t.aclose()
+
+    run(go())
+
+
+def test_https_through_asyncio_ssl(tmp_path: Path) -> None:
+    """An https URL goes through TLS (certificates verified): with the test CA trusted the
+    answer comes back on a kept-alive connection; with the default trust it is refused."""
+    from tests.integration.test_kafka_tls import make_ca, make_server_pem
+
+    ca_key, ca = make_ca(tmp_path, "wire test CA")
+    make_server_pem(tmp_path, ca_key, ca)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "server.pem")
+    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+
+    async def go() -> None:
+        server = Server(keep_serving)
+        tls = await asyncio.start_server(
+            server.handler_for_connection, "127.0.0.1", 0, ssl=server_ctx
+        )
+        port = tls.sockets[0].getsockname()[1]
+        pool = wire.Pool(4, ssl_context=client_ctx)
+        for _ in range(3):
+            r = await pool.request("GET", f"https://127.0.0.1:{port}/t", timeout=5)
+            assert orjson.loads(r.body)["line"] == "GET /t HTTP/1.1"
+        assert server.connections == 1
+        await pool.aclose()
+        with pytest.raises(wire.WireError, match="CERTIFICATE_VERIFY_FAILED"):
+            await wire.Pool(4).request("GET", f"https://127.0.0.1:{port}/t", timeout=5)
+        tls.close()
 
     run(go())
