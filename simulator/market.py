@@ -121,17 +121,23 @@ class Overlay:
 
     changes: dict[tuple[str, int, str], dict[int, Override]] = field(default_factory=dict)
     version: int = 0  # bumped on every change (keys the simulator's response cache)
+    # per (provider, venue_id, date): the version of its last change (0: never changed, or
+    # cleared since), so a cache of one venue's answer knows whether it still holds
+    versions: dict[tuple[str, int, str], int] = field(default_factory=dict)
 
     def set(self, provider: str, venue_id: int, actual_time: str, override: Override) -> None:
         day, minute = parse_actual_time(actual_time)
-        self.changes.setdefault((provider, venue_id, day.isoformat()), {})[minute] = override
+        key = (provider, venue_id, day.isoformat())
+        self.changes.setdefault(key, {})[minute] = override
         self.version += 1
+        self.versions[key] = self.version
 
     def get(self, provider: str, venue_id: int, day: date) -> dict[int, Override]:
         return self.changes.get((provider, venue_id, day.isoformat()), {})
 
     def clear(self) -> None:
         self.changes.clear()
+        self.versions.clear()
         self.version += 1
 
     def __len__(self) -> int:

@@ -115,6 +115,11 @@ class SimState:
     _cache: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
     _cache_stamp: tuple[int, int] = (-1, -1)
     _cache_bytes: int = 0
+    # one venue's rendered search hit, per (venue id, day, lo, hi, party): (its overlay
+    # version, the bytes: a window into the cached page that holds them); for the model
+    # minute ``_hits_minute`` only
+    _hits: dict[tuple[Any, ...], tuple[int, memoryview]] = field(default_factory=dict)
+    _hits_minute: int = -1
     _next_fault: int = 1
 
     def cached(self, key: tuple[Any, ...], model_ms: int) -> bytes | None:
@@ -126,10 +131,21 @@ class SimState:
             return None
         return self._cache.get(key)
 
-    def store(self, key: tuple[Any, ...], data: bytes) -> None:
+    def store(self, key: tuple[Any, ...], data: bytes) -> bool:
         if self._cache_bytes + len(data) <= self.cache_budget:
             self._cache[key] = data
             self._cache_bytes += len(data)
+            return True
+        return False
+
+    def hits_for(self, model_ms: int) -> dict[tuple[Any, ...], tuple[int, memoryview]]:
+        """The venues' rendered hits of this model minute (an empty map at a new minute:
+        the market itself has moved)."""
+        minute = model_ms // 60_000
+        if minute != self._hits_minute:
+            self._hits.clear()
+            self._hits_minute = minute
+        return self._hits
 
     def clock_ms(self) -> int:
         return self.fixed_clock_ms if self.fixed_clock_ms is not None else self.clock.now_ms()
@@ -324,20 +340,42 @@ def search_page(state: SimState, body: Any) -> bytes:
         return cached
     venues = state.market.venues.get("resy", [])
     now = state.market.local_now(model_ms)
-    hits = []
-    for v in venues[(page - 1) * per_page : page * per_page]:
-        slots = state.market.slots(v, day, lo, hi, party, model_ms, state.overlay, now)
-        hit = resy_venue(v)
-        hit["availability"] = {"slots": resy_slots(slots, party, model_ms)}
-        hits.append(hit)
-    data = orjson.dumps(
-        {
-            "search": {"hits": hits, "nbHits": len(venues)},
-            "meta": {"page": page, "per_page": per_page, "total": len(venues)},
-        }
-    )
-    state.store(key, data)
+    cache = state.hits_for(model_ms) if state.cache_budget > 0 else {}
+    versions, dstr = state.overlay.versions, day.isoformat()
+    chosen = venues[(page - 1) * per_page : page * per_page]
+    keys, parts = [], []
+    for v in chosen:
+        hkey, version = (v.id, day, lo, hi, party), versions.get(("resy", v.id, dstr), 0)
+        kept = cache.get(hkey)
+        part: bytes | memoryview
+        if kept is not None and kept[0] == version:
+            part = kept[1]  # the venue's answer has not changed since it was rendered
+        else:
+            slots = state.market.slots(v, day, lo, hi, party, model_ms, state.overlay, now)
+            hit = resy_venue(v)
+            hit["availability"] = {"slots": resy_slots(slots, party, model_ms)}
+            part = orjson.dumps(hit)
+        keys.append((hkey, version))
+        parts.append(part)
+    data = render_page(parts, len(venues), page, per_page)
+    if state.store(key, data):  # the hits kept are windows into the page: no second copy
+        view, at = memoryview(data), len(PAGE_HEAD)
+        for (hkey, version), part in zip(keys, parts, strict=True):
+            cache[hkey] = (version, view[at : at + len(part)])
+            at += len(part) + 1
     return data
+
+
+PAGE_HEAD = b'{"search":{"hits":['
+
+
+def render_page(hits: list[bytes | memoryview], total: int, page: int, per_page: int) -> bytes:
+    """A search page of hits already rendered as JSON: byte for byte what ``orjson.dumps``
+    makes of ``{"search": {"hits": [...], "nbHits": total}, "meta": {...}}``."""
+    tail = b'],"nbHits":%d},"meta":{"page":%d,"per_page":%d,"total":%d}}' % (
+        total, page, per_page, total
+    )  # fmt: skip
+    return b"".join((PAGE_HEAD, b",".join(hits), tail))
 
 
 def find_venue(state: SimState, params: dict[str, str]) -> dict[str, Any] | None:

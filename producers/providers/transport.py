@@ -1,4 +1,6 @@
-"""The HTTP path to the providers: one pooled ``httpx.AsyncClient`` for every request, and per
+"""The HTTP path to the providers: one connection pool for every request (this project's own
+keep-alive HTTP/1.1 client, :mod:`producers.providers.wire`, unless ``providers.http`` asks for
+httpx over aiohttp or httpx's own connections, or a test passes an ``httpx.AsyncClient``), and per
 provider a concurrency limit, a request-rate limit, a circuit breaker and a shared
 ``Retry-After`` pause. Every request has a timeout; failed attempts are retried with full
 jitter (``sleep = uniform(0, min(cap, base · 2^attempt))``), and a 429's ``Retry-After`` is
@@ -17,7 +19,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -28,6 +30,7 @@ import orjson
 from drops.errors import DropsError, InvariantError
 from drops.runtime import full_jitter
 from producers.config import ConfigError
+from producers.providers import wire
 from producers.providers.base import Counters
 from producers.providers.http import AiohttpTransport
 
@@ -59,7 +62,7 @@ class Policy:
     rate_limit: float = 0.0  # requests/s per provider, 0 = none
     breaker_failures: int = 20
     breaker_reset: float = 30.0
-    http: str = "aiohttp"  # the connection under httpx: "aiohttp" or "httpx" (its own)
+    http: str = "wire"  # "wire" (our own client), or httpx over "aiohttp" or "httpx" (its own)
 
 
 def backoff(attempt: int, policy: Policy, rng: random.Random) -> float:
@@ -176,16 +179,21 @@ class Transport:
         connections: int | None = None,
     ) -> None:
         self.policy = policy
-        if policy.http not in ("aiohttp", "httpx"):
-            raise ConfigError(f"provider_http is aiohttp or httpx, not {policy.http!r}")
+        if policy.http not in ("wire", "aiohttp", "httpx"):
+            raise ConfigError(f"provider_http is wire, aiohttp or httpx, not {policy.http!r}")
         pool = max(connections or policy.concurrency * 2, 10)  # kept alive: no reconnects
-        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(policy.timeout),
-            limits=limits,
-            http2=False,
-            transport=AiohttpTransport(pool) if policy.http == "aiohttp" else None,
-        )
+        self.wire: wire.Pool | None = None
+        self.client: httpx.AsyncClient | None = client
+        if client is None and policy.http == "wire":
+            self.wire = wire.Pool(pool)
+        elif client is None:
+            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+            self.client = httpx.AsyncClient(
+                timeout=httpx.Timeout(policy.timeout),
+                limits=limits,
+                http2=False,
+                transport=AiohttpTransport(pool) if policy.http == "aiohttp" else None,
+            )
         self._sleep, self._rng, self._clock = sleep, rng or random.Random(), clock
         self._lanes: dict[str, Lane] = {}
         self._limits: dict[str, tuple[int, float]] = {}
@@ -237,7 +245,10 @@ class Transport:
         return self.lane(provider).breaker.is_open
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+        if self.wire is not None:
+            await self.wire.aclose()
 
     async def _pace(self, lane: Lane) -> None:
         """Wait for the provider's Retry-After pause and its request-rate slot."""
@@ -269,6 +280,8 @@ class Transport:
         hdrs = dict(headers or {})
         if content is not None:
             hdrs.setdefault("Content-Type", "application/json")
+        if self.wire is not None and params:
+            url = f"{url}{'&' if '?' in url else '?'}{wire.query_string(params)}"
         last: ProviderError | None = None
         for attempt in range(policy.max_retries + 1):
             if attempt:
@@ -281,18 +294,32 @@ class Transport:
                 raise ProviderError("circuit_open", f"{provider} breaker is open", False)
             await self._pace(lane)
             try:
-                async with lane.semaphore:
-                    counters.requests += 1
-                    resp = await self.client.request(
-                        method, url, params=params, content=content, headers=hdrs,
-                        timeout=policy.timeout,
-                    )  # fmt: skip
-                doc = self._check(resp, lane, validate, decode)
+                if self.wire is not None:
+                    async with lane.semaphore:
+                        counters.requests += 1
+                        answer = await self.wire.request(method, url, hdrs, content, policy.timeout)
+                    status, body = answer.status, answer.body
+                    got: Mapping[str, str] = answer.headers
+                elif self.client is not None:
+                    async with lane.semaphore:
+                        counters.requests += 1
+                        resp = await self.client.request(
+                            method, url, params=params, content=content, headers=hdrs,
+                            timeout=policy.timeout,
+                        )  # fmt: skip
+                    status, got, body = resp.status_code, resp.headers, resp.content
+                else:
+                    raise InvariantError("a transport with neither a pool nor a client")
+                doc = self._check(status, got, body, lane, validate, decode)
             except ProviderError as err:
                 last = err
                 if self._secrets:
                     last.detail = self.scrub(last.detail)
                     last.args = (self.scrub(str(last)),)
+            except wire.WireTimeout as exc:
+                last = ProviderError("timeout", str(exc))
+            except wire.WireError as exc:
+                last = ProviderError("transport", self.scrub(f"{type(exc).__name__}: {exc}"))
             except httpx.TimeoutException as exc:
                 last = ProviderError("timeout", type(exc).__name__)
             except httpx.HTTPError as exc:
@@ -309,15 +336,18 @@ class Transport:
 
     def _check(
         self,
-        resp: httpx.Response,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
         lane: Lane,
         validate: Callable[[Any], object] | None,
         decode: Decode | None = None,
     ) -> Any:
-        status = resp.status_code
+        """An answer's status, headers (``retry-after`` read case-insensitively: httpx's are,
+        and the wire pool's names are lower case) and body, as a document or an error."""
         if status == 429:
             err = ProviderError("throttled", "429")
-            ra = parse_retry_after(resp.headers.get("retry-after"))
+            ra = parse_retry_after(headers.get("retry-after"))
             if ra is not None:
                 if ra > self.policy.retry_after_max:
                     err = ProviderError("throttled", f"429, Retry-After {ra:g}s is too long", False)
@@ -330,11 +360,12 @@ class Transport:
         if status >= 500:
             raise ProviderError("server_error", str(status))
         if status >= 400:  # 400, 401, 404, 419: our request or key is wrong; retrying won't help
-            raise ProviderError("rejected", f"{status} {resp.text[:200]}", False)
-        doc = None if decode is None else decode(resp.content)
+            text = body[:800].decode("utf-8", "replace")[:200]
+            raise ProviderError("rejected", f"{status} {text}", False)
+        doc = None if decode is None else decode(body)
         if doc is None:
             try:
-                doc = orjson.loads(resp.content)
+                doc = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise ProviderError("malformed", f"not JSON: {exc}") from None
         if validate is not None:

@@ -10,6 +10,7 @@ import gzip
 import random
 
 import orjson
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,10 +54,19 @@ APP = Starlette(
 )
 
 
-def test_the_aiohttp_connection_gives_httpx_answers_and_failures() -> None:
+@pytest.mark.parametrize("http", ["aiohttp", "wire"])
+def test_the_connection_gives_httpx_answers_and_failures(http: str) -> None:
+    """The same answers and failures through httpx over aiohttp and through the wire pool."""
+
     async def run(url: str) -> None:
-        t = Transport(Policy(timeout=0.4, max_retries=1, retry_base=0.0), rng=random.Random(0))
-        assert type(t.client._transport).__name__ == "AiohttpTransport"
+        t = Transport(
+            Policy(timeout=0.4, max_retries=1, retry_base=0.0, http=http), rng=random.Random(0)
+        )
+        if http == "aiohttp":
+            assert t.client is not None
+            assert type(t.client._transport).__name__ == "AiohttpTransport"
+        else:
+            assert t.client is None and t.wire is not None
         c = Counters()
         ua = {"User-Agent": "Mozilla/5.0 t"}
         doc = await t.request_json(
@@ -89,5 +99,6 @@ def test_the_aiohttp_connection_gives_httpx_answers_and_failures() -> None:
 
 def test_httpx_own_connection_is_still_there() -> None:
     t = Transport(Policy(http="httpx"))
+    assert t.client is not None
     assert type(t.client._transport).__name__ == "AsyncHTTPTransport"
     asyncio.run(t.aclose())
